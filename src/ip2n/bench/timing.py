@@ -1,0 +1,47 @@
+"""Stage timer and peak-memory reader shared by the benchmarks."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak / 1e3  # bytes on macOS, KiB elsewhere
+
+
+def current_rss_mb() -> float:
+    """Current resident memory, in MB (Linux /proc; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * resource.getpagesize() / 1e6
+    except OSError:
+        return peak_rss_mb()
+
+
+@dataclass
+class StageTimer:
+    """Collects (stage, seconds, peak RSS after the stage) rows."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str, **details) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        self.rows.append({"stage": name, "seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_mb()), **details})
+
+    def table(self) -> str:
+        width = max(len(row["stage"]) for row in self.rows)
+        lines = [f"{'stage':<{width}}  {'seconds':>8}  {'peak RSS MB':>11}"]
+        for row in self.rows:
+            lines.append(f"{row['stage']:<{width}}  {row['seconds']:>8.2f}  {row['peak_rss_mb']:>11}")
+        return "\n".join(lines)

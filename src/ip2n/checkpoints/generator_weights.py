@@ -1,0 +1,158 @@
+"""EG3D generator weights: find, load, convert and check them; the seeded built-in generator.
+
+Accepted files (docs/checkpoints.md): an official `G_ema.pkl` (whole pickled module or NVIDIA
+network pickle, read without executing anything), a plain state dict, or our converted
+`generator.safetensors`. Converting also caches PREIM3D's `latent_avg` (`latent_avg.safetensors`),
+which the official code recomputes from 10 000 mapping samples at every start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ip2n.checkpoints.official import read_eg3d_generator
+from ip2n.checkpoints.safe_unpickle import CheckpointError
+from ip2n.checkpoints.safetensors_io import load_weights, save_weights
+from ip2n.generator.config import EG3DConfig, preset
+from ip2n.generator.eg3d import TriPlaneGenerator
+from ip2n.generator.latent_avg import compute_latent_avg
+from ip2n.weight_report import check_state_dict
+
+logger = logging.getLogger(__name__)
+
+CONVERTED_NAME = "generator.safetensors"
+LATENT_AVG_NAME = "latent_avg.safetensors"
+# Names under which people keep the official generator, in the order we look for them.
+OFFICIAL_NAMES = ("G_ema.pkl", "ffhq512-128.pkl")
+KIND = "eg3d_generator"
+
+
+def find_generator_file(path: str | os.PathLike) -> Path:
+    """A generator file, or the generator file inside a weights directory."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in (CONVERTED_NAME, *OFFICIAL_NAMES):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(
+            f"no generator weights in {path}: expected {CONVERTED_NAME} (from `ip2n weights convert`) "
+            f"or the official {' / '.join(OFFICIAL_NAMES)}."
+        )
+    raise CheckpointError(f"generator weights not found: {path} does not exist.")
+
+
+def read_generator(path: str | os.PathLike) -> tuple[EG3DConfig, dict[str, torch.Tensor]]:
+    """(config, state dict) from any accepted generator file, checked against the config's layout."""
+    path = find_generator_file(path)
+    state_dict, config_data = load_weights(path) if path.suffix == ".safetensors" else ({}, {})
+    if config_data.get("kind") == KIND:
+        config = EG3DConfig.from_dict(config_data["config"])
+    else:
+        checkpoint = read_eg3d_generator(path)
+        state_dict = checkpoint.state_dict
+        if checkpoint.init_kwargs:
+            config = EG3DConfig.from_official(checkpoint.init_kwargs, checkpoint.neural_rendering_resolution)
+        else:
+            # A bare state dict carries no options: assume the released FFHQ-512 generator, then verify.
+            config = preset("ffhq512")
+    expected = _expected_shapes(config)
+    report = check_state_dict(state_dict, expected)
+    if not report.ok:
+        raise CheckpointError(
+            f"{path} does not match the EG3D generator layout it describes:\n{report.summary()}\n"
+            "Use the generator file that came with the model (G_ema.pkl), or convert it again."
+        )
+    return config, state_dict
+
+
+def _expected_shapes(config: EG3DConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = TriPlaneGenerator(config)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def build_generator(
+    config: EG3DConfig, state_dict: dict[str, torch.Tensor], device: str | torch.device = "cpu"
+) -> TriPlaneGenerator:
+    """Generator with the given weights, in eval mode, without gradients (no random init wasted)."""
+    with torch.device("meta"):
+        model = TriPlaneGenerator(config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> TriPlaneGenerator:
+    """Load any accepted generator file (or weights directory) → ready-to-render generator."""
+    config, state_dict = read_generator(path)
+    return build_generator(config, state_dict, device)
+
+
+def random_generator(preset_name: str = "ffhq512", seed: int = 0) -> TriPlaneGenerator:
+    """A generator with seeded random weights (the built-in default until trained weights ship).
+
+    The global RNG is forked so building it leaves the caller's random state untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TriPlaneGenerator(preset(preset_name))
+    return model.eval().requires_grad_(False)
+
+
+def load_latent_avg(weights_dir: str | os.PathLike | None, generator: TriPlaneGenerator) -> torch.Tensor:
+    """PREIM3D's latent_avg (1, 14, 512): the cached copy in `weights_dir` if present, else computed."""
+    if weights_dir is not None and (Path(weights_dir) / LATENT_AVG_NAME).is_file():
+        tensors, _ = load_weights(Path(weights_dir) / LATENT_AVG_NAME)
+        return tensors["latent_avg"]
+    return compute_latent_avg(generator)
+
+
+def convert_generator(source: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Official generator file → `generator.safetensors` (+ .json) and `latent_avg.safetensors`."""
+    config, state_dict = read_generator(source)
+    out_dir = Path(out_dir)
+    written = [save_weights(out_dir / CONVERTED_NAME, state_dict, {"kind": KIND, "config": config.to_dict()})]
+    latent_avg = compute_latent_avg(build_generator(config, state_dict))
+    written.append(
+        save_weights(
+            out_dir / LATENT_AVG_NAME,
+            {"latent_avg": latent_avg},
+            {"kind": "latent_avg", "recipe": "PREIM3D: mean mapping(RandomState(123).randn(10000, 512), c_front, psi 0.7)"},
+        )
+    )
+    return written
+
+
+def check_generator_file(path: str | os.PathLike) -> tuple[bool, str]:
+    """(ok, one-paragraph summary) for `ip2n weights check`; never raises for a bad file."""
+    try:
+        file = find_generator_file(path)
+        config, state_dict = read_generator(file)
+    except CheckpointError as exc:
+        return False, str(exc)
+    parameters = sum(value.numel() for value in state_dict.values())
+    return True, (
+        f"{file.name}: EG3D generator, {len(state_dict)} tensors ({parameters / 1e6:.1f} M numbers), "
+        f"{config.img_resolution}² output, neural rendering {config.neural_rendering_resolution}², "
+        f"super-resolution {config.superresolution}"
+    )
+
+
+__all__ = [
+    "CONVERTED_NAME",
+    "LATENT_AVG_NAME",
+    "OFFICIAL_NAMES",
+    "build_generator",
+    "check_generator_file",
+    "convert_generator",
+    "find_generator_file",
+    "load_generator",
+    "load_latent_avg",
+    "random_generator",
+    "read_generator",
+]

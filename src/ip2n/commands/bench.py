@@ -1,0 +1,36 @@
+"""`ip2n bench`: measured seconds and peak memory on this machine (figures, not assertions)."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+from ip2n.atomic import write_text_atomic
+from ip2n.commands.common import add_threads_option, apply_threads
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("bench", help="benchmark rendering on this machine (random weights)")
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    render = targets.add_parser("render", help="EG3D generator: backbone, rendering, SR, views, orbit, mesh grid")
+    render.add_argument("--preset", default="ffhq512", help="generator preset (default ffhq512)")
+    render.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
+    render.add_argument("--grid", type=int, default=256, help="density grid resolution (default 256)")
+    render.add_argument("--json", help="also write the figures to this JSON file")
+    add_threads_option(render)
+    render.set_defaults(run=run_render, threads=2)
+
+
+def run_render(args) -> int:
+    apply_threads(args.threads)
+    import torch
+
+    from ip2n.bench.render import run_render_benchmark
+
+    timer = run_render_benchmark(args.preset, args.frames, args.grid)
+    print(f"ip2n bench render: preset {args.preset}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(timer.table())
+    if args.json:
+        write_text_atomic(args.json, json.dumps({"preset": args.preset, "threads": torch.get_num_threads(),
+                                                 "rows": timer.rows}, indent=2) + "\n")
+    return 0

@@ -1,0 +1,56 @@
+"""`ip2n weights convert|check`: official checkpoints → safetensors, and a completeness report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ip2n.commands.common import UserError
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "weights", help="convert official checkpoints to safetensors, or check a weights folder",
+        description="Work with model weight files. Official pickles are read without executing any code from them.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    convert = actions.add_parser(
+        "convert", help="convert official files (G_ema.pkl, instructpix2nerf.pt, ...) to safetensors + JSON",
+        description="Convert the official files found in SOURCE (a folder or a single generator file) into OUT.",
+    )
+    convert.add_argument("source", help="a folder with the official files, or one generator file")
+    convert.add_argument("-o", "--out", required=True, help="output weights folder")
+    convert.set_defaults(run=run_convert)
+    check = actions.add_parser(
+        "check", help="say, file by file, whether a weights folder is complete and matches the architecture",
+    )
+    check.add_argument("folder", help="weights folder (official or converted files)")
+    check.set_defaults(run=run_check)
+
+
+def run_convert(args) -> int:
+    from ip2n.checkpoints.generator_weights import convert_generator, find_generator_file
+
+    source = Path(args.source)
+    if not source.exists():
+        raise UserError(f"{source} does not exist; pass the folder with the downloaded official files")
+    written = convert_generator(find_generator_file(source), args.out)
+    if source.is_dir():
+        from ip2n.checkpoints.editing_weights import convert_editing_models
+
+        written += convert_editing_models(source, args.out)
+    for path in written:
+        print(path)
+    return 0
+
+
+def run_check(args) -> int:
+    from ip2n.checkpoints.editing_weights import check_weights_dir
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass the folder that holds the weight files")
+    reports = check_weights_dir(folder)
+    for report in reports:
+        status = "ok     " if report.ok else "PROBLEM"
+        print(f"[{status}] {report.component}: {report.summary}")
+    return 0 if all(report.ok for report in reports) else 1

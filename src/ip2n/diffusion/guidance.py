@@ -1,0 +1,117 @@
+"""Dual classifier-free guidance (text and image) over three batched conditionings.
+
+The three branches, in this batch order (each N samples):
+1. text + image:  the instruction's context, the source latent, the identity features;
+2. image only:    the empty-prompt context, the source latent, the identity features;
+3. unconditional: the empty-prompt context, a zero source latent, zero identity FEATURES.
+
+Guided epsilon: ``e = e_u + s_T·(e_ti − e_i) + s_I·(e_i − e_u)``.
+
+The unconditional identity follows the official inference: zero features go through the identity
+MLP, whose output is then its bias path, not zero. Training's condition dropout instead zeroes the
+identity *embedding* (``DiT.forward(identity_keep=0)``). The two "no identity" notions differ; the
+released weights were only ever guided the inference way. Without identity features (the official
+default, ``--id-cond`` off) no branch gets an identity term at all.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ip2n.diffusion.dit import CrossAttentionCache, DiT
+
+NUM_BRANCHES = 3
+# The official inference passes label 1 (the dropped-label row for num_classes = 1) to every branch.
+OFFICIAL_LABEL = 1
+
+
+def dual_guidance(
+    eps_text_image: torch.Tensor,
+    eps_image: torch.Tensor,
+    eps_uncond: torch.Tensor,
+    text_scale: float,
+    image_scale: float,
+) -> torch.Tensor:
+    """Combine the three branch epsilons (same shapes) into the guided epsilon."""
+    return eps_uncond + text_scale * (eps_text_image - eps_image) + image_scale * (eps_image - eps_uncond)
+
+
+def guide_branch_outputs(raw: torch.Tensor, text_scale: float, image_scale: float, eps_channels: int) -> torch.Tensor:
+    """Raw outputs (3N, C_out, H, W) of the three branches → the official guided layout.
+
+    Channels [0, eps_channels) of all three thirds become the guided epsilon; the remaining
+    (learned-variance) channels keep each branch's own values.
+    """
+    eps, rest = raw[:, :eps_channels], raw[:, eps_channels:]
+    guided = dual_guidance(*eps.chunk(NUM_BRANCHES), text_scale, image_scale)  # (N, eps_channels, H, W)
+    return torch.cat([guided.repeat(NUM_BRANCHES, 1, 1, 1), rest], dim=1)
+
+
+def forward_dual_guidance(
+    model: DiT,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+    context: torch.Tensor | CrossAttentionCache,
+    text_scale: float,
+    image_scale: float,
+    identity: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One guided DiT call on an already-assembled three-branch batch (the official layout).
+
+    x (3N, in_channels, H, W) = noisy latent ‖ per-branch source; t, y (3N,); context (3N, L, D) or
+    its ``CrossAttentionCache``; identity (3N, identity_dim) or None. Returns (3N, C_out, H, W)
+    as ``guide_branch_outputs`` lays it out.
+    """
+    raw = model(x, t, y, context, identity)
+    return guide_branch_outputs(raw, text_scale, image_scale, model.config.out_channels)
+
+
+class DualGuidanceDenoiser:
+    """A sampling ``ModelFn`` that runs the three guidance branches for fixed edit conditions.
+
+    Built once per edit: it stacks the branch conditions and projects the text contexts to
+    cross-attention keys/values up front, so each denoising step is a single DiT call on 3N samples.
+
+    - source_latent (N, C, H, W): packed source codes.
+    - text_context (N, L, D): the instruction embedding; null_context (N, L, D) or (L, D): the
+      empty-prompt embedding used by the image-only and unconditional branches.
+    - identity (N, identity_dim) or None.
+    Calling it with x (N, C, H, W) and original timesteps (N,) returns (N, 2C, H, W): the guided
+    epsilon, then the text+image branch's variance channels.
+    """
+
+    def __init__(
+        self,
+        model: DiT,
+        source_latent: torch.Tensor,
+        text_context: torch.Tensor,
+        null_context: torch.Tensor,
+        text_scale: float,
+        image_scale: float,
+        identity: torch.Tensor | None = None,
+        label: int = OFFICIAL_LABEL,
+    ):
+        batch = source_latent.shape[0]
+        null_context = null_context.expand_as(text_context)
+        self.model = model
+        self.text_scale = text_scale
+        self.image_scale = image_scale
+        self.branch_sources = torch.cat([source_latent, source_latent, torch.zeros_like(source_latent)])  # (3N, C, H, W)
+        self.context_cache = model.precompute_context(torch.cat([text_context, null_context, null_context]))
+        self.labels = torch.full((NUM_BRANCHES * batch,), label, dtype=torch.int64, device=source_latent.device)
+        self.identity = None if identity is None else torch.cat([identity, identity, torch.zeros_like(identity)])
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        branch_x = torch.cat([x.repeat(NUM_BRANCHES, 1, 1, 1), self.branch_sources], dim=1)  # (3N, 2C, H, W)
+        guided = forward_dual_guidance(
+            self.model,
+            branch_x,
+            t.repeat(NUM_BRANCHES),
+            self.labels,
+            self.context_cache,
+            self.text_scale,
+            self.image_scale,
+            self.identity,
+        )
+        return guided[: x.shape[0]]

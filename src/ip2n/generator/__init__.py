@@ -1,0 +1,1 @@
+"""EG3D tri-plane generator networks (mapping, synthesis backbone, decoder, super-resolution)."""

@@ -1,0 +1,108 @@
+"""One W+ latent as a 3-D scene: tri-planes synthesized once, then any camera, orbit or mesh.
+
+This is the rendering API the CLI, the edit pipeline and the web app share. The tri-planes are the
+expensive part (the StyleGAN2 backbone); every view after the first only pays for volume rendering
+and super-resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL, grid_points, marching_cubes
+from ip2n.generator.eg3d import TriPlaneGenerator
+from ip2n.rendering.cameras import camera_labels, orbit_cameras
+
+# Points decoded at once when filling a density grid: bounds memory at a few hundred MB.
+GRID_POINTS_PER_CHUNK = 1 << 20
+
+
+class LatentScene:
+    """Renders a single latent `ws` (1, num_ws, w_dim) from any camera; tri-planes are cached."""
+
+    def __init__(self, generator: TriPlaneGenerator, ws: torch.Tensor) -> None:
+        if ws.ndim == 2:
+            ws = ws[None]
+        if ws.shape[0] != 1 or ws.shape[1:] != (generator.num_ws, generator.config.w_dim):
+            raise ValueError(
+                f"expected one W+ latent of shape (1, {generator.num_ws}, {generator.config.w_dim}), got {tuple(ws.shape)}"
+            )
+        self.generator = generator
+        self.ws = ws.to(generator.backbone.mapping.w_avg.device, torch.float32)
+        self._planes: torch.Tensor | None = None
+
+    @property
+    def planes(self) -> torch.Tensor:
+        """Tri-planes (1, 3, C, H, W), synthesized on first use."""
+        if self._planes is None:
+            with torch.inference_mode():
+                self._planes = self.generator.synthesize_planes(self.ws)
+        return self._planes
+
+    def render(
+        self, cameras: torch.Tensor, *, superresolution: bool = True, progress: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Render cameras (N, 25) one at a time → dict of (N, ...) CPU tensors (see `render_planes`)."""
+        frames: dict[str, list[torch.Tensor]] = {}
+        cameras = cameras.to(self.ws.device)
+        for camera in tqdm(cameras, desc="rendering views", unit="view", disable=not progress, leave=False):
+            with torch.inference_mode():
+                outputs = self.generator.render_planes(
+                    self.planes, self.ws, camera[None], superresolution=superresolution
+                )
+            for key, value in outputs.items():
+                frames.setdefault(key, []).append(value.cpu())
+        return {key: torch.cat(values) for key, values in frames.items()}
+
+    def view(self, yaw: float = 0.0, pitch: float = 0.0, **options) -> dict[str, torch.Tensor]:
+        """One view at yaw/pitch in radians (0, 0 = frontal) → dict of (1, ...) tensors."""
+        return self.render(camera_labels(yaw, pitch), **options)
+
+    def orbit(
+        self, n_frames: int, *, yaw_range: float = 0.35, pitch_range: float = 0.25, progress: bool = True,
+        superresolution: bool = True,
+    ) -> torch.Tensor:
+        """Frames (n_frames, 3, H, W) in [-1, 1] along a closed orbit around the face."""
+        cameras = orbit_cameras(n_frames, yaw_range, pitch_range)
+        return self.render(cameras, superresolution=superresolution, progress=progress)[
+            "image" if superresolution else "image_raw"
+        ]
+
+    def density_grid(self, resolution: int = 256, progress: bool = False) -> np.ndarray:
+        """Raw decoder density on a resolution³ lattice over the tri-plane box → (R, R, R) indexed [z, y, x]."""
+        box_size = self.generator.config.rendering.box_warp
+        points = grid_points(resolution, box_size)
+        values = self._query_in_chunks(points, lambda out: out["sigma"][0, :, 0], progress, "density grid")
+        return values.reshape(resolution, resolution, resolution).numpy()
+
+    def mesh(
+        self, resolution: int = 256, level: float = DEFAULT_DENSITY_LEVEL, with_colors: bool = True,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Marching-cubes surface of the density → (vertices (V, 3), faces (F, 3), colours (V, 3) in [0, 1])."""
+        box_size = self.generator.config.rendering.box_warp
+        vertices, faces = marching_cubes(self.density_grid(resolution, progress), box_size, level)
+        return vertices, faces, self.vertex_colors(vertices) if with_colors else None
+
+    def vertex_colors(self, vertices: np.ndarray) -> np.ndarray:
+        """Colours (V, 3) in [0, 1] at mesh vertices (V, 3)."""
+        # The first 3 decoder features are the colour the raw image composites (before ·2 − 1).
+        rgb = self._query_in_chunks(torch.from_numpy(vertices), lambda out: out["rgb"][0, :, :3], False, "")
+        return rgb.clamp(0, 1).numpy()
+
+    def _query_in_chunks(
+        self, points: torch.Tensor, pick: Callable[[dict[str, torch.Tensor]], torch.Tensor], progress: bool, label: str
+    ) -> torch.Tensor:
+        device = self.ws.device
+        parts = []
+        chunks = points.split(GRID_POINTS_PER_CHUNK)
+        for chunk in tqdm(chunks, desc=label, unit="chunk", disable=not progress, leave=False,
+                          total=math.ceil(len(points) / GRID_POINTS_PER_CHUNK)):
+            with torch.inference_mode():
+                parts.append(pick(self.generator.query_planes(self.planes, chunk[None].to(device))).cpu())
+        return torch.cat(parts)
