@@ -117,3 +117,29 @@ def test_gradients_reach_the_latent(small, io):
     image = small.synthesis(ws, frontal_camera())["image"]
     image.mean().backward()
     assert ws.grad is not None and ws.grad.abs().sum() > 0
+
+
+def test_density_lattice_equals_pointwise_queries(small, io):
+    """The plane-by-plane lattice shortcut gives the same densities as querying every 3-D point."""
+    from ip2n.export.mesh import grid_points
+
+    resolution = 24
+    with torch.no_grad():
+        planes = small.synthesize_planes(io["ws"][:1])
+        lattice = small.density_lattice(planes, resolution)
+        points = grid_points(resolution, small.config.rendering.box_warp)
+        pointwise = small.query_planes(planes, points[None])["sigma"].reshape(resolution, resolution, resolution)
+    assert lattice.shape == (resolution,) * 3
+    assert max_error(lattice, pointwise) < 1e-5
+
+
+def test_scene_mesh_has_colours_inside_the_box(small, io):
+    from ip2n.scene import LatentScene
+
+    scene = LatentScene(small, io["ws"][:1])
+    density = scene.density_grid(32)
+    level = float((density.min() + density.max()) / 2)
+    vertices, faces, colors = scene.mesh(32, level=level)
+    assert len(faces) > 0 and colors.shape == (len(vertices), 3)
+    assert (abs(vertices) <= small.config.rendering.box_warp / 2 + 1e-6).all()
+    assert colors.min() >= 0 and colors.max() <= 1

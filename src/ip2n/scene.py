@@ -7,19 +7,13 @@ and super-resolution.
 
 from __future__ import annotations
 
-import math
-from typing import Callable
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL, grid_points, marching_cubes
+from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL, marching_cubes
 from ip2n.generator.eg3d import TriPlaneGenerator
 from ip2n.rendering.cameras import camera_labels, orbit_cameras
-
-# Points decoded at once when filling a density grid: bounds memory at a few hundred MB.
-GRID_POINTS_PER_CHUNK = 1 << 20
 
 
 class LatentScene:
@@ -73,36 +67,26 @@ class LatentScene:
             "image" if superresolution else "image_raw"
         ]
 
-    def density_grid(self, resolution: int = 256, progress: bool = False) -> np.ndarray:
-        """Raw decoder density on a resolution³ lattice over the tri-plane box → (R, R, R) indexed [z, y, x]."""
-        box_size = self.generator.config.rendering.box_warp
-        points = grid_points(resolution, box_size)
-        values = self._query_in_chunks(points, lambda out: out["sigma"][0, :, 0], progress, "density grid")
-        return values.reshape(resolution, resolution, resolution).numpy()
+    def density_grid(self, resolution: int = 256) -> np.ndarray:
+        """Raw decoder density on a resolution³ lattice over the tri-plane box → (R, R, R) indexed [z, y, x].
+
+        Lattice points are `ip2n.export.mesh.grid_points(resolution, box_warp)`.
+        """
+        with torch.inference_mode():
+            return self.generator.density_lattice(self.planes, resolution).cpu().numpy()
 
     def mesh(
-        self, resolution: int = 256, level: float = DEFAULT_DENSITY_LEVEL, with_colors: bool = True,
-        progress: bool = False,
+        self, resolution: int = 256, level: float = DEFAULT_DENSITY_LEVEL, with_colors: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Marching-cubes surface of the density → (vertices (V, 3), faces (F, 3), colours (V, 3) in [0, 1])."""
         box_size = self.generator.config.rendering.box_warp
-        vertices, faces = marching_cubes(self.density_grid(resolution, progress), box_size, level)
+        vertices, faces = marching_cubes(self.density_grid(resolution), box_size, level)
         return vertices, faces, self.vertex_colors(vertices) if with_colors else None
 
     def vertex_colors(self, vertices: np.ndarray) -> np.ndarray:
         """Colours (V, 3) in [0, 1] at mesh vertices (V, 3)."""
         # The first 3 decoder features are the colour the raw image composites (before ·2 − 1).
-        rgb = self._query_in_chunks(torch.from_numpy(vertices), lambda out: out["rgb"][0, :, :3], False, "")
-        return rgb.clamp(0, 1).numpy()
-
-    def _query_in_chunks(
-        self, points: torch.Tensor, pick: Callable[[dict[str, torch.Tensor]], torch.Tensor], progress: bool, label: str
-    ) -> torch.Tensor:
-        device = self.ws.device
-        parts = []
-        chunks = points.split(GRID_POINTS_PER_CHUNK)
-        for chunk in tqdm(chunks, desc=label, unit="chunk", disable=not progress, leave=False,
-                          total=math.ceil(len(points) / GRID_POINTS_PER_CHUNK)):
-            with torch.inference_mode():
-                parts.append(pick(self.generator.query_planes(self.planes, chunk[None].to(device))).cpu())
-        return torch.cat(parts)
+        points = torch.from_numpy(vertices).to(self.ws.device)
+        with torch.inference_mode():
+            rgb = self.generator.query_planes(self.planes, points[None])["rgb"][0, :, :3]
+        return rgb.clamp(0, 1).cpu().numpy()

@@ -54,7 +54,7 @@ def run_render_benchmark(
     with timer.stage(f"{orbit_frames}-frame orbit (incl. backbone once)"):
         scene.orbit(orbit_frames, progress=True)
     with timer.stage(f"density grid {grid_resolution}³"):
-        density = scene.density_grid(grid_resolution, progress=True)
+        density = scene.density_grid(grid_resolution)
     with timer.stage("marching cubes + vertex colours"):
         level = float((density.min() + density.max()) / 2)
         vertices, _ = marching_cubes(density, config.rendering.box_warp, level)

@@ -120,7 +120,7 @@ def write_mesh(scene, path: Path, resolution: int, level: str, timings: dict) ->
     if resolution < 16:
         raise UserError(f"--mesh-resolution must be at least 16, got {resolution}")
     start = time.perf_counter()
-    density = scene.density_grid(resolution, progress=True)
+    density = scene.density_grid(resolution)
     if level == "auto":
         iso_level = float((density.min() + density.max()) / 2)
         print(f"mesh: density range [{density.min():.3g}, {density.max():.3g}], using level {iso_level:.3g}")

@@ -19,6 +19,7 @@ from ip2n.generator.superresolution import Hybrid2X, Hybrid4X, Hybrid8XDC
 from ip2n.generator.synthesis import StyleGAN2Backbone
 from ip2n.rendering.cameras import unpack_camera_label
 from ip2n.rendering.rays import ray_bundle
+from ip2n.rendering.triplane import planes_channels_last, sample_triplane_lattice
 from ip2n.rendering.volume import query_density, render_rays
 
 _SUPERRESOLUTION_MODULES = {"hybrid2x": Hybrid2X, "hybrid4x": Hybrid4X, "hybrid8xdc": Hybrid8XDC}
@@ -63,10 +64,13 @@ class TriPlaneGenerator(nn.Module):
     def synthesize_planes(
         self, ws: torch.Tensor, noise_mode: str = "const", generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """ws (N, num_ws, w_dim) → tri-planes (N, 3, C, H, W). Run once per latent, render many views."""
+        """ws (N, num_ws, w_dim) → tri-planes (N, 3, C, H, W). Run once per latent, render many views.
+
+        The planes are stored channels-last (see `planes_channels_last`), the layout the renderer reads.
+        """
         planes = self.backbone.synthesis(ws, noise_mode=noise_mode, generator=generator)
         n, _, height, width = planes.shape
-        return planes.view(n, 3, self.config.plane_channels, height, width)
+        return planes_channels_last(planes.view(n, 3, self.config.plane_channels, height, width))
 
     def render_planes(
         self,
@@ -138,3 +142,14 @@ class TriPlaneGenerator(nn.Module):
     def query_planes(self, planes: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
         """Density (raw, N, M, 1) and colour features (N, M, C) at points (N, M, 3) from tri-planes."""
         return query_density(planes, self.decoder, points, self.config.rendering.box_warp)
+
+    def density_lattice(self, planes: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Raw density on resolution³ lattice points spanning the tri-plane box, for one latent.
+
+        planes (1, 3, C, H, W) → (R, R, R) indexed [z, y, x], the same values as `query_planes` at
+        `ip2n.export.mesh.grid_points(resolution, box_warp)`, computed plane by plane (see
+        `OSGDecoder.density_on_lattice`) — about an order of magnitude faster for 256³.
+        """
+        box_warp = self.config.rendering.box_warp
+        axis = torch.linspace(-box_warp / 2, box_warp / 2, resolution, device=planes.device)
+        return self.decoder.density_on_lattice(*sample_triplane_lattice(planes, axis, box_warp))
