@@ -52,5 +52,6 @@ def run_check(args) -> int:
     reports = check_weights_dir(folder)
     for report in reports:
         status = "ok     " if report.ok else "PROBLEM"
-        print(f"[{status}] {report.component}: {report.summary}")
+        summary = report.summary.replace("\n", "\n          ")
+        print(f"[{status}] {report.name}: {summary}")
     return 0 if all(report.ok for report in reports) else 1
