@@ -264,9 +264,35 @@ def test_convert_takes_open_clip_file_when_the_dit_has_no_text(fixtures_dir, tmp
     _assert_text_matches_official(load_text_encoder(out_dir), text_io)
 
 
-def test_convert_needs_official_files(tmp_path):
-    with pytest.raises(CheckpointError, match="no official weight files .*instructpix2nerf.pt"):
-        convert_editing_models(tmp_path, tmp_path / "out")
+def test_convert_without_editing_files_writes_nothing(tmp_path):
+    assert convert_editing_models(tmp_path, tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_convert_names_the_expected_files_when_the_folder_is_empty(tmp_path, capsys):
+    from ip2n.cli import main
+
+    assert main(["weights", "convert", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert "no official weight files" in message and "instructpix2nerf.pt" in message and "G_ema.pkl" in message
+
+
+def test_cli_convert_and_check_a_generator_only_folder(fixtures_dir, tmp_path, capsys):
+    import shutil
+
+    from ip2n.cli import main
+
+    source = tmp_path / "official"
+    source.mkdir()
+    shutil.copy(fixtures_dir / "eg3d_pickle" / "G_ema-small.pkl", source / "G_ema.pkl")
+    assert main(["weights", "convert", str(source), "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "generator.json", "generator.safetensors", "latent_avg.json", "latent_avg.safetensors"]
+    capsys.readouterr()
+    assert main(["weights", "check", str(tmp_path / "out")]) == 1  # the editing models are missing
+    report = capsys.readouterr().out
+    assert "[ok     ] generator: generator.safetensors: EG3D generator, 177 tensors" in report
+    assert "[PROBLEM] dit: no conditional DiT" in report
 
 
 # --- loader errors ---------------------------------------------------------------------------------

@@ -86,11 +86,11 @@ WEIGHT_FILES: dict[str, WeightFiles] = {
     ),
     "dit": WeightFiles(
         ("instructpix2nerf.pt",), "dit.safetensors", "instructpix2nerf_dit",
-        "conditional DiT (DiT-B_G/1_pair); may embed the OpenCLIP weights",
+        "conditional DiT (DiT-B_G/1_pair, which may embed the OpenCLIP weights)",
     ),
     "text_encoder": WeightFiles(
         ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"), "text_encoder.safetensors", "openclip_text",
-        "OpenCLIP ViT-H-14 text tower (laion2b_s32b_b79k); only needed when the DiT file does not embed it",
+        "OpenCLIP ViT-H-14 text tower (laion2b_s32b_b79k, needed only when the DiT file does not embed it)",
     ),
     "encoder": WeightFiles(
         ("preim3d.pt",), "encoder.safetensors", "preim3d_encoder",
@@ -517,14 +517,13 @@ def convert_editing_models(
     """Convert the official editing-model files present in `src_dir` to safetensors + JSON in `out_dir`.
 
     The text encoder is taken from the DiT file when it embeds OpenCLIP, else from an OpenCLIP
-    file. Returns the written `.safetensors` paths. Raises `CheckpointError` for a file that cannot
-    be read or does not fit, and when `src_dir` holds none of the official files.
+    file. Returns the written `.safetensors` paths (none when `src_dir` holds no editing-model
+    file). Raises `CheckpointError` for a file that cannot be read or does not fit.
     """
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     sources = {component: next(iter(_official_files(component, src_dir)), None) for component in _EDITING}
     if not any(sources.values()):
-        names = ", ".join(name for component in _EDITING for name in WEIGHT_FILES[component].official)
-        raise CheckpointError(f"no official weight files in {src_dir}: expected any of {names}.")
+        return []
     if sources["dit"] is not None and _dit_embeds_text(sources["dit"]):
         sources["text_encoder"] = sources["dit"]
     written = []

@@ -28,16 +28,21 @@ def add_parser(commands) -> None:
 
 
 def run_convert(args) -> int:
-    from ip2n.checkpoints.generator_weights import convert_generator, find_generator_file
+    from ip2n.checkpoints.editing_weights import WEIGHT_FILES, convert_editing_models
+    from ip2n.checkpoints.generator_weights import OFFICIAL_NAMES, convert_generator
 
     source = Path(args.source)
     if not source.exists():
         raise UserError(f"{source} does not exist; pass the folder with the downloaded official files")
-    written = convert_generator(find_generator_file(source), args.out)
-    if source.is_dir():
-        from ip2n.checkpoints.editing_weights import convert_editing_models
-
+    if source.is_file():
+        written = convert_generator(source, args.out)
+    else:
+        generator_file = next((source / name for name in OFFICIAL_NAMES if (source / name).is_file()), None)
+        written = convert_generator(generator_file, args.out) if generator_file else []
         written += convert_editing_models(source, args.out)
+        if not written:
+            names = ", ".join(name for files in WEIGHT_FILES.values() for name in files.official)
+            raise UserError(f"no official weight files in {source}: expected any of {names}")
     for path in written:
         print(path)
     return 0
