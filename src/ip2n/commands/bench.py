@@ -19,6 +19,13 @@ def add_parser(commands) -> None:
     render.add_argument("--json", help="also write the figures to this JSON file")
     add_threads_option(render)
     render.set_defaults(run=run_render, threads=2)
+    editing = targets.add_parser(
+        "editing", help="DiT, text encoder, PREIM3D, IR-SE50 at full size: load, forward, 15-step guided decode",
+    )
+    editing.add_argument("--steps", type=int, default=15, help="guided DDIM steps (default 15 = strength 0.3)")
+    editing.add_argument("--json", help="also write the figures to this JSON file")
+    add_threads_option(editing)
+    editing.set_defaults(run=run_editing, threads=2)
 
 
 def run_render(args) -> int:
@@ -33,4 +40,18 @@ def run_render(args) -> int:
     if args.json:
         write_text_atomic(args.json, json.dumps({"preset": args.preset, "threads": torch.get_num_threads(),
                                                  "rows": timer.rows}, indent=2) + "\n")
+    return 0
+
+
+def run_editing(args) -> int:
+    apply_threads(args.threads)
+    import torch
+
+    from ip2n.bench.editing import run_editing_benchmark
+
+    timer = run_editing_benchmark(args.steps)
+    print(f"ip2n bench editing: {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(timer.table())
+    if args.json:
+        write_text_atomic(args.json, json.dumps({"threads": torch.get_num_threads(), "rows": timer.rows}, indent=2) + "\n")
     return 0

@@ -1,0 +1,110 @@
+"""Editing-models benchmark: build, convert, load and run the full-size DiT, text encoder, PREIM3D
+encoder and IR-SE50 with random weights (costs depend on sizes, not values).
+
+Converted files are written to a temporary folder (≈ 3 GB) so that loading is timed the way a user
+loads converted weights; the folder is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ip2n.bench.timing import StageTimer, current_rss_mb
+from ip2n.checkpoints.editing_weights import (
+    WEIGHT_FILES,
+    load_dit,
+    load_identity,
+    load_preim3d_encoder,
+    load_text_encoder,
+)
+from ip2n.checkpoints.safetensors_io import save_weights
+from ip2n.diffusion.dit import DiT, dit_config
+from ip2n.diffusion.guidance import DualGuidanceDenoiser
+from ip2n.diffusion.latent_packing import pack_latent
+from ip2n.diffusion.sampling import partial_ddim_decode
+from ip2n.diffusion.schedule import make_schedule
+from ip2n.encoding.identity import IdentityEncoder, extract_identity
+from ip2n.encoding.identity import preset as identity_preset
+from ip2n.encoding.preim3d import build_encoder
+from ip2n.encoding.preim3d import preset as encoder_preset
+from ip2n.text.encoder import PromptEncoder, TextEncoder, text_encoder_config
+from ip2n.text.tokens import tokenize
+
+PROMPTS = ("put glasses on her", "make her smile")
+
+
+def _random_models(generator: torch.Generator) -> dict[str, tuple[torch.nn.Module, object]]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        dit_cfg = dit_config("DiT-B_G/1_pair")
+        dit = DiT(dit_cfg)
+        dit.initialize_weights(generator)
+        text_cfg = text_encoder_config("ViT-H-14")
+        text = TextEncoder(text_cfg, device="cpu")
+        text.reset_parameters(generator)
+        enc_cfg = encoder_preset("ir_se50", "Encoder4Editing")
+        encoder = build_encoder(enc_cfg)
+        id_cfg = identity_preset("ir_se50")
+        identity = IdentityEncoder(id_cfg)
+    return {"dit": (dit, dit_cfg), "text_encoder": (text, text_cfg), "encoder": (encoder, enc_cfg),
+            "identity": (identity, id_cfg)}
+
+
+def run_editing_benchmark(steps: int = 15, keep_dir: str | None = None) -> StageTimer:
+    timer = StageTimer()
+    generator = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="ip2n-bench-") as tmp:
+        weights_dir = Path(keep_dir or tmp)
+        with timer.stage("build 4 full-size models (random init)"):
+            models = _random_models(generator)
+        with timer.stage("write converted safetensors"):
+            for component, (module, config) in models.items():
+                files = WEIGHT_FILES[component]
+                save_weights(weights_dir / files.converted, module.state_dict(),
+                             {"kind": files.kind, "config": dataclasses.asdict(config), "source": "random"})
+        del models
+        gc.collect()
+        baseline = current_rss_mb()
+
+        loaded = {}
+        for component, loader in (("dit", load_dit), ("text_encoder", load_text_encoder),
+                                  ("encoder", load_preim3d_encoder), ("identity", load_identity)):
+            with timer.stage(f"load {component} (converted)"):
+                loaded[component] = loader(weights_dir)
+        dit, text, (encoder, _), identity = (loaded[k] for k in ("dit", "text_encoder", "encoder", "identity"))
+
+        with torch.inference_mode():
+            image = torch.rand(1, 3, 256, 256, generator=generator) * 2 - 1
+            with timer.stage("PREIM3D encoder forward 256² (first call)"):
+                codes = encoder(image)
+            with timer.stage("PREIM3D encoder forward 256²"):
+                codes = encoder(image)
+            with timer.stage("IR-SE50 identity features"):
+                identity_features = extract_identity(identity, image)
+            prompts = PromptEncoder(text)
+            with timer.stage(f"text encoding of {len(PROMPTS)} prompts + empty prompt"):
+                context = prompts.encode_prompts(list(PROMPTS[:1]) + [""] + list(PROMPTS[1:]))
+            source = pack_latent(codes)  # (1, 512, 4, 4)
+            x3 = torch.cat([source] * 3)
+            cond = torch.cat([source, source, torch.zeros_like(source)])
+            t3 = torch.full((3,), 280, dtype=torch.int64)
+            y3 = torch.ones(3, dtype=torch.int64)
+            context3 = torch.cat([context[:1], context[1:2], context[1:2]])
+            dit(torch.cat([x3, cond], 1), t3, y3, context3, None)  # warm-up
+            with timer.stage("DiT forward, batch 3"):
+                dit(torch.cat([x3, cond], 1), t3, y3, context3, None)
+            schedule = make_schedule("ddim50")
+            strength = steps / schedule.num_steps + 1e-9
+            with timer.stage(f"{steps}-step guided partial DDIM incl. text encoding (fresh prompt cache)"):
+                prompts.clear()
+                encoded = prompts.encode_prompts([PROMPTS[0], ""])
+                denoiser = DualGuidanceDenoiser(dit, source, encoded[:1], encoded[1], 2.5, 1.0, identity=identity_features)
+                partial_ddim_decode(denoiser, source, strength, schedule, generator=generator)
+        timer.rows.append({"stage": "resident memory of the 4 loaded models + activations (MB)", "seconds": 0.0,
+                           "peak_rss_mb": round(current_rss_mb() - baseline)})
+    return timer
