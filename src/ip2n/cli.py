@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from ip2n import __version__
-from ip2n.commands import bench, demo, render, weights
+from ip2n.commands import align, bench, demo, edit, render, weights
 
 
 
@@ -27,12 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ip2n {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, render, weights, bench):
+    for module in (demo, edit, align, render, weights, bench):
         module.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Behave like other command-line tools when the output is piped into `head`.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")

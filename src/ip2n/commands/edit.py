@@ -1,0 +1,401 @@
+"""`ip2n edit`: edit portraits with instructions; one folder of results per input.
+
+A thin layer over `EditPipeline`. It gathers the inputs (image files, folders of images, or the
+official prompt-list JSON), checks all of them before any model is loaded, then edits them one by
+one with a progress bar. An input whose folder holds result.json is finished and skipped, so an
+interrupted batch resumes when the same command is run again. A failing input leaves no files
+behind; failures are listed at the end and make the exit status non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ip2n.commands.common import (
+    UserError,
+    add_threads_option,
+    apply_threads,
+    prepare_output_dir,
+    user_facing_message,
+    write_result_json,
+)
+from ip2n.commands.render import add_mesh_options
+from ip2n.export.video import VIDEO_FORMATS
+
+logger = logging.getLogger(__name__)
+
+_EXAMPLES = """examples:
+  ip2n edit face.png -i "make her smile" -o out --weights pretrained/
+  ip2n edit photo.jpg --align -i "give him glasses" -i "make him smile" -o out --weights pretrained/ --video --mesh glb
+  ip2n edit --batch prompts.json -o out --weights pretrained/
+      (the official prompt list: {"prompt": [[image, text_scale, image_scale, instruction], ...]})
+  ip2n edit portraits/ -i "make it a child" -o out --weights pretrained/ --strength 0.2,0.3,0.4   (comparison grid)
+"""
+
+
+@dataclass(frozen=True)
+class EditItem:
+    """One input to edit and where its results go."""
+
+    name: str  # sub-folder of the output folder
+    image: Path
+    instructions: tuple[str, ...]
+    text_scales: tuple[float, ...]
+    image_scales: tuple[float, ...]
+
+
+def add_parser(commands) -> None:
+    # Numeric defaults stay None here and come from the pipeline in `run`: building the parser must
+    # not import the models (`ip2n --help` answers at once). The help texts quote the paper's values.
+    parser = commands.add_parser(
+        "edit",
+        help="edit portraits with a plain-English instruction: views, depth, latent, orbit video, mesh",
+        description=(
+            "Edit each portrait with the instruction(s) and write, into OUT/<image name>/: source.png "
+            "(reconstruction), edited.png (frontal edit), views.png, depth.png, edited_latent.npy, optional "
+            "orbit.mp4 and mesh, and result.json (settings, seed, versions, timings). Inputs whose result.json "
+            "exists are skipped, so re-running a command resumes it. Comma-separated values for --strength, "
+            "--cfg-text or --cfg-image run every combination and add a comparison grid, sweep.png."
+        ),
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="portrait image(s), or folder(s) of images")
+    parser.add_argument("-i", "--instruction", action="append", dest="instructions", metavar="TEXT",
+                        help="what to change, e.g. \"make her smile\"; repeat for several (combined into one prompt, "
+                             "or applied in turn with --chain)")
+    parser.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (one sub-folder per input)")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--weights", metavar="DIR", help="folder with the official weight files or their conversion")
+    model.add_argument("--model", metavar="NAME", help="a built-in trained model (none ships yet)")
+    parser.add_argument("--batch", metavar="FILE.json|FOLDER",
+                        help="an official prompt-list JSON ({\"prompt\": [[image, text_scale, image_scale, "
+                             "instruction], ...]}; paths relative to the file) or a folder of images")
+    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
+                        help="detect, crop and align the face first (for photos that are not FFHQ-style crops)")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help="DDIM schedule length (default 50; the edit runs strength × N of them)")
+    parser.add_argument("--strength", type=_numbers, metavar="S[,S...]",
+                        help="how far the source is noised, 0 < S < 1 (default 0.3; larger = bigger changes)")
+    parser.add_argument("--cfg-text", type=_numbers, metavar="T[,T...]", help="text guidance (default 2.5)")
+    parser.add_argument("--cfg-image", type=_numbers, metavar="I[,I...]", help="image guidance (default 1.0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default 0)")
+    parser.add_argument("--no-identity", dest="identity", action="store_false",
+                        help="no identity conditioning (the official inference script's default)")
+    parser.add_argument("--tpr", action="store_true",
+                        help="token position randomization at inference, as the official code does (adds randomness)")
+    parser.add_argument("--chain", action="store_true", help="apply several instructions one after another")
+    parser.add_argument("--views", type=int, metavar="N",
+                        help="edited views in views.png, yaw −30° … 30° (default 4; 0: none)")
+    parser.add_argument("--video", action="store_true", help="also write an orbit video of the edit")
+    parser.add_argument("--frames", type=int, metavar="N", help="orbit video frames (default 60)")
+    parser.add_argument("--fps", type=int, help="orbit video frame rate (default 24)")
+    parser.add_argument("--video-format", choices=VIDEO_FORMATS, default="mp4")
+    add_mesh_options(parser)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_threads_option(parser)
+    parser.set_defaults(run=run)
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(value) for value in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
+
+
+def run(args) -> int:
+    from ip2n.pipeline import edit, result
+
+    apply_threads(args.threads)
+    args = _with_defaults(args, {
+        "steps": edit.DEFAULT_STEPS, "views": result.DEFAULT_VIEWS, "frames": result.DEFAULT_ORBIT_FRAMES,
+        "fps": result.DEFAULT_FPS, "strength": (edit.DEFAULT_STRENGTH,), "cfg_text": (edit.DEFAULT_TEXT_SCALE,),
+        "cfg_image": (edit.DEFAULT_IMAGE_SCALE,),
+    })
+    # 1. Everything that can be checked without models: options, device, inputs.
+    _check_options(args)
+    device = edit.resolve_device(args.device)
+    items = _gather_items(args, args.cfg_text, args.cfg_image)
+    failures = _check_items(items, args.chain)
+    valid = [item for item in items if item.name not in failures]
+    # 2. Output folder, skipping what an earlier run finished.
+    out_path = Path(args.out)
+    created_out = not out_path.exists()
+    out_dir = prepare_output_dir(out_path) if valid else out_path
+    todo = [item for item in valid if not _finished(out_path / item.name)]
+    done: list[EditItem] = []
+    try:
+        if todo:
+            # 3. Models, then one input after another.
+            pipeline = _load_pipeline(args, device)
+            _edit_all(pipeline, todo, out_dir, args, device, failures, done)
+    finally:
+        if created_out and out_path.is_dir() and not any(out_path.iterdir()):
+            out_path.rmdir()
+    return _report(items, done, len(valid) - len(todo), failures)
+
+
+def _with_defaults(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:
+    values = vars(args) | {key: value for key, value in defaults.items() if getattr(args, key) is None}
+    return argparse.Namespace(**values)
+
+
+def _check_options(args) -> None:
+    from ip2n.pipeline.edit import check_preset, edit_schedule
+
+    if not args.weights and not args.model:
+        raise UserError(
+            "no model given: pass --weights DIR (the folder with the official InstructPix2NeRF files or their "
+            "conversion); no built-in trained model ships with ip2n yet"
+        )
+    if args.model:
+        check_preset(args.model)
+    if args.weights and not Path(args.weights).is_dir():
+        raise UserError(
+            f"--weights {args.weights} is not a folder; pass the folder that holds G_ema.pkl, instructpix2nerf.pt, "
+            "preim3d.pt and model_ir_se50.pth (or their converted .safetensors)"
+        )
+    if not args.images and not args.batch:
+        raise UserError("no input: pass portrait image(s) or folder(s), or --batch FILE.json|FOLDER")
+    try:
+        for strength in args.strength:
+            edit_schedule(args.steps, strength)
+    except ValueError as exc:
+        raise UserError(f"{exc} (--steps, --strength)") from None
+    checks = (
+        (args.views >= 0, f"--views must be 0 or more, got {args.views}"),
+        (not args.video or args.frames >= 2, f"--frames must be at least 2 for a video, got {args.frames}"),
+        (args.fps >= 1, f"--fps must be at least 1, got {args.fps}"),
+        (not args.mesh or args.mesh_resolution >= 16,
+         f"--mesh-resolution must be at least 16, got {args.mesh_resolution}"),
+        (_is_level(args.mesh_level), f"--mesh-level must be a number or 'auto', got {args.mesh_level!r}"),
+    )
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def _is_level(text: str) -> bool:
+    try:
+        return text == "auto" or math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+
+def _gather_items(args, text_scales: tuple[float, ...], image_scales: tuple[float, ...]) -> list[EditItem]:
+    """Every input as an `EditItem`, with unique folder names (repeated names get -2, -3, ...)."""
+    instructions = tuple(args.instructions or ())
+    items: list[EditItem] = []
+    paths: list[Path] = []
+    batch = Path(args.batch) if args.batch else None
+    if batch is not None and batch.suffix.lower() == ".json":
+        if instructions and not args.images:
+            raise UserError("-i is not used with a prompt-list --batch file: its entries hold the instructions")
+        items += _read_prompt_list(batch)
+    elif batch is not None:
+        if not batch.is_dir():
+            raise UserError(f"--batch {batch}: expected a prompt-list .json file or a folder of images")
+        paths += _images_in(batch)
+    for image in map(Path, args.images):
+        paths += _images_in(image) if image.is_dir() else [image]
+    if paths and not instructions:
+        raise UserError("no instruction: say what to change with -i, e.g. -i \"make her smile\"")
+    items += [EditItem(path.stem, path, instructions, text_scales, image_scales) for path in paths]
+    return _unique_names(items)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from ip2n.pipeline.inputs import IMAGE_SUFFIXES, is_image_file
+
+    images = sorted(path for path in folder.iterdir() if is_image_file(path))
+    if not images:
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {folder}")
+    return images
+
+
+def _read_prompt_list(path: Path) -> list[EditItem]:
+    """Items of an official prompt list: {"prompt": [[image, text_scale, image_scale, instruction], ...]}."""
+    if not path.is_file():
+        raise UserError(f"prompt list {path} not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a UTF-8 text file; expected a JSON prompt list") from None
+    entries = data.get("prompt") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise UserError(
+            f"{path} is not a prompt list: expected "
+            "{\"prompt\": [[image, text_scale, image_scale, instruction], ...]}"
+        )
+    items = []
+    for number, entry in enumerate(entries, start=1):
+        if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str) and isinstance(entry[3], str)
+                and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in entry[1:3])):
+            raise UserError(
+                f"{path}: entry {number} is {json.dumps(entry)}; each entry must be [image, text_scale, image_scale, "
+                "instruction], e.g. [\"face.png\", 2.5, 1.0, \"make her smile\"]"
+            )
+        image = Path(entry[0])
+        if not image.is_absolute() and not (path.parent / image).exists() and image.exists():
+            logger.info("%s: %s is not beside the prompt list; using it relative to the current folder", path, image)
+        elif not image.is_absolute():
+            image = path.parent / image
+        items.append(EditItem(image.stem, image, (entry[3],), (float(entry[1]),), (float(entry[2]),)))
+    return items
+
+
+def _unique_names(items: list[EditItem]) -> list[EditItem]:
+    seen: dict[str, int] = {}
+    unique = []
+    for item in items:
+        count = seen.get(item.name, 0) + 1
+        seen[item.name] = count
+        unique.append(item if count == 1 else replace(item, name=f"{item.name}-{count}"))
+    return unique
+
+
+def _check_items(items: list[EditItem], chain: bool) -> dict[str, str]:
+    """Decode every image and check every instruction now: item name → problem."""
+    from ip2n.pipeline.inputs import edit_prompts, load_image
+
+    failures = {}
+    # Conversion notes and warnings are logged when each image is loaded for its edit, not twice.
+    inputs_logger = logging.getLogger(load_image.__module__)
+    level = inputs_logger.level
+    inputs_logger.setLevel(logging.ERROR)
+    try:
+        for item in items:
+            try:
+                edit_prompts(item.instructions, chain)
+                load_image(item.image)
+            except ValueError as exc:
+                failures[item.name] = str(exc)
+    finally:
+        inputs_logger.setLevel(level)
+    return failures
+
+
+def _finished(folder: Path) -> bool:
+    from ip2n.pipeline.result import RESULT_NAME
+
+    return (folder / RESULT_NAME).is_file()
+
+
+# --- editing ------------------------------------------------------------------------------------------
+
+
+def _load_pipeline(args, device):
+    from ip2n.pipeline.edit import EditPipeline
+
+    if args.weights:
+        return EditPipeline.from_weights(args.weights, device)
+    return EditPipeline.from_preset(args.model, device)
+
+
+def _edit_all(pipeline, todo: list[EditItem], out_dir: Path, args, device, failures: dict[str, str],
+              done: list[EditItem]) -> None:
+    from tqdm.auto import tqdm
+
+    progress = tqdm(todo, desc="ip2n edit", unit="image", disable=len(todo) < 2, file=sys.stderr)
+    for item in progress:
+        folder = out_dir / item.name
+        created = not folder.exists()
+        try:
+            _edit_one(pipeline, item, folder, args, device)
+        except BaseException as exc:
+            # A failed input leaves nothing behind; on Ctrl-C the folder of the unfinished one goes too.
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+            if not isinstance(exc, Exception):
+                raise
+            message = user_facing_message(exc)
+            if message is None:
+                logger.error("unexpected error while editing %s", item.image, exc_info=True)
+                message = f"unexpected error ({type(exc).__name__}: {exc}); please report it"
+            failures[item.name] = message
+            continue
+        done.append(item)
+        progress.write(str(folder))
+
+
+def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
+    import torch
+
+    options = {
+        "num_inference_steps": args.steps, "identity_conditioning": args.identity, "chain": args.chain,
+        "align": args.align, "token_position_randomization": args.tpr,
+    }
+    save_options = {
+        "views": args.views, "video": args.video, "video_frames": args.frames, "video_format": args.video_format,
+        "fps": args.fps, "mesh": args.mesh, "mesh_resolution": args.mesh_resolution, "mesh_level": args.mesh_level,
+        "metadata": {
+            "command": "edit", "input": str(item.image),
+            "weights" if args.weights else "model": args.weights or args.model,
+            "device": str(device), "model_load_seconds": pipeline.load_seconds,
+        },
+    }
+    combinations = list(itertools.product(args.strength, item.text_scales, item.image_scales))
+    if len(combinations) > 1:
+        _sweep_one(pipeline, item, folder, args, options, save_options)
+        return
+    strength, text_scale, image_scale = combinations[0]
+    result = pipeline(item.image, item.instructions, strength=strength, guidance_scale=text_scale,
+                      image_guidance_scale=image_scale, generator=torch.Generator().manual_seed(args.seed), **options)
+    result.save(folder, **save_options)
+
+
+def _sweep_one(pipeline, item: EditItem, folder: Path, args, options: dict, save_options: dict) -> None:
+    """Every combination of the swept values into its own sub-folder, then sweep.png and result.json."""
+    from ip2n.export.images import save_image
+    from ip2n.pipeline.result import comparison_grid, software_versions
+
+    start = time.perf_counter()
+    results = pipeline.sweep(item.image, item.instructions, strengths=args.strength, guidance_scales=item.text_scales,
+                             image_guidance_scales=item.image_scales, seed=args.seed, **options)
+    names = [_combination_name(result.settings) for result in results]
+    for name, result in zip(names, results):
+        result.save(folder / name, **save_options)
+    save_image(comparison_grid(results), folder / "sweep.png")
+    sweep = {"strength": list(args.strength), "text_scale": list(item.text_scales),
+             "image_scale": list(item.image_scales)}
+    write_result_json(folder / "result.json", {
+        **software_versions(), **save_options["metadata"], "sweep": sweep, "seed": args.seed,
+        "instructions": list(item.instructions), "results": names, "seconds": round(time.perf_counter() - start, 3),
+        "files": ["sweep.png", *names, "result.json"],
+    })
+
+
+def _combination_name(settings) -> str:
+    return f"strength{settings.strength:g}_text{settings.guidance_scale:g}_image{settings.image_guidance_scale:g}"
+
+
+def _report(items: list[EditItem], done: list[EditItem], skipped: int, failures: dict[str, str]) -> int:
+    by_name = {item.name: item for item in items}
+    if len(items) == 1 and failures:
+        raise UserError(next(iter(failures.values())))
+    if len(items) > 1:
+        print(f"{len(done)} edited, {skipped} skipped (finished earlier; delete a folder to redo it), "
+              f"{len(failures)} failed")
+    elif skipped:
+        print(f"skipped: {items[0].image} was finished earlier (delete its folder to redo it)")
+    for name, message in failures.items():
+        print(f"failed: {by_name[name].image}: {message}", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,453 @@
+"""`EditPipeline`: edit a portrait in 3-D with an instruction — image in, W+ latents out.
+
+The one public entry point for editing: the CLI, the web app, evaluation and benchmarks call it and
+never re-implement it. An edit runs these steps (see `EditPipeline.__call__`):
+
+1. validate the settings, the instructions and the image (`ip2n.pipeline.inputs`);
+2. align the face (optional; `ip2n.align`);
+3. encode: PREIM3D codes relative to w_avg (1, 14, 512) and IR-SE50 identity features (1, 512);
+4. embed the text, each distinct prompt once (the empty prompt included);
+5. guided partial DDIM on the packed codes, once per prompt (several with `chain`);
+6. the `EditResult`: absolute source and edited W+ latents, rendered on demand.
+
+Defaults follow the paper and the official inference: the ddim50 schedule, strength 0.3 (noise to
+step 15, then 15 denoising steps), text scale 2.5, image scale 1.0, label 1 in every branch.
+Identity conditioning is on, as in the paper and training (the shipped inference script leaves it
+off: `identity_conditioning=False` reproduces that).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ip2n.checkpoints.editing_weights import (
+    WEIGHT_FILES,
+    EditingPresets,
+    find_weights_file,
+    load_dit,
+    load_identity,
+    load_preim3d_encoder,
+    load_text_encoder,
+)
+from ip2n.checkpoints.generator_weights import load_generator, load_latent_avg
+from ip2n.checkpoints.safe_unpickle import CheckpointError
+from ip2n.diffusion.dit import DiT
+from ip2n.diffusion.guidance import DualGuidanceDenoiser
+from ip2n.diffusion.latent_packing import GRID_SIZE, NUM_STYLES, pack_latent, unpack_latent
+from ip2n.diffusion.sampling import partial_ddim_decode
+from ip2n.diffusion.schedule import DiffusionSchedule, make_schedule
+from ip2n.encoding.identity import IdentityEncoder, extract_identity
+from ip2n.encoding.preprocess import encoder_input
+from ip2n.generator.eg3d import TriPlaneGenerator
+from ip2n.pipeline.inputs import check_instructions, edit_prompts, load_image, prepare_image
+from ip2n.pipeline.result import EditResult, EditSettings, timed
+from ip2n.text.encoder import PromptEncoder, TextEncoder
+from ip2n.text.tokens import randomize_token_positions, tokenize
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STEPS = 50
+DEFAULT_STRENGTH = 0.3
+DEFAULT_TEXT_SCALE = 2.5
+DEFAULT_IMAGE_SCALE = 1.0
+
+# Sizes official files are read with when `from_weights` is not told otherwise: the released models.
+RELEASED_SIZES = EditingPresets()
+
+# Trained models that ship with ip2n: name → loader(device). None yet: the built-in model comes from
+# the synthetic-world work; until then `from_preset` explains how to use downloaded weights instead.
+MODEL_PRESETS: dict[str, Callable[[torch.device], "EditPipeline"]] = {}
+
+ImageInput = Image.Image | np.ndarray | str | os.PathLike
+
+
+class PresetError(ValueError):
+    """An unknown or unavailable built-in model name."""
+
+
+class DeviceError(ValueError):
+    """A device that does not exist on this machine."""
+
+
+class IncompatibleWeightsError(ValueError):
+    """Weight files that load individually but do not fit together."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A usable torch device, or `DeviceError` saying why not and what to use instead."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:N' for GPU number N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            reason = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                      else "no CUDA GPU is visible (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)")
+            raise DeviceError(
+                f"CUDA was requested but is not available: {reason}. Run on the CPU (--device cpu), or install "
+                "a CUDA build of PyTorch on a machine with an NVIDIA GPU"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{device} was requested but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("Apple's MPS device was requested but is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device type '{device.type}' is not supported; use 'cpu' or 'cuda'")
+    return device
+
+
+def check_preset(name: str) -> None:
+    """Raise `PresetError` (listing the built-in models) unless `name` is one of them."""
+    if name not in MODEL_PRESETS:
+        available = ", ".join(sorted(MODEL_PRESETS)) or "none yet"
+        raise PresetError(
+            f"unknown model '{name}' (built-in models: {available}). No trained model ships with ip2n yet: "
+            "download the official InstructPix2NeRF weights and pass their folder with --weights DIR "
+            "(EditPipeline.from_weights)"
+        )
+
+
+def edit_schedule(num_inference_steps: int, strength: float) -> DiffusionSchedule:
+    """The respaced schedule of an edit, after checking that `strength` leaves at least one step."""
+    if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000:
+        raise ValueError(f"num_inference_steps must be an integer from 1 to 1000, got {num_inference_steps!r}")
+    if not 0.0 < strength < 1.0:
+        raise ValueError(f"strength must lie strictly between 0 and 1 (the paper uses 0.3), got {strength}")
+    # The official loop noises to index int(s·S) and denoises from one below it.
+    if int(strength * num_inference_steps) < 1:
+        raise ValueError(
+            f"strength {strength} with {num_inference_steps} steps leaves no denoising step "
+            f"(int({strength} × {num_inference_steps}) = 0); raise the strength or the number of steps"
+        )
+    try:
+        return make_schedule(f"ddim{num_inference_steps}")
+    except ValueError:
+        raise ValueError(
+            f"{num_inference_steps} steps cannot be spaced evenly over the 1000 training timesteps; "
+            "choose e.g. 10, 20, 25, 50 or 100"
+        ) from None
+
+
+def edit_codes(
+    dit: DiT,
+    source_codes: torch.Tensor,
+    text_context: torch.Tensor,
+    null_context: torch.Tensor,
+    schedule: DiffusionSchedule,
+    *,
+    strength: float,
+    text_scale: float,
+    image_scale: float,
+    noise: torch.Tensor,
+    identity: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Guided partial DDIM on encoder codes (the official edit loop).
+
+    source_codes (N, 14, C): offsets from w_avg; text_context (N, L, D) and null_context (L, D) or
+    (N, L, D): the prompt's and the empty prompt's embeddings; noise (N, C, 4, 4): the noise the
+    packed source is diffused with; identity (N, identity_dim) or None.
+    Returns the edited codes (N, 14, C), still relative to w_avg.
+    """
+    source = pack_latent(source_codes)  # (N, C, 4, 4)
+    denoiser = DualGuidanceDenoiser(dit, source, text_context, null_context, text_scale, image_scale, identity)
+    decoded = partial_ddim_decode(denoiser, source, strength, schedule, noise=noise)
+    return unpack_latent(decoded.final)
+
+
+class EditPipeline:
+    """Instruction-guided 3-D portrait editing with five networks and the generator's average latent.
+
+    - generator: EG3D tri-plane generator (renders W+ latents);
+    - dit: conditional DiT (denoises packed codes);
+    - text_encoder: OpenCLIP text tower (its width = the DiT's context width);
+    - encoder: PREIM3D inversion encoder, image (N, 3, R, R) in [-1, 1] → codes (N, 14, w_dim);
+    - identity_encoder: IR-SE50 ArcFace network (features of the DiT's identity conditioning);
+    - latent_avg: (1, 14, w_dim) w_avg the codes are relative to.
+    All must be on one device, in eval mode.
+    """
+
+    def __init__(
+        self,
+        generator: TriPlaneGenerator,
+        dit: DiT,
+        text_encoder: TextEncoder,
+        encoder: nn.Module,
+        identity_encoder: IdentityEncoder,
+        latent_avg: torch.Tensor,
+        *,
+        model_name: str = "",
+    ) -> None:
+        _check_compatible(generator, dit, text_encoder, encoder, identity_encoder, latent_avg)
+        self.generator = generator
+        self.dit = dit
+        self.text_encoder = text_encoder
+        self.encoder = encoder
+        self.identity_encoder = identity_encoder
+        self.latent_avg = latent_avg
+        self.model_name = model_name
+        self.prompt_encoder = PromptEncoder(text_encoder)
+        self.load_seconds: float | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.latent_avg.device
+
+    # --- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_weights(
+        cls, weights_dir: str | os.PathLike, device: str | torch.device = "cpu", *, sizes: EditingPresets | None = None
+    ) -> EditPipeline:
+        """Load every model from a weights folder holding the official files or converted safetensors.
+
+        Expected (converted name first, then official): generator.safetensors / G_ema.pkl,
+        dit.safetensors / instructpix2nerf.pt, text_encoder.safetensors / the OpenCLIP file (not
+        needed when instructpix2nerf.pt embeds it), encoder.safetensors / preim3d.pt,
+        identity.safetensors / model_ir_se50.pth; latent_avg.safetensors is used when present
+        (else w_avg is recomputed, ~1 s per start on the real generator's mapping network).
+        Official files carry no sizes: they are read with `sizes` (default: the released models)
+        and checked against them. Raises `CheckpointError` naming every missing file, or the file
+        that is wrong, and `IncompatibleWeightsError` when the models do not fit together.
+        """
+        sizes = sizes or RELEASED_SIZES
+        device = resolve_device(device)
+        weights_dir = Path(weights_dir)
+        _check_weights_dir(weights_dir)
+        start = time.perf_counter()
+        generator = load_generator(weights_dir, device)
+        dit = load_dit(weights_dir, device, preset=sizes.dit)
+        text_encoder = load_text_encoder(weights_dir, device, preset=sizes.text_encoder)
+        encoder, _ = load_preim3d_encoder(weights_dir, device, preset=sizes.encoder)
+        identity_encoder = load_identity(weights_dir, device, preset=sizes.identity)
+        latent_avg = load_latent_avg(weights_dir, generator).to(device)
+        pipeline = cls(generator, dit, text_encoder, encoder, identity_encoder, latent_avg,
+                       model_name=f"weights {weights_dir}")
+        pipeline.load_seconds = round(time.perf_counter() - start, 3)
+        logger.info("loaded the models from %s in %.1f s", weights_dir, pipeline.load_seconds)
+        return pipeline
+
+    @classmethod
+    def from_preset(cls, name: str, device: str | torch.device = "cpu") -> EditPipeline:
+        """A built-in trained model by name (see `MODEL_PRESETS`)."""
+        check_preset(name)
+        start = time.perf_counter()
+        pipeline = MODEL_PRESETS[name](resolve_device(device))
+        pipeline.load_seconds = round(time.perf_counter() - start, 3)
+        return pipeline
+
+    # --- editing -----------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        image: ImageInput,
+        instructions: str | Sequence[str],
+        *,
+        num_inference_steps: int = DEFAULT_STEPS,
+        strength: float = DEFAULT_STRENGTH,
+        guidance_scale: float = DEFAULT_TEXT_SCALE,
+        image_guidance_scale: float = DEFAULT_IMAGE_SCALE,
+        identity_conditioning: bool = True,
+        generator: torch.Generator | None = None,
+        chain: bool = False,
+        align: bool = False,
+        token_position_randomization: bool = False,
+    ) -> EditResult:
+        """Edit one portrait.
+
+        Args:
+            image: a portrait (PIL image, uint8 array (H, W, 3), or a file path). Without `align` it
+                must already be an EG3D/FFHQ-style crop (it is squashed to 256² as in the official code).
+            instructions: one instruction, or several: combined into one prompt ("a, b and c", as
+                the TPR-trained model expects) or, with `chain`, applied one after another.
+            num_inference_steps: length of the DDIM schedule; the edit runs int(strength · steps)
+                of its steps.
+            strength: how far the source is noised, 0 < strength < 1 (more = bigger changes).
+            guidance_scale: text guidance s_T; image_guidance_scale: image guidance s_I.
+            identity_conditioning: condition on the input's ArcFace features (False = the official
+                inference script's default).
+            generator: source of the diffusion noise (and of TPR offsets); None draws a fresh seed,
+                recorded in the result.
+            align: detect and crop the face first, and estimate its camera (`ip2n.align`).
+            token_position_randomization: shift the prompts' tokens by random offsets as the
+                official code does at inference (once per edit here, not per step; off by default:
+                it only adds randomness).
+
+        Returns:
+            `EditResult` with source and edited W+ latents (1, 14, w_dim).
+        """
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        # 1. Validate everything before any model runs.
+        with timed(timings, "validate"):
+            instructions = check_instructions(instructions)
+            prompts = edit_prompts(instructions, chain)
+            schedule = edit_schedule(num_inference_steps, strength)
+            _check_scales(guidance_scale, image_guidance_scale)
+            name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
+            image = load_image(image) if isinstance(image, (str, os.PathLike)) else prepare_image(image, name)
+            if generator is None:
+                generator = torch.Generator()
+                generator.seed()
+        # 2. Align the face (optional).
+        camera = None
+        if align:
+            with timed(timings, "align"):
+                image, camera, note = _align(image, name)
+            if note:
+                notes.append(note)
+        with torch.no_grad():
+            # 3. Encode: codes relative to w_avg, and the identity features.
+            with timed(timings, "encode"):
+                pixels = encoder_input(image, self.encoder.config.resolution)[None].to(self.device)  # (1, 3, R, R)
+                source_codes = self.encoder(pixels)  # (1, 14, w_dim)
+                identity = extract_identity(self.identity_encoder, pixels) if identity_conditioning else None
+            # 4. Embed the text: each distinct prompt once.
+            with timed(timings, "text"):
+                contexts, null_context = self._embed(prompts, token_position_randomization, generator)
+            # 5. Guided partial DDIM, once per prompt.
+            with timed(timings, "diffusion"):
+                codes = source_codes
+                for context in contexts:
+                    # Drawn on the generator's device, so a seed gives the same edit on every device.
+                    shape = (codes.shape[0], codes.shape[2], GRID_SIZE, GRID_SIZE)  # packed: (N, C, 4, 4)
+                    noise = torch.randn(shape, generator=generator, device=generator.device)
+                    codes = edit_codes(
+                        self.dit, codes, context, null_context, schedule, strength=strength,
+                        text_scale=guidance_scale, image_scale=image_guidance_scale,
+                        noise=noise.to(self.device), identity=identity,
+                    )
+        # 6. The result: absolute latents, rendered on demand.
+        settings = EditSettings(
+            instructions=instructions,
+            prompts=prompts, num_inference_steps=num_inference_steps, strength=strength,
+            guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
+            identity_conditioning=identity_conditioning, chain=chain, align=align,
+            token_position_randomization=token_position_randomization, seed=generator.initial_seed(),
+        )
+        return EditResult(
+            self.generator, source_codes + self.latent_avg, codes + self.latent_avg, settings,
+            input_image=image, input_camera=camera, notes=notes, timings=timings, model=self.model_name,
+        )
+
+    def sweep(
+        self,
+        image: ImageInput,
+        instructions: str | Sequence[str],
+        *,
+        strengths: Sequence[float] = (DEFAULT_STRENGTH,),
+        guidance_scales: Sequence[float] = (DEFAULT_TEXT_SCALE,),
+        image_guidance_scales: Sequence[float] = (DEFAULT_IMAGE_SCALE,),
+        seed: int = 0,
+        **options,
+    ) -> list[EditResult]:
+        """One edit per combination of the values (strength slowest, image scale fastest), all with the
+        same noise (`seed`), so that the results differ only by the swept setting.
+
+        The other keyword arguments are those of `__call__`. Show them with `comparison_grid`.
+        """
+        results = []
+        for strength in strengths:
+            for text_scale in guidance_scales:
+                for image_scale in image_guidance_scales:
+                    results.append(self(
+                        image, instructions, strength=strength, guidance_scale=text_scale,
+                        image_guidance_scale=image_scale, generator=torch.Generator().manual_seed(seed), **options,
+                    ))
+        return results
+
+    def _embed(
+        self, prompts: Sequence[str], randomize: bool, generator: torch.Generator
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Prompt contexts [(1, 77, D) per prompt] and the empty prompt's context (1, 77, D)."""
+        if not randomize:
+            distinct = list(dict.fromkeys([*prompts, ""]))
+            encoded = dict(zip(distinct, self.prompt_encoder.encode_prompts(distinct)))
+            return [encoded[prompt][None] for prompt in prompts], encoded[""][None]
+        # The official code shifts every text-encoder input, the empty prompt included; the image-only
+        # and unconditional branches share one shifted empty prompt here.
+        tokens = randomize_token_positions(tokenize([*prompts, ""]), training=False, at_inference=True,
+                                           generator=generator)
+        contexts = self.text_encoder(tokens.to(self.device))  # (P + 1, 77, D)
+        return [context[None] for context in contexts[:-1]], contexts[-1:]
+
+
+def _check_scales(text_scale: float, image_scale: float) -> None:
+    for name, value in (("guidance_scale (text)", text_scale), ("image_guidance_scale", image_scale)):
+        if not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _align(image: Image.Image, name: str) -> tuple[Image.Image, torch.Tensor, str | None]:
+    """The aligned 512² crop, its camera label (25,) and a note for the user (or None)."""
+    try:
+        from ip2n.align import align_face
+    except ImportError as exc:
+        raise ValueError(
+            f"face alignment is not available in this installation of ip2n ({exc}); pass an already aligned "
+            "FFHQ-style crop without --align, or reinstall ip2n with its dependencies"
+        ) from None
+    aligned = align_face(image, name=name)
+    message = getattr(aligned, "message", None)
+    if message:
+        logger.warning("%s", message)
+    return aligned.image, torch.as_tensor(aligned.camera, dtype=torch.float32), message
+
+
+def _check_weights_dir(weights_dir: Path) -> None:
+    """Fail early, naming every missing file at once, before spending time loading the others."""
+    if not weights_dir.is_dir():
+        what = "is a file, not a folder" if weights_dir.exists() else "does not exist"
+        raise CheckpointError(
+            f"weights folder {weights_dir} {what}; pass the folder that holds G_ema.pkl, instructpix2nerf.pt, "
+            "preim3d.pt and model_ir_se50.pth (or their converted .safetensors)"
+        )
+    missing = []
+    for component in WEIGHT_FILES:
+        try:
+            find_weights_file(component, weights_dir)
+        except CheckpointError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise CheckpointError(
+            f"the weights folder {weights_dir} is incomplete:\n  - " + "\n  - ".join(missing)
+            + f"\nPut the missing files into {weights_dir} (`ip2n weights check {weights_dir}` shows what is found)."
+        )
+
+
+def _check_compatible(
+    generator: TriPlaneGenerator, dit: DiT, text_encoder: TextEncoder, encoder: nn.Module,
+    identity_encoder: IdentityEncoder, latent_avg: torch.Tensor,
+) -> None:
+    w_dim, num_ws = generator.config.w_dim, generator.num_ws
+    problems = []
+    if num_ws != NUM_STYLES:
+        problems.append(f"the generator takes {num_ws} style vectors; the latent packing needs {NUM_STYLES}")
+    if (encoder.config.num_styles, encoder.config.style_dim) != (num_ws, w_dim):
+        problems.append(f"the encoder predicts {encoder.config.num_styles}×{encoder.config.style_dim} codes, "
+                        f"the generator takes {num_ws}×{w_dim}")
+    if tuple(latent_avg.shape) != (1, num_ws, w_dim):
+        problems.append(f"latent_avg has shape {tuple(latent_avg.shape)}, expected (1, {num_ws}, {w_dim})")
+    config = dit.config
+    if (config.in_channels, config.out_channels, config.input_size) != (2 * w_dim, w_dim, GRID_SIZE):
+        problems.append(f"the DiT works on {config.out_channels}-channel {config.input_size}×{config.input_size} "
+                        f"latents, the generator's pack into {w_dim}-channel {GRID_SIZE}×{GRID_SIZE} ones")
+    if config.context_dim != text_encoder.config.width:
+        problems.append(f"the DiT cross-attends to {config.context_dim}-wide text, the text encoder is "
+                        f"{text_encoder.config.width} wide")
+    if config.identity_dim != identity_encoder.config.feature_dim:
+        problems.append(f"the DiT takes {config.identity_dim}-d identity features, the identity network gives "
+                        f"{identity_encoder.config.feature_dim}")
+    if problems:
+        raise IncompatibleWeightsError(
+            "the model files do not fit together: " + "; ".join(problems)
+            + ". Use files from one release (or one conversion), see docs/checkpoints.md"
+        )

@@ -1,0 +1,530 @@
+"""EditPipeline on tiny official-format weight files, its edit loop against the official fixture, and
+the checks of user inputs (images and instructions).
+
+The weight files are written the way the official code writes them, with random weights at the
+smallest sizes that fit together: the EG3D generator of the eg3d_pickle fixture (w_dim 512, which
+fixes the DiT's 1024 input channels), the dit_small fixture DiT (hidden 64, depth 2; cross-attention
+context 1024, as in the official architecture) inside a train.py checkpoint that embeds an OpenCLIP
+text tower of width 1024 with 2 blocks (1 run), a PREIM3D WPlusEncoder on the narrow IR-SE trunk
+(14 × 512 codes from 256² images) and the narrow IR-SE identity network (512-d features).
+`test_cli_edit.py` imports the helpers of the first section.
+"""
+
+import argparse
+import math
+import shutil
+import struct
+import sys
+import types
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from ip2n.checkpoints.editing_weights import EditingPresets
+from ip2n.encoding import IdentityEncoder, build_encoder, encoder_preset, identity_preset
+from ip2n.encoding.preprocess import encoder_input
+from ip2n.pipeline import (
+    DeviceError,
+    EditPipeline,
+    ImageInputError,
+    IncompatibleWeightsError,
+    InstructionError,
+    PresetError,
+    check_instructions,
+    combine_instructions,
+    comparison_grid,
+    edit_codes,
+    edit_prompts,
+    edit_schedule,
+    load_image,
+    prepare_image,
+    resolve_device,
+)
+from ip2n.pipeline.inputs import MAX_INPUT_PIXELS, WORKING_SIDE
+from ip2n.text import DIT_CHECKPOINT_PREFIX, TEXT_ENCODER_PRESETS, TextEncoder, TextEncoderConfig, tokenize
+from ip2n.text.tokens import count_tokens
+
+TOLERANCE = 1e-4
+
+# --- tiny official-format weights (shared with test_cli_edit.py) ---------------------------------------
+
+WIDE_TEXT = "test-wide-1024"
+# The DiT's cross-attention reads 1024-wide text (hard-coded in the official architecture), so the
+# smallest consistent text tower is 1024 wide; 2 blocks of which the last is skipped, as in ViT-H-14.
+WIDE_TEXT_CONFIG = TextEncoderConfig(width=1024, heads=16, layers=2)
+TINY_SIZES = EditingPresets(dit="tiny", text_encoder=WIDE_TEXT, encoder="small", identity="small")
+
+
+def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial values in every float tensor (BatchNorm statistics included), eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif tensor.ndim >= 2:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor[0].numel()))
+            else:
+                base = 1.0 if name.endswith("weight") else 0.0
+                tensor.copy_(base + 0.1 * torch.randn(tensor.shape, generator=generator))
+    return module.eval()
+
+
+def dit_checkpoint(fixtures_dir: Path) -> dict:
+    """A train.py checkpoint: `ema` = the dit_small fixture weights + an embedded random text tower."""
+    text = TextEncoder(WIDE_TEXT_CONFIG, device="cpu")
+    text.reset_parameters(torch.Generator().manual_seed(7))
+    text_weights = {DIT_CHECKPOINT_PREFIX + key: value for key, value in text.state_dict().items()}
+    # The file also holds the last block, which the penultimate-layer encoder never runs.
+    text_weights |= {DIT_CHECKPOINT_PREFIX + key.replace("resblocks.0.", "resblocks.1."): value
+                     for key, value in text.state_dict().items() if key.startswith("transformer.resblocks.0.")}
+    ema = load_file(fixtures_dir / "dit_small" / "state_dict.safetensors")
+    generator = torch.Generator().manual_seed(1)
+    model = {key: value + 0.01 * torch.randn(value.shape, generator=generator) for key, value in ema.items()}
+    # `model` and `ema` share the text tensors, which torch.save stores once.
+    return {"model": model | text_weights, "ema": ema | text_weights,
+            "opt": {"state": {}, "param_groups": [{"lr": 1e-4, "weight_decay": 0, "params": []}]},
+            "args": argparse.Namespace(model="DiT-B_G/1_pair", num_classes=1, global_batch_size=6)}
+
+
+def preim3d_checkpoint(preset: str = "small", seed: int = 4) -> dict:
+    encoder = randomize_(build_encoder(encoder_preset(preset, "WPlusEncoder")), seed)
+    return {"state_dict": {"encoder." + key: value for key, value in encoder.state_dict().items()},
+            "opts": {"encoder_type": "WPlusEncoder", "stylegan_size": 256, "train_decoder": False}}
+
+
+def identity_state_dict(seed: int = 5) -> dict[str, torch.Tensor]:
+    return randomize_(IdentityEncoder(identity_preset("small")), seed).state_dict()
+
+
+def write_official_weights(directory: Path, fixtures_dir: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(fixtures_dir / "eg3d_pickle" / "G_ema-small.pkl", directory / "G_ema.pkl")
+    torch.save(dit_checkpoint(fixtures_dir), directory / "instructpix2nerf.pt")
+    torch.save(preim3d_checkpoint(), directory / "preim3d.pt")
+    torch.save(identity_state_dict(), directory / "model_ir_se50.pth")
+    return directory
+
+
+def official_weights(tmp_path_factory, fixtures_dir: Path) -> Path:
+    """The tiny official weights folder, written once per test session (~300 MB, mostly the text tower)."""
+    directory = tmp_path_factory.getbasetemp() / "official-tiny-weights"
+    if not (directory / "complete").exists():
+        write_official_weights(directory, fixtures_dir)
+        (directory / "complete").touch()
+    return directory
+
+
+def portrait(seed: int = 0, size: int = 256) -> Image.Image:
+    """A smooth random RGB image (the encoders only need some structure)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 8, 8, generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    array = (smooth[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array)
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width × height but holds almost no data (reads fail only on decoding)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def png16(path: Path, array: np.ndarray) -> Path:
+    """A 16-bit PNG (gray (H, W, 1) or RGB (H, W, 3)) written by hand: Pillow cannot write 16-bit RGB."""
+    height, width, channels = array.shape
+    color_type = {1: 0, 3: 2}[channels]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+# --- fixtures ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory, fixtures_dir) -> Path:
+    return official_weights(tmp_path_factory, fixtures_dir)
+
+
+@pytest.fixture(scope="module")
+def pipeline(weights_dir) -> EditPipeline:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(TEXT_ENCODER_PRESETS, WIDE_TEXT, WIDE_TEXT_CONFIG)
+        return EditPipeline.from_weights(weights_dir, sizes=TINY_SIZES)
+
+
+@pytest.fixture(scope="module")
+def dit_io(fixtures_dir):
+    return load_file(fixtures_dir / "dit_small" / "io.safetensors")
+
+
+def _max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return (actual - expected).abs().max().item()
+
+
+# --- the edit loop and the pipeline ------------------------------------------------------------------
+
+
+def test_edit_loop_matches_the_official_inference(pipeline, dit_io):
+    # The DiT here was loaded from the official-format checkpoint (its `ema` = the fixture weights).
+    codes = edit_codes(
+        pipeline.dit, dit_io["pipe_codes"], dit_io["context_prompts"][:1], dit_io["context_empty"],
+        edit_schedule(50, 0.3), strength=0.3, text_scale=2.5, image_scale=1.0, noise=dit_io["pipe_noise"],
+    )
+    assert _max_error(codes + dit_io["pipe_latent_avg"], dit_io["pipe_latents"]) <= TOLERANCE
+
+
+def test_from_weights_loads_every_official_file(pipeline, fixtures_dir):
+    expected_avg = load_file(fixtures_dir / "eg3d_small" / "io.safetensors")["latent_avg_psp"]
+    assert _max_error(pipeline.latent_avg, expected_avg) <= TOLERANCE
+    for model in (pipeline.generator, pipeline.dit, pipeline.text_encoder, pipeline.encoder, pipeline.identity_encoder):
+        assert not model.training
+        assert all(not parameter.requires_grad for parameter in model.parameters())
+    assert pipeline.text_encoder.config == WIDE_TEXT_CONFIG
+    assert pipeline.dit.config.hidden_size == 64
+    assert pipeline.encoder.config.encoder_type == "WPlusEncoder"
+    assert pipeline.device == torch.device("cpu")
+    assert pipeline.load_seconds > 0
+
+
+def _contexts(pipeline, prompts):
+    with torch.no_grad():
+        return pipeline.text_encoder(tokenize(prompts))  # (P, 77, 1024), no cache involved
+
+
+def test_edit_is_the_documented_composition_of_steps(pipeline):
+    image = portrait(1)
+    result = pipeline(image, "make him smile", generator=torch.Generator().manual_seed(3))
+
+    with torch.no_grad():
+        pixels = encoder_input(image)[None]  # (1, 3, 256, 256)
+        codes = pipeline.encoder(pixels)
+        identity = pipeline.identity_encoder(pixels)
+        text, empty = _contexts(pipeline, ["make him smile", ""])
+        noise = torch.randn(1, 512, 4, 4, generator=torch.Generator().manual_seed(3))
+        edited = edit_codes(pipeline.dit, codes, text[None], empty, edit_schedule(50, 0.3), strength=0.3,
+                            text_scale=2.5, image_scale=1.0, noise=noise, identity=identity)
+    assert result.source_latent.shape == result.edited_latent.shape == (1, 14, 512)
+    assert _max_error(result.source_latent, codes + pipeline.latent_avg) <= TOLERANCE
+    assert _max_error(result.edited_latent, edited + pipeline.latent_avg) <= TOLERANCE
+    assert _max_error(result.edited_latent, result.source_latent) > 1e-3  # the edit changed something
+    settings = result.settings
+    scales = (settings.strength, settings.guidance_scale, settings.image_guidance_scale)
+    assert settings.seed == 3 and scales == (0.3, 2.5, 1.0)
+    assert settings.prompts == ("make him smile",) and settings.identity_conditioning
+    assert {"validate", "encode", "text", "diffusion"} <= set(result.timings)
+
+
+def test_seed_decides_the_noise_and_identity_conditioning_matters(pipeline):
+    image = portrait(2)
+
+    def edit(seed, **options):
+        return pipeline(image, "add glasses", generator=torch.Generator().manual_seed(seed), **options).edited_latent
+
+    first = edit(0)
+    assert torch.equal(first, edit(0))
+    assert _max_error(first, edit(1)) > 1e-3
+    assert _max_error(first, edit(0, identity_conditioning=False)) > 1e-4
+    unseeded = pipeline(image, "add glasses")
+    assert torch.equal(unseeded.edited_latent, edit(unseeded.settings.seed))  # the recorded seed reproduces it
+
+
+def test_prompts_are_encoded_once_and_chained_edits_run_in_turn(pipeline):
+    image = portrait(3)
+    encoded_rows, dit_calls = [], []
+    hooks = [pipeline.text_encoder.register_forward_hook(lambda module, args, out: encoded_rows.append(out.shape[0])),
+             pipeline.dit.register_forward_hook(lambda module, args, out: dit_calls.append(out.shape[0]))]
+    pipeline.prompt_encoder.clear()
+    try:
+        instructions = ["add glasses", "make him smile", "add glasses"]
+        result = pipeline(image, instructions, chain=True, generator=torch.Generator().manual_seed(4))
+        assert sum(encoded_rows) == 3  # two distinct instructions and the empty prompt
+        assert dit_calls == [3] * 45  # 3 runs × 15 steps, the three guidance branches batched
+        pipeline(image, instructions, chain=True)
+        assert sum(encoded_rows) == 3  # all cached now
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    assert result.settings.prompts == tuple(instructions) and result.settings.chain
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        pixels = encoder_input(image)[None]
+        codes, identity = pipeline.encoder(pixels), pipeline.identity_encoder(pixels)
+        contexts = _contexts(pipeline, instructions + [""])
+        for context in contexts[:3]:
+            noise = torch.randn(1, 512, 4, 4, generator=generator)
+            codes = edit_codes(pipeline.dit, codes, context[None], contexts[3], edit_schedule(50, 0.3), strength=0.3,
+                               text_scale=2.5, image_scale=1.0, noise=noise, identity=identity)
+    assert _max_error(result.edited_latent, codes + pipeline.latent_avg) <= TOLERANCE
+
+
+def test_several_instructions_become_one_prompt(pipeline):
+    result = pipeline(portrait(4), ["Add glasses.", "make him smile", "give him a beard"], num_inference_steps=20)
+    assert result.settings.prompts == ("Add glasses, make him smile and give him a beard",)
+    assert result.settings.num_inference_steps == 20
+
+
+def test_token_position_randomization_is_an_option(pipeline):
+    image = portrait(5)
+
+    def edit(**options):
+        return pipeline(image, "make her smile", generator=torch.Generator().manual_seed(9), **options)
+
+    shifted = edit(token_position_randomization=True)
+    assert shifted.settings.token_position_randomization
+    assert torch.equal(shifted.edited_latent, edit(token_position_randomization=True).edited_latent)
+    assert _max_error(shifted.edited_latent, edit().edited_latent) > 1e-5
+
+
+def test_sweep_shares_the_noise_and_makes_a_grid(pipeline):
+    image = portrait(6)
+    results = pipeline.sweep(image, "make him old", strengths=(0.2, 0.4), guidance_scales=(1.5, 3.0), seed=2)
+    assert [(r.settings.strength, r.settings.guidance_scale) for r in results] == [
+        (0.2, 1.5), (0.2, 3.0), (0.4, 1.5), (0.4, 3.0)]
+    single = pipeline(image, "make him old", strength=0.4, guidance_scale=1.5,
+                      generator=torch.Generator().manual_seed(2))
+    assert torch.equal(results[2].edited_latent, single.edited_latent)
+    grid = comparison_grid(results)
+    tile = results[0].image()
+    assert grid.width == 5 * tile.width + 4 * 4 and grid.height > tile.height  # reconstruction + 4, captions below
+
+
+def test_failed_save_leaves_no_files(pipeline, tmp_path):
+    result = pipeline(portrait(7), "make him smile", generator=torch.Generator().manual_seed(0))
+    out_dir = tmp_path / "out"
+    with pytest.raises(ValueError, match="no surface at density level"):
+        result.save(out_dir, views=1, mesh="ply", mesh_resolution=16, mesh_level=1e9)
+    assert not out_dir.exists()
+    written = result.save(out_dir, views=0)
+    names = ["source.png", "edited.png", "depth.png", "edited_latent.npy", "result.json"]
+    assert [path.name for path in written] == names
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(path.name for path in written)
+    assert np.array_equal(np.load(out_dir / "edited_latent.npy"), result.edited_latent.numpy())
+
+
+def test_models_that_do_not_fit_together_are_refused(pipeline):
+    narrow_text = TextEncoder(TextEncoderConfig(width=64, heads=4, layers=2), device="meta")
+    with pytest.raises(IncompatibleWeightsError, match="cross-attends to 1024-wide text, the text encoder is 64 wide"):
+        EditPipeline(pipeline.generator, pipeline.dit, narrow_text, pipeline.encoder, pipeline.identity_encoder,
+                     pipeline.latent_avg)
+    with torch.device("meta"):
+        narrow_encoder = build_encoder(encoder_preset("tiny", "WPlusEncoder"))
+    with pytest.raises(IncompatibleWeightsError, match="encoder predicts 14×32 codes, the generator takes 14×512"):
+        EditPipeline(pipeline.generator, pipeline.dit, pipeline.text_encoder, narrow_encoder,
+                     pipeline.identity_encoder, pipeline.latent_avg)
+
+
+# --- alignment hook --------------------------------------------------------------------------------------
+
+
+def test_align_without_the_alignment_module_says_so(pipeline, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ip2n.align", None)  # makes the import fail as if it were not installed
+    with pytest.raises(ValueError, match="face alignment is not available.*without --align"):
+        pipeline(portrait(8), "make him smile", align=True)
+
+
+def test_align_hands_the_crop_and_camera_through(pipeline, monkeypatch):
+    crop, camera = portrait(9, size=512), torch.arange(25, dtype=torch.float32)
+    seen = []
+
+    def align_face(image, name):
+        seen.append((image.size, name))
+        return types.SimpleNamespace(image=crop, camera=camera, landmarks=np.zeros((5, 2)),
+                                     message="2 faces found; using the largest")
+
+    monkeypatch.setitem(sys.modules, "ip2n.align", types.SimpleNamespace(align_face=align_face))
+    result = pipeline(portrait(10, size=300), "make him smile", align=True, generator=torch.Generator().manual_seed(0))
+    assert seen == [((300, 300), "the image")]
+    assert result.input_image is crop and torch.equal(result.input_camera, camera)
+    assert result.notes == ("2 faces found; using the largest",) and result.settings.align
+    direct = pipeline(crop, "make him smile", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(result.edited_latent, direct.edited_latent)
+
+
+# --- presets, devices, settings ---------------------------------------------------------------------------
+
+
+def test_unknown_preset_lists_what_exists():
+    with pytest.raises(PresetError, match=r"unknown model 'ffhq'.*built-in models: none yet.*--weights DIR"):
+        EditPipeline.from_preset("ffhq")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda():
+    with pytest.raises(DeviceError, match=r"CUDA was requested but is not available.*--device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device("gpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(("steps", "strength", "message"), [
+    (0, 0.3, "num_inference_steps must be an integer from 1 to 1000"),
+    (50, 1.0, "strictly between 0 and 1"),
+    (50, 0.0, "strictly between 0 and 1"),
+    (3, 0.3, r"leaves no denoising step \(int\(0.3 × 3\) = 0\)"),
+    (999, 0.3, "cannot be spaced evenly"),
+])
+def test_bad_schedule_settings(steps, strength, message):
+    with pytest.raises(ValueError, match=message):
+        edit_schedule(steps, strength)
+
+
+def test_schedule_of_the_paper():
+    schedule = edit_schedule(50, 0.3)
+    assert schedule.num_steps == 50 and schedule.timestep_map[15].item() == 300
+
+
+# --- instructions -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("instructions", "message"), [
+    ("", "the instruction is empty"),
+    ("   ", "the instruction is empty"),
+    (["add glasses", " "], "instruction 2 is empty"),
+    ([], "no instruction given"),
+])
+def test_empty_instructions_are_refused(instructions, message):
+    with pytest.raises(InstructionError, match=message):
+        check_instructions(instructions)
+
+
+def test_combined_instructions_read_as_one_sentence():
+    assert combine_instructions(["make her smile"]) == "make her smile"
+    assert combine_instructions(["add glasses.", "make him smile"]) == "add glasses and make him smile"
+    assert combine_instructions(["a", "b", "c!"]) == "a, b and c"
+
+
+def test_prompt_window_is_77_tokens():
+    fits = " ".join(["a"] * 75)
+    assert count_tokens(fits) == 77
+    assert edit_prompts(fits) == (fits,)
+    with pytest.raises(InstructionError, match=r"needs 78 tokens.*only 77.*cut off: 'a'; shorten it$"):
+        edit_prompts(fits + " a")
+
+
+def test_long_combined_prompt_suggests_chaining():
+    instructions = ["give her long curly red hair and a wide brimmed straw summer hat"] * 5 + ["make her smile"]
+    with pytest.raises(InstructionError, match=r"cut off: '.*make her smile'.*--chain"):
+        edit_prompts(instructions)
+    assert len(edit_prompts(instructions, chain=True)) == 6
+
+
+# --- images ------------------------------------------------------------------------------------------------
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    assert image.mode == "RGB"
+    return np.asarray(image).astype(int)
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    gray = np.asarray(portrait(0).convert("L"))
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    pixels = _pixels(load_image(tmp_path / "gray.png"))
+    for channel in range(3):
+        assert np.array_equal(pixels[:, :, channel], gray)
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 256 * 256).reshape(256, 256, 1).round().astype(np.uint16)
+    gray = _pixels(load_image(png16(tmp_path / "gray16.png", ramp)))
+    expected = np.round(ramp[:, :, 0] / 257)
+    assert np.abs(gray[:, :, 0] - expected).max() == 0 and np.array_equal(gray[:, :, 0], gray[:, :, 2])
+    colour = np.random.default_rng(0).integers(0, 65536, (64, 64, 3)).astype(np.uint16)
+    rgb = _pixels(load_image(png16(tmp_path / "rgb16.png", colour)))
+    assert np.abs(rgb - colour / 257).max() <= 1
+    array = _pixels(prepare_image(colour))
+    assert np.abs(array - colour / 257).max() <= 0.5
+
+
+def test_cmyk_is_converted_to_rgb(tmp_path):
+    Image.new("CMYK", (128, 128), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")  # pure red in CMYK
+    red = _pixels(load_image(tmp_path / "cmyk.jpg"))
+    assert np.abs(red - [255, 0, 0]).max() <= 3
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    rgba = np.zeros((128, 128, 4), dtype=np.uint8)
+    rgba[:, :64] = [10, 20, 30, 255]  # opaque left half, transparent right half
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    pixels = _pixels(load_image(tmp_path / "alpha.png"))
+    assert np.array_equal(pixels[:, :64], np.broadcast_to([10, 20, 30], (128, 64, 3)))
+    assert np.array_equal(pixels[:, 64:], np.full((128, 64, 3), 255))
+    palette = Image.fromarray(rgba).convert("P")
+    palette.info["transparency"] = palette.getpixel((100, 0))
+    assert _pixels(prepare_image(palette))[0, 100].tolist() == [255, 255, 255]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.zeros((128, 192, 3), dtype=np.uint8)  # landscape as stored
+    array[:8, :8] = [255, 0, 0]  # marker in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(array).save(tmp_path / "rotated.png", exif=exif)
+    upright = _pixels(load_image(tmp_path / "rotated.png"))
+    assert upright.shape == (192, 128, 3)  # portrait once upright
+    assert upright[:8, -8:].tolist() == np.broadcast_to([255, 0, 0], (8, 8, 3)).tolist()  # now top-right
+    assert prepare_image(load_image(tmp_path / "rotated.png")).size == (128, 192)  # idempotent
+
+
+def test_large_photos_are_reduced_and_huge_ones_refused(tmp_path):
+    Image.new("RGB", (6000, 3000), (90, 120, 150)).save(tmp_path / "large.jpg", quality=90)
+    large = load_image(tmp_path / "large.jpg")
+    assert large.size == (WORKING_SIDE, WORKING_SIDE // 2)
+    assert np.abs(_pixels(large)[100, 100] - [90, 120, 150]).max() <= 3
+    side = math.isqrt(MAX_INPUT_PIXELS) + 100  # over ip2n's limit, under Pillow's bomb limit
+    for name, width in (("over_limit.png", side), ("bomb.png", 40000)):
+        with pytest.raises(ImageInputError, match=r"megapixels.*Downscale it first"):
+            load_image(png_header_only(tmp_path / name, width, width))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda path: path.write_text("not a picture"), "is not an image file ip2n can read"),
+    (lambda path: path.write_bytes(b""), r"is empty \(0 bytes\)"),
+    (lambda path: None, "no such file"),
+    (lambda path: path.mkdir(), "is a folder, not an image"),
+    (lambda path: portrait(0, size=32).save(path, format="PNG"), "too small to hold a usable face"),
+])
+def test_unusable_files_are_refused(tmp_path, make, message):
+    path = tmp_path / "input.png"
+    make(path)
+    with pytest.raises(ImageInputError, match=message):
+        load_image(path)
+
+
+@pytest.mark.parametrize("kind", ["jpg", "png"])
+def test_truncated_files_are_refused(tmp_path, kind):
+    path = tmp_path / f"full.{kind}"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(path)
+    cut = tmp_path / f"cut.{kind}"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ImageInputError, match="truncated or damaged"):
+        load_image(cut)
+
+
+def test_animated_image_uses_the_first_frame(tmp_path):
+    frames = [Image.new("RGB", (128, 128), colour) for colour in ((200, 0, 0), (0, 0, 200))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    pixels = _pixels(load_image(tmp_path / "anim.gif"))
+    assert pixels[0, 0, 0] > 150 and pixels[0, 0, 2] < 50
