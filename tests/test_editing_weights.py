@@ -8,7 +8,6 @@ Full-size layouts are checked on the meta device against the manifests.
 
 import argparse
 import json
-import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from ip2n.encoding import ENCODER_TYPES, IdentityEncoder, build_encoder, encoder
 from ip2n.encoding.preim3d import ENCODER_CLASSES
 from ip2n.text import DIT_CHECKPOINT_PREFIX, text_encoder_config, text_state_dict_from
 from ip2n.weight_report import shapes_from_manifest
+from helpers import randomize_ as _randomize_
 
 TOLERANCE = 1e-4
 # Same weights, same module: only kernel paths differ (safetensors tensors are not 64-byte aligned).
@@ -48,23 +48,6 @@ EDITING = ("dit", "text_encoder", "encoder", "identity")
 
 def _max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual - expected).abs().max().item()
-
-
-def _randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Non-trivial values in every float tensor (BatchNorm statistics included), eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in module.state_dict(keep_vars=True).items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif tensor.ndim >= 2:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor[0].numel()))
-            else:
-                base = 1.0 if name.endswith("weight") else 0.0
-                tensor.copy_(base + 0.1 * torch.randn(tensor.shape, generator=generator))
-    return module.eval()
 
 
 def _images(size: int, seed: int) -> torch.Tensor:

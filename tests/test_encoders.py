@@ -29,28 +29,11 @@ from ip2n.encoding import (
 )
 from ip2n.encoding.preim3d import EqualLinear
 from ip2n.weight_report import check_state_dict, shapes_from_manifest
+from helpers import randomize_ as _randomize_
 
 
 def _manifest(fixtures_dir, name):
     return json.loads((fixtures_dir / "manifests" / name).read_text())
-
-
-def _randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Fill every float tensor with non-trivial values (BatchNorm statistics included), in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in module.state_dict(keep_vars=True).items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif tensor.ndim >= 2:
-                fan_in = tensor[0].numel()
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(fan_in))
-            else:
-                base = 1.0 if name.endswith("weight") else 0.0  # BatchNorm / PReLU scales near 1
-                tensor.copy_(base + 0.1 * torch.randn(tensor.shape, generator=generator))
-    return module.eval()
 
 
 def _images(n: int, size: int, seed: int) -> torch.Tensor:

@@ -48,6 +48,7 @@ from ip2n.pipeline import (
 from ip2n.pipeline.inputs import MAX_INPUT_PIXELS, WORKING_SIDE
 from ip2n.text import DIT_CHECKPOINT_PREFIX, TEXT_ENCODER_PRESETS, TextEncoder, TextEncoderConfig, tokenize
 from ip2n.text.tokens import count_tokens
+from helpers import randomize_
 
 TOLERANCE = 1e-4
 
@@ -58,23 +59,6 @@ WIDE_TEXT = "test-wide-1024"
 # smallest consistent text tower is 1024 wide; 2 blocks of which the last is skipped, as in ViT-H-14.
 WIDE_TEXT_CONFIG = TextEncoderConfig(width=1024, heads=16, layers=2)
 TINY_SIZES = EditingPresets(dit="tiny", text_encoder=WIDE_TEXT, encoder="small", identity="small")
-
-
-def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Non-trivial values in every float tensor (BatchNorm statistics included), eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in module.state_dict(keep_vars=True).items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif tensor.ndim >= 2:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor[0].numel()))
-            else:
-                base = 1.0 if name.endswith("weight") else 0.0
-                tensor.copy_(base + 0.1 * torch.randn(tensor.shape, generator=generator))
-    return module.eval()
 
 
 def dit_checkpoint(fixtures_dir: Path) -> dict:
