@@ -16,7 +16,7 @@ from ip2n.diffusion.losses import (
     learned_range_log_variance,
     training_losses,
 )
-from ip2n.diffusion.sampling import ddim_step, partial_ddim_decode, q_sample
+from ip2n.diffusion.sampling import ddim_step, decode_timesteps, partial_ddim_decode, q_sample
 from ip2n.diffusion.schedule import index_for_strength, make_schedule, space_timesteps
 
 TOLERANCE = 1e-4
@@ -384,3 +384,27 @@ def test_dropout_draws_give_the_official_rates():
 def test_label_dropout():
     labels = torch.zeros(3, dtype=torch.int64)
     assert label_dropout(labels, torch.tensor([0.05, 0.1, 0.5]), null_label=1).tolist() == [1, 0, 0]
+
+
+def test_decode_timesteps_are_those_the_loop_shows_the_model(ddim50):
+    assert decode_timesteps(0.3, ddim50) == list(range(280, -1, -20))
+    assert decode_timesteps(0.3, ddim50, start_offset=0) == list(range(300, -1, -20))
+
+
+@pytest.mark.parametrize("with_identity", [True, False])
+def test_precomputed_conditioning_gives_the_official_edit(tiny_model, io, ddim50, with_identity):
+    """adaLN modulations of all 15 steps computed up front: same trajectory as the plain loop."""
+    source = pack_latent(io["pipe_codes"])
+    identity = io["idfeatures"][:1] if with_identity else None
+    timesteps = decode_timesteps(0.3, ddim50)
+    with torch.no_grad():
+        plain = DualGuidanceDenoiser(tiny_model, source, io["context_prompts"][:1], io["context_empty"], 2.5, 1.0,
+                                     identity=identity)
+        cached = DualGuidanceDenoiser(tiny_model, source, io["context_prompts"][:1], io["context_empty"], 2.5, 1.0,
+                                      identity=identity, timesteps=timesteps)
+        assert sorted(cached.conditioning_by_timestep) == sorted(timesteps)
+        expected = partial_ddim_decode(plain, source, 0.3, ddim50, noise=io["pipe_noise"])
+        result = partial_ddim_decode(cached, source, 0.3, ddim50, noise=io["pipe_noise"])
+    assert max_error(result.trajectory, expected.trajectory) < 1e-5
+    if not with_identity:
+        assert max_error(result.final, io["pipe_final"]) < TOLERANCE

@@ -7,9 +7,6 @@ import torch
 from safetensors.torch import load_file
 
 from ip2n.diffusion.dit import DiT, dit_config, sincos_pos_embed_2d
-from ip2n.diffusion.guidance import DualGuidanceDenoiser
-from ip2n.diffusion.sampling import partial_ddim_decode
-from ip2n.diffusion.schedule import make_schedule
 
 TOLERANCE = 1e-4
 

@@ -10,7 +10,7 @@ import torch
 from ip2n.bench.timing import StageTimer
 from ip2n.checkpoints.generator_weights import random_generator
 from ip2n.export.mesh import marching_cubes
-from ip2n.rendering.cameras import camera_labels, frontal_camera, orbit_cameras
+from ip2n.rendering.cameras import camera_labels, frontal_camera
 from ip2n.scene import LatentScene
 
 
@@ -43,7 +43,8 @@ def run_render_benchmark(
         raw = generator.render_planes(planes, ws, camera, superresolution=False)
         with timer.stage("super-resolution", repeats=repeats):
             for _ in range(repeats):
-                generator.superresolution(raw["image_raw"], raw["feature_image"], ws, noise_mode=config.sr_noise_mode)
+                features = raw["feature_image"].contiguous()  # as render_planes hands it over
+                generator.superresolution(features[:, :3], features, ws, noise_mode=config.sr_noise_mode)
         _divide_last(timer, repeats)
         with timer.stage(f"additional {config.img_resolution}² view (tri-planes reused)", repeats=repeats):
             for _ in range(repeats):

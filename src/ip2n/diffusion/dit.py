@@ -249,9 +249,11 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(hidden, int(hidden * config.mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Tokens x (N, T, D), conditioning c (N, D), context keys/values (N, heads, L, d)."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+    def forward(
+        self, x: torch.Tensor, modulation: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """Tokens x (N, T, D), adaLN modulation = adaLN_modulation(c) (N, 6D), context keys/values (N, heads, L, d)."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + self.cross_attn(self.norm3(x), keys, values)
         return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
@@ -266,8 +268,9 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
+        """Tokens x (N, T, D), adaLN modulation = adaLN_modulation(c) (N, 2D)."""
+        shift, scale = modulation.chunk(2, dim=1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
@@ -279,6 +282,23 @@ class CrossAttentionCache:
     """
 
     keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+
+@dataclass(frozen=True)
+class ConditioningCache:
+    """The adaLN modulations of every block and of the final layer, by ``DiT.precompute_conditioning``.
+
+    ``blocks[b]`` (N, 6·hidden), ``final`` (N, 2·hidden). During an edit only the timestep changes
+    from step to step, so the modulations of all steps can be computed in one batched product per
+    block instead of a 3-row matrix product per block and step (the adaLN weights are a quarter
+    of the DiT and reading them dominated those small products).
+    """
+
+    blocks: tuple[torch.Tensor, ...]
+    final: torch.Tensor
+
+    def rows(self, selection: slice) -> "ConditioningCache":
+        return ConditioningCache(tuple(block[selection] for block in self.blocks), self.final[selection])
 
 
 class DiT(nn.Module):
@@ -335,6 +355,19 @@ class DiT(nn.Module):
             c = c + identity_embedding
         return c
 
+    def precompute_conditioning(
+        self,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        identity: torch.Tensor | None = None,
+        identity_keep: torch.Tensor | None = None,
+    ) -> ConditioningCache:
+        """adaLN modulations of every block for conditionings (t, y, identity), each (N,) / (N, dim)."""
+        c = self.conditioning(t, y, identity, identity_keep)  # (N, D)
+        return ConditioningCache(
+            tuple(block.adaLN_modulation(c) for block in self.blocks), self.final_layer.adaLN_modulation(c)
+        )
+
     def forward(
         self,
         x: torch.Tensor,
@@ -343,13 +376,17 @@ class DiT(nn.Module):
         context: torch.Tensor | CrossAttentionCache,
         identity: torch.Tensor | None = None,
         identity_keep: torch.Tensor | None = None,
+        *,
+        conditioning: ConditioningCache | None = None,
     ) -> torch.Tensor:
+        """See the class docstring; `conditioning`, when given, replaces (t, y, identity, identity_keep)."""
         cache = context if isinstance(context, CrossAttentionCache) else self.precompute_context(context)
+        if conditioning is None:
+            conditioning = self.precompute_conditioning(t, y, identity, identity_keep)
         tokens = self.x_embedder(x) + self.pos_embed  # (N, T, D)
-        c = self.conditioning(t, y, identity, identity_keep)  # (N, D)
-        for block, (keys, values) in zip(self.blocks, cache.keys_values, strict=True):
-            tokens = block(tokens, c, keys, values)
-        return self.unpatchify(self.final_layer(tokens, c))
+        for block, modulation, (keys, values) in zip(self.blocks, conditioning.blocks, cache.keys_values, strict=True):
+            tokens = block(tokens, modulation, keys, values)
+        return self.unpatchify(self.final_layer(tokens, conditioning.final))
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T, p²·C) → (N, C, H, W)."""

@@ -16,9 +16,11 @@ default, ``--id-cond`` off) no branch gets an identity term at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from ip2n.diffusion.dit import CrossAttentionCache, DiT
+from ip2n.diffusion.dit import ConditioningCache, CrossAttentionCache, DiT
 
 NUM_BRANCHES = 3
 # The official inference passes label 1 (the dropped-label row for num_classes = 1) to every branch.
@@ -56,14 +58,16 @@ def forward_dual_guidance(
     text_scale: float,
     image_scale: float,
     identity: torch.Tensor | None = None,
+    conditioning: ConditioningCache | None = None,
 ) -> torch.Tensor:
     """One guided DiT call on an already-assembled three-branch batch (the official layout).
 
     x (3N, in_channels, H, W) = noisy latent ‖ per-branch source; t, y (3N,); context (3N, L, D) or
-    its ``CrossAttentionCache``; identity (3N, identity_dim) or None. Returns (3N, C_out, H, W)
-    as ``guide_branch_outputs`` lays it out.
+    its ``CrossAttentionCache``; identity (3N, identity_dim) or None; `conditioning`, if given, the
+    precomputed adaLN modulations of exactly these (t, y, identity). Returns (3N, C_out, H, W) as
+    ``guide_branch_outputs`` lays it out.
     """
-    raw = model(x, t, y, context, identity)
+    raw = model(x, t, y, context, identity, conditioning=conditioning)
     return guide_branch_outputs(raw, text_scale, image_scale, model.config.out_channels)
 
 
@@ -77,6 +81,8 @@ class DualGuidanceDenoiser:
     - text_context (N, L, D): the instruction embedding; null_context (N, L, D) or (L, D): the
       empty-prompt embedding used by the image-only and unconditional branches.
     - identity (N, identity_dim) or None.
+    - timesteps: the original timesteps the sampler will call it with (`decode_timesteps`); their
+      adaLN modulations are then computed up front in one batched pass. Other timesteps still work.
     Calling it with x (N, C, H, W) and original timesteps (N,) returns (N, 2C, H, W): the guided
     epsilon, then the text+image branch's variance channels.
     """
@@ -91,6 +97,7 @@ class DualGuidanceDenoiser:
         image_scale: float,
         identity: torch.Tensor | None = None,
         label: int = OFFICIAL_LABEL,
+        timesteps: Sequence[int] | None = None,
     ):
         batch = source_latent.shape[0]
         null_context = null_context.expand_as(text_context)
@@ -101,9 +108,23 @@ class DualGuidanceDenoiser:
         self.context_cache = model.precompute_context(torch.cat([text_context, null_context, null_context]))
         self.labels = torch.full((NUM_BRANCHES * batch,), label, dtype=torch.int64, device=source_latent.device)
         self.identity = None if identity is None else torch.cat([identity, identity, torch.zeros_like(identity)])
+        self.conditioning_by_timestep: dict[int, ConditioningCache] = {}
+        if timesteps:
+            self._precompute_conditioning(list(timesteps))
+
+    def _precompute_conditioning(self, timesteps: list[int]) -> None:
+        """adaLN modulations of all steps at once: one (steps·3N)-row product per block."""
+        rows = self.labels.shape[0]
+        t_all = torch.tensor(timesteps, dtype=torch.int64, device=self.labels.device).repeat_interleave(rows)
+        identity_all = None if self.identity is None else self.identity.repeat(len(timesteps), 1)
+        cache = self.model.precompute_conditioning(t_all, self.labels.repeat(len(timesteps)), identity_all)
+        for step, timestep in enumerate(timesteps):
+            self.conditioning_by_timestep[timestep] = cache.rows(slice(step * rows, (step + 1) * rows))
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         branch_x = torch.cat([x.repeat(NUM_BRANCHES, 1, 1, 1), self.branch_sources], dim=1)  # (3N, 2C, H, W)
+        timestep = int(t[0])
+        conditioning = self.conditioning_by_timestep.get(timestep) if bool((t == timestep).all()) else None
         guided = forward_dual_guidance(
             self.model,
             branch_x,
@@ -113,5 +134,6 @@ class DualGuidanceDenoiser:
             self.text_scale,
             self.image_scale,
             self.identity,
+            conditioning,
         )
         return guided[: x.shape[0]]

@@ -110,6 +110,14 @@ def ddim_loop(
     return DecodeResult(final=x, trajectory=torch.stack(samples), pred_xstart=torch.stack(xstarts))
 
 
+def decode_timesteps(
+    strength: float, schedule: DiffusionSchedule, start_offset: int = OFFICIAL_START_OFFSET
+) -> list[int]:
+    """The original timesteps `partial_ddim_decode` will show the model, in calling order (280 … 0)."""
+    first_index = index_for_strength(strength, schedule.num_steps) + start_offset
+    return [int(schedule.model_timesteps(torch.tensor([index]))[0]) for index in range(first_index, -1, -1)]
+
+
 def partial_ddim_decode(
     model_fn: ModelFn,
     source: torch.Tensor,

@@ -43,7 +43,7 @@ from ip2n.checkpoints.safe_unpickle import CheckpointError
 from ip2n.diffusion.dit import DiT
 from ip2n.diffusion.guidance import DualGuidanceDenoiser
 from ip2n.diffusion.latent_packing import GRID_SIZE, NUM_STYLES, pack_latent, unpack_latent
-from ip2n.diffusion.sampling import partial_ddim_decode
+from ip2n.diffusion.sampling import decode_timesteps, partial_ddim_decode
 from ip2n.diffusion.schedule import DiffusionSchedule, make_schedule
 from ip2n.encoding.identity import IdentityEncoder, extract_identity
 from ip2n.encoding.preprocess import encoder_input
@@ -158,7 +158,10 @@ def edit_codes(
     Returns the edited codes (N, 14, C), still relative to w_avg.
     """
     source = pack_latent(source_codes)  # (N, C, 4, 4)
-    denoiser = DualGuidanceDenoiser(dit, source, text_context, null_context, text_scale, image_scale, identity)
+    denoiser = DualGuidanceDenoiser(
+        dit, source, text_context, null_context, text_scale, image_scale, identity,
+        timesteps=decode_timesteps(strength, schedule),
+    )
     decoded = partial_ddim_decode(denoiser, source, strength, schedule, noise=noise)
     return unpack_latent(decoded.final)
 
