@@ -55,19 +55,23 @@ def _random_models(generator: torch.Generator) -> dict[str, tuple[torch.nn.Modul
             "identity": (identity, id_cfg)}
 
 
-def run_editing_benchmark(steps: int = 15, keep_dir: str | None = None) -> StageTimer:
+def write_random_editing_weights(weights_dir: Path, generator: torch.Generator, timer: StageTimer) -> None:
+    """Full-size editing models with random weights, written as converted files into `weights_dir`."""
+    with timer.stage("build 4 full-size models (random init)"):
+        models = _random_models(generator)
+    with timer.stage("write converted safetensors"):
+        for component, (module, config) in models.items():
+            files = WEIGHT_FILES[component]
+            save_weights(weights_dir / files.converted, module.state_dict(),
+                         {"kind": files.kind, "config": dataclasses.asdict(config), "source": "random"})
+
+
+def run_editing_benchmark(steps: int = 15) -> StageTimer:
     timer = StageTimer()
     generator = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="ip2n-bench-") as tmp:
-        weights_dir = Path(keep_dir or tmp)
-        with timer.stage("build 4 full-size models (random init)"):
-            models = _random_models(generator)
-        with timer.stage("write converted safetensors"):
-            for component, (module, config) in models.items():
-                files = WEIGHT_FILES[component]
-                save_weights(weights_dir / files.converted, module.state_dict(),
-                             {"kind": files.kind, "config": dataclasses.asdict(config), "source": "random"})
-        del models
+        weights_dir = Path(tmp)
+        write_random_editing_weights(weights_dir, generator, timer)
         gc.collect()
         baseline = current_rss_mb()
 
