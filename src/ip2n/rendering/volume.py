@@ -27,6 +27,9 @@ from ip2n.rendering.triplane import sample_triplane
 
 # decoder(features (N, 3, M, C_plane)) → {"rgb": (N, M, C), "sigma": (N, M, 1) raw density}.
 Decoder = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+# field(points (N, M, 3) world units) → {"rgb": (N, M, C), "sigma": (N, M, 1) raw density}: any
+# radiance field; tri-planes + decoder are one (`triplane_field`), the synthetic heads another.
+Field = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
 # Points sent through the decoder at once. Each point costs ~1.5 kB on the way (3 × 32 plane
 # features, the decoder's hidden layer, outputs), so a chunk stays around 100 MB.
@@ -242,9 +245,13 @@ def importance_depths(
     return samples.reshape(n_batch, n_rays, n_importance, 1)
 
 
+def triplane_field(planes: torch.Tensor, decoder: Decoder, box_warp: float) -> Field:
+    """The radiance field of tri-planes (N, 3, C_plane, H, W) read through `decoder`."""
+    return lambda points: decoder(sample_triplane(planes, points, box_warp))
+
+
 def _decode_samples(
-    planes: torch.Tensor,
-    decoder: Decoder,
+    field: Field,
     origins: torch.Tensor,
     directions: torch.Tensor,
     depths: torch.Tensor,
@@ -254,7 +261,7 @@ def _decode_samples(
     """Decoder outputs at origin + depth·direction for depths (N, R, S, 1), plus density noise if given."""
     n_batch, n_rays, n_samples, _ = depths.shape
     points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(n_batch, -1, 3)
-    out = decoder(sample_triplane(planes, points, config.box_warp))
+    out = field(points)
     colors = out["rgb"].reshape(n_batch, n_rays, n_samples, -1)
     densities = out["sigma"].reshape(n_batch, n_rays, n_samples, 1)
     if noise is not None:
@@ -287,8 +294,7 @@ def _chunk(tensor: torch.Tensor | None, rays: slice) -> torch.Tensor | None:
 
 
 def _render_chunk(
-    planes: torch.Tensor,
-    decoder: Decoder,
+    field: Field,
     origins: torch.Tensor,
     directions: torch.Tensor,
     config: RenderingConfig,
@@ -297,7 +303,7 @@ def _render_chunk(
     """Both passes for a slice of rays → unclamped RenderedRays, smallest and largest sample depth."""
     n_batch, n_rays, _ = origins.shape
     depths = stratified_depths(n_batch, n_rays, config, randomness.jitter, dtype=origins.dtype, device=origins.device)
-    sample_sets = [_decode_samples(planes, decoder, origins, directions, depths, config, randomness.coarse_noise)]
+    sample_sets = [_decode_samples(field, origins, directions, depths, config, randomness.coarse_noise)]
     if config.depth_resolution_importance > 0:
         with torch.no_grad():  # sample placement is not differentiated, as in EG3D
             coarse_weights = interval_weights(sample_sets[0].densities, depths)
@@ -305,7 +311,7 @@ def _render_chunk(
             depths, coarse_weights, config.depth_resolution_importance, randomness.quantiles
         )
         sample_sets.append(
-            _decode_samples(planes, decoder, origins, directions, fine_depths, config, randomness.fine_noise)
+            _decode_samples(field, origins, directions, fine_depths, config, randomness.fine_noise)
         )
     all_depths = [s.depths for s in sample_sets]
     low = torch.stack([d.min() for d in all_depths]).min()
@@ -328,6 +334,33 @@ def render_rays(
 
     planes (N, 3, C_plane, H, W), ray_origins and unit ray_directions (N, R, 3) (rays.ray_bundle) →
     RenderedRays(features (N, R, C) in ≈ [−1, 1], depth (N, R, 1), weights_sum (N, R, 1) in [0, 1]).
+    Everything else as in `render_field`.
+    """
+    if planes.shape[0] != ray_origins.shape[0]:
+        raise ValueError(
+            f"expected planes (N, 3, C, H, W) and rays (N, R, 3), got {tuple(planes.shape)} and {tuple(ray_origins.shape)}"
+        )
+    return render_field(
+        triplane_field(planes, decoder, config.box_warp), ray_origins, ray_directions, config,
+        deterministic=deterministic, generator=generator, points_per_chunk=points_per_chunk,
+    )
+
+
+def render_field(
+    field: Field,
+    ray_origins: torch.Tensor,
+    ray_directions: torch.Tensor,
+    config: RenderingConfig,
+    *,
+    deterministic: bool = False,
+    generator: torch.Generator | None = None,
+    points_per_chunk: int = DEFAULT_POINTS_PER_CHUNK,
+) -> RenderedRays:
+    """Volume-render any radiance field along rays.
+
+    field(points (N, M, 3)) → {"rgb": (N, M, C) in ≈ [0, 1], "sigma": (N, M, 1) raw density};
+    ray_origins and unit ray_directions (N, R, 3) (rays.ray_bundle) → RenderedRays(features (N, R, C)
+    in ≈ [−1, 1], depth (N, R, 1), weights_sum (N, R, 1) in [0, 1]).
     Rays that hit nothing get features −1 (black; +1 with white_back) and the largest sample depth.
 
     `deterministic`: no jitter, evenly spaced importance quantiles and no density noise — the
@@ -336,11 +369,8 @@ def render_rays(
     device). `points_per_chunk` bounds the points decoded at once; it never changes the result.
     """
     n_batch, n_rays, _ = ray_origins.shape
-    if ray_directions.shape != ray_origins.shape or planes.shape[0] != n_batch:
-        raise ValueError(
-            f"expected planes (N, 3, C, H, W) and rays (N, R, 3), got {tuple(planes.shape)}, "
-            f"{tuple(ray_origins.shape)} and {tuple(ray_directions.shape)}"
-        )
+    if ray_directions.shape != ray_origins.shape:
+        raise ValueError(f"expected rays (N, R, 3), got {tuple(ray_origins.shape)} and {tuple(ray_directions.shape)}")
     if deterministic:
         randomness = _Randomness(None, None, None, None)
     else:
@@ -353,7 +383,7 @@ def render_rays(
         rays = slice(start, start + rays_per_chunk)
         chunk_randomness = _Randomness(*(_chunk(tensor, rays) for tensor in randomness))
         rendered, low, high = _render_chunk(
-            planes, decoder, ray_origins[:, rays], ray_directions[:, rays], config, chunk_randomness
+            field, ray_origins[:, rays], ray_directions[:, rays], config, chunk_randomness
         )
         chunks.append(rendered)
         depth_low.append(low)

@@ -1,0 +1,1 @@
+"""The synthetic 3-D heads world: procedural heads with known identity and attributes (issue 5)."""

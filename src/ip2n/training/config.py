@@ -1,0 +1,145 @@
+"""Training configuration: frozen dataclasses, read from a YAML or JSON file.
+
+A file maps section by section onto `TrainingConfig` (see configs/paper.yaml and configs/tiny.yaml);
+unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ip2n.diffusion import DiTConfig, dit_config
+
+MIXED_PRECISION_MODES = ("no", "bf16")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the triplets are and where their encodings may be cached."""
+
+    root: str = "triplets"  # folder of pair folders + dataset.json (relative paths: to the working directory)
+    cache: str | None = None  # safetensors file of pre-encoded latents and identity features
+    encode_batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The trained DiT and the frozen networks around it.
+
+    `weights_dir` holds the frozen networks (converted or official files, see docs/checkpoints.md).
+    None builds them with seeded random weights: only meaningful for tests and benchmarks.
+    """
+
+    dit: str = "DiT-B_G/1_pair"
+    dit_overrides: Mapping[str, Any] = field(default_factory=dict)  # DiTConfig fields replacing the preset's
+    text_encoder: str = "ViT-H-14"
+    encoder: str = "ir_se50"
+    encoder_type: str = "Encoder4Editing"
+    identity: str = "ir_se50"
+    generator: str = "ffhq512"
+    weights_dir: str | None = "weights"
+    init_seed: int = 0  # DiT init (and the random frozen networks when weights_dir is None)
+
+    def dit_config(self) -> DiTConfig:
+        return dataclasses.replace(dit_config(self.dit), **dict(self.dit_overrides))
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """SPEC §3: epsilon MSE + learned-variance bound, condition dropout, TPR, identity loss."""
+
+    identity_weight: float = 0.1  # λ_id; 0 switches the identity loss (and its rendering) off
+    identity_threshold: int = 600  # identity loss only for timesteps t < threshold
+    render_resolution: int | None = None  # neural rendering resolution of the identity render; None = generator's
+    token_position_randomization: bool = True
+    condition_dropout: bool = True
+
+
+@dataclass(frozen=True)
+class OptimizationConfig:
+    """AdamW, EMA, clipping and the step budget. `batch_size` is the GLOBAL batch (all processes)."""
+
+    steps: int = 400_000
+    batch_size: int = 80
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    max_grad_norm: float | None = None  # None: no clipping (the official script does not clip)
+    mixed_precision: str = "no"  # "bf16": autocast the DiT forward in bfloat16
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISION_MODES:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_MODES}, got {self.mixed_precision!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be at least 1")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    log_every: int = 100  # loss history / log file interval (steps)
+    checkpoint_every: int = 5000
+    progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    seed: int = 0  # data order and every training-time draw (timesteps, noise, dropout, TPR)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model"]["dit_overrides"] = dict(self.model.dit_overrides)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
+        return _build(cls, data, "config")
+
+    def replace(self, **sections: Any) -> TrainingConfig:
+        """A copy with whole sections or section fields replaced: replace(data={"root": "x"})."""
+        merged = self.to_dict()
+        for name, value in sections.items():
+            merged[name] = {**merged[name], **value} if isinstance(value, Mapping) else value
+        return TrainingConfig.from_dict(merged)
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(fields)}")
+    values = {}
+    for name, value in data.items():
+        section = _SECTIONS.get(name) if cls is TrainingConfig else None
+        values[name] = _build(section, value, f"{where}.{name}") if section else value
+    return cls(**values)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "objective": ObjectiveConfig,
+    "optimization": OptimizationConfig,
+    "logging": LoggingConfig,
+}
+
+
+def load_config(path: str | os.PathLike) -> TrainingConfig:
+    """Read a training config from YAML (.yaml/.yml) or JSON (.json)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return TrainingConfig.from_dict(data or {})
