@@ -10,8 +10,8 @@ from PIL import Image
 
 from ip2n.rendering.cameras import frontal_camera
 from ip2n.training.config import ModelConfig
-from ip2n.training.data import read_triplets
-from ip2n.training.encoding import encode_pairs, load_encodings, network_fingerprint, save_encodings
+from ip2n.training.data import DataReport, read_triplets
+from ip2n.training.encoding import encode_image_pairs, encode_pairs, load_encodings, network_fingerprint, save_encodings
 from ip2n.training.models import build_frozen_networks
 
 TINY_MODELS = ModelConfig(dit="tiny", dit_overrides={"context_dim": 8}, text_encoder="tiny", encoder="small",
@@ -94,10 +94,41 @@ def test_encodings_match_the_frozen_networks_and_cache_round_trips(tmp_path):
         assert torch.allclose(encodings.edited_latent[1], pack_latent(networks.encoder(edited))[0], atol=1e-5)
         assert torch.allclose(encodings.edited_identity[1], networks.identity(edited)[0], atol=1e-5)
 
-    fingerprint = network_fingerprint({"encoder": "small", "encoder_type": "WPlusEncoder", "identity": "small",
-                                       "weights_dir": None, "init_seed": 0})
+    fingerprint = network_fingerprint({"encoder": "small", "encoder_type": "WPlusEncoder", "encoder_overrides": {},
+                                       "identity": "small", "weights_dir": None, "init_seed": 0})
     cache = tmp_path / "cache.safetensors"
     save_encodings(cache, dataset, keep, encodings, fingerprint)
     cached_keep, cached = load_encodings(cache, dataset, fingerprint)
     assert cached_keep == keep and all(torch.equal(a, b) for a, b in zip(cached.as_dict().values(), encodings.as_dict().values()))
     assert load_encodings(cache, dataset, {**fingerprint, "init_seed": 1}) is None
+
+
+def test_sharded_cache_equals_the_single_file_cache(tmp_path):
+    from ip2n.training.sharded_cache import ShardedEncodings, index_path, load_sharded_encodings, write_sharded_encodings
+
+    names = ["p0", "p1", "p2", "p3", "p4"]
+    root = write_triplets(tmp_path / "data", {name: f"edit {name}" for name in names})
+    (root / "p2" / "p2_0.png").write_bytes(b"unreadable")  # a hole in the middle of a shard
+    dataset, report = read_triplets(root)
+    networks = build_frozen_networks(TINY_MODELS, torch.device("cpu"))
+    keep, encodings = encode_pairs(dataset, networks, DataReport(), batch_size=2)
+    fingerprint = {"model": "tiny"}
+
+    cache = tmp_path / "cache" / "encodings.safetensors"
+    sharded_keep = write_sharded_encodings(cache, dataset, networks, report, fingerprint, shard_pairs=2, batch_size=3)
+    assert sharded_keep == keep == [True, True, False, True, True] and report.skipped["unreadable image"] == 1
+    assert sorted(path.name for path in cache.parent.iterdir()) == [
+        "encodings-00000.safetensors", "encodings-00001.safetensors", "encodings-00002.safetensors",
+        "encodings.index.json"]
+    loaded_keep, sharded = load_sharded_encodings(cache, dataset, fingerprint)
+    assert loaded_keep == keep and isinstance(sharded, ShardedEncodings) and len(sharded) == 4
+    assert sharded.latent_shape == encodings.latent_shape
+    order = torch.tensor([3, 0, 2, 1, 3, 0])  # across shards, repeated, out of order
+    expected, got = encodings.rows(order).as_dict(), sharded.rows(order).as_dict()
+    # Same networks, other batch composition: equal up to float summation order.
+    assert all(torch.allclose(expected[name], got[name], atol=1e-5, rtol=0) for name in expected)
+    _, one_shard = encode_image_pairs(dataset.pairs[2:4], networks, DataReport())
+    assert torch.equal(sharded.rows(torch.tensor([2])).edited_latent, one_shard.edited_latent)  # p3, stored exactly
+    assert load_sharded_encodings(cache, dataset, {"model": "other"}) is None
+    index_path(cache).unlink()  # no index (an interrupted write): not a cache
+    assert load_sharded_encodings(cache, dataset, fingerprint) is None

@@ -3,6 +3,7 @@
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tiny_config(root: Path, **sections) -> TrainingConfig:
     config = load_config(REPO / "configs" / "tiny.yaml").replace(
-        data={"root": str(root)}, logging={"progress_bar": False, "log_every": 1, "checkpoint_every": 2},
+        data={"root": str(root)},
+        logging={"progress_bar": False, "log_every": 1, "checkpoint_every": 2, "sample_every": 0},
         objective={"identity_weight": 0.0})
     return config.replace(**sections)
 
@@ -160,6 +162,37 @@ def test_two_gloo_processes_match_one_process(tmp_path, data_root):
     assert a.step == b.step == 3
     assert states_equal(a.model, b.model, atol=1e-5) and states_equal(a.ema, b.ema, atol=1e-5)
     assert max(abs(x[1] - y[1]) for x, y in zip(a.loss_history, b.loss_history)) < 1e-5
+
+
+def test_training_on_the_sharded_cache_matches_the_in_memory_run(tmp_path, data_root):
+    config = tiny_config(data_root, optimization={"steps": 3, "batch_size": 2})
+    in_memory = load_checkpoint(train(config, tmp_path / "memory").checkpoint)
+    cache = tmp_path / "cache" / "encodings.safetensors"
+    sharded_config = config.replace(data={"cache": str(cache), "cache_shard_pairs": 2})
+    sharded = load_checkpoint(train(sharded_config, tmp_path / "sharded").checkpoint)
+    assert len(list(cache.parent.glob("encodings-*.safetensors"))) == 2  # 3 pairs in shards of 2
+    # Shards are encoded in other batches than the in-memory run: equal up to float summation order.
+    assert states_equal(in_memory.model, sharded.model, atol=1e-5)
+    assert max(abs(a[1] - b[1]) for a, b in zip(in_memory.loss_history, sharded.loss_history)) < 1e-5
+    again = load_checkpoint(train(sharded_config, tmp_path / "again").checkpoint)  # reads the shards
+    assert states_equal(sharded.ema, again.ema)
+
+
+def test_sample_grids_are_written_with_the_right_size(tmp_path, data_root):
+    from PIL import Image
+
+    from ip2n.training.samples import CAPTION_HEIGHT, PADDING
+
+    config = tiny_config(data_root, optimization={"steps": 3, "batch_size": 2},
+                         logging={"sample_every": 2, "sample_pairs": 2, "sample_resolution": 16})
+    train(config, tmp_path / "run")
+    grids = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
+    assert grids == ["step_000002.png", "step_000003.png"]  # every 2 steps, and at the end
+    side = build_frozen_networks(config.model, torch.device("cpu")).generator.config.img_resolution
+    with Image.open(tmp_path / "run" / "samples" / "step_000003.png") as grid:
+        assert grid.size == (3 * side + 2 * PADDING, 2 * (side + CAPTION_HEIGHT) + PADDING)
+        pixels = torch.from_numpy(np.asarray(grid.convert("L"), dtype=np.float32))
+    assert pixels.std() > 1.0  # renders, not a blank canvas
 
 
 def test_bf16_autocast_trains(tmp_path, data_root):

@@ -6,11 +6,11 @@ import json
 import platform
 
 from ip2n.atomic import write_text_atomic
-from ip2n.commands.common import add_threads_option, apply_threads
+from ip2n.commands.common import UserError, add_threads_option, apply_threads
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("bench", help="benchmark rendering on this machine (random weights)")
+    parser = commands.add_parser("bench", help="benchmark rendering, editing and training on this machine (random weights)")
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     render = targets.add_parser("render", help="EG3D generator: backbone, rendering, SR, views, orbit, mesh grid")
     render.add_argument("--preset", default="ffhq512", help="generator preset (default ffhq512)")
@@ -32,6 +32,15 @@ def add_parser(commands) -> None:
     edit.add_argument("--json", help="also write the figures to this JSON file")
     add_threads_option(edit)
     edit.set_defaults(run=run_edit, threads=2)
+    train = targets.add_parser(
+        "train", help="training steps/s at batch 1 (random weights), identity loss on (t < 600) and off",
+    )
+    train.add_argument("--preset", action="append", choices=("synthetic", "paper", "tiny"),
+                       help="model preset, repeatable (default: synthetic and paper)")
+    train.add_argument("--steps", type=int, default=3, help="timed steps per case, after one warm-up (default 3)")
+    train.add_argument("--json", help="also write the figures to this JSON file")
+    add_threads_option(train)
+    train.set_defaults(run=run_train, threads=2)
 
 
 def run_render(args) -> int:
@@ -74,4 +83,24 @@ def run_edit(args) -> int:
     print(timer.table())
     if args.json:
         write_text_atomic(args.json, json.dumps({"threads": torch.get_num_threads(), "rows": timer.rows}, indent=2) + "\n")
+    return 0
+
+
+def run_train(args) -> int:
+    apply_threads(args.threads)
+    import dataclasses
+
+    import torch
+
+    from ip2n.bench.train import table, time_training_steps
+
+    if args.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {args.steps}")
+    presets = args.preset or ["synthetic", "paper"]
+    timings = [timing for preset in presets for timing in time_training_steps(preset, args.steps)]
+    print(f"ip2n bench train: batch 1, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(table(timings))
+    if args.json:
+        rows = [{**dataclasses.asdict(timing), "steps_per_second": round(timing.steps_per_second, 4)} for timing in timings]
+        write_text_atomic(args.json, json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
     return 0

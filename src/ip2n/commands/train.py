@@ -13,13 +13,14 @@ def add_parser(commands) -> None:
         help="train the editing model (DiT) on (source, edited, instruction) triplets",
         description=(
             "Train the conditional DiT as configured in a YAML/JSON file (see configs/ and docs/training.md). "
-            "Writes checkpoint.pt, train.log, loss.png and the EMA weights dit.safetensors (+ dit.json, "
-            "usable by `ip2n edit`) into the output folder. For several GPUs or machines start it with "
+            "Writes checkpoint.pt, train.log, loss.png, sample grids samples/step_*.png (source | target | "
+            "edited) and the EMA weights dit.safetensors (+ dit.json, usable by `ip2n edit`) into the output "
+            "folder. For several GPUs or machines start it with "
             "torchrun: torchrun --nproc-per-node 4 -m ip2n.cli train --config ..."
         ),
     )
     parser.add_argument("--config", required=True, help="training config (.yaml, .yml or .json)")
-    parser.add_argument("-o", "--out", required=True, help="output folder (checkpoint, log, loss curve, EMA weights)")
+    parser.add_argument("-o", "--out", required=True, help="output folder (checkpoint, log, loss curve, sample grids, EMA weights)")
     parser.add_argument("--data", help="triplet folder; overrides data.root of the config")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--stop-after", type=int, metavar="N",
@@ -34,7 +35,8 @@ def run(args) -> int:
 
     config_path = Path(args.config)
     if not config_path.is_file():
-        raise UserError(f"config file not found: {config_path}; see configs/paper.yaml and configs/tiny.yaml")
+        raise UserError(f"config file not found: {config_path}; "
+                        "see configs/paper.yaml, configs/synthetic.yaml and configs/tiny.yaml")
     if args.stop_after is not None and args.stop_after < 1:
         raise UserError(f"--stop-after must be at least 1, got {args.stop_after}")
     apply_threads(args.threads)

@@ -1,7 +1,8 @@
 """Training of the conditional DiT on (source, edited, instruction) triplets. See docs/training.md.
 
-config → data (triplet layout) → encoding (frozen networks, once) → objective (SPEC §3) → loop
-(AdamW, EMA, checkpoints), optionally data-parallel over torch.distributed (distributed).
+config → data (triplet layout) → encoding (frozen networks, once; sharded_cache for data sets larger
+than memory) → objective (SPEC §3) → loop (AdamW, EMA, checkpoints, samples: grids), optionally
+data-parallel over torch.distributed (distributed).
 """
 
 from ip2n.training.checkpoint import TrainingState, export_ema, load_checkpoint, save_checkpoint

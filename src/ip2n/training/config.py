@@ -18,6 +18,7 @@ import yaml
 from ip2n.diffusion import DiTConfig, dit_config
 
 MIXED_PRECISION_MODES = ("no", "bf16")
+GENERATOR_FAMILIES = ("eg3d", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,14 @@ class DataConfig:
 
     root: str = "triplets"  # folder of pair folders + dataset.json (relative paths: to the working directory)
     cache: str | None = None  # safetensors file of pre-encoded latents and identity features
+    # With `cache`: write it as shards of this many pairs, read memory-mapped (data sets whose
+    # encodings exceed memory; ~16 KB per pair at paper size). None: one file, loaded into memory.
+    cache_shard_pairs: int | None = None
     encode_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.cache_shard_pairs is not None and (self.cache is None or self.cache_shard_pairs < 1):
+            raise ValueError("data.cache_shard_pairs needs data.cache and must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,9 @@ class ModelConfig:
 
     `weights_dir` holds the frozen networks (converted or official files, see docs/checkpoints.md).
     None builds them with seeded random weights: only meaningful for tests and benchmarks.
+    `generator_family` "eg3d" renders the identity loss with the EG3D generator `generator`
+    ("ffhq512", "eg3d-small"; from `weights_dir`); "synthetic" with the procedural synthetic-heads
+    generator `synthetic_preset(generator)` ("synthetic", "tiny"), which has no weights to load.
     """
 
     dit: str = "DiT-B_G/1_pair"
@@ -42,10 +53,18 @@ class ModelConfig:
     text_encoder: str = "ViT-H-14"
     encoder: str = "ir_se50"
     encoder_type: str = "Encoder4Editing"
+    # PREIM3DEncoderConfig fields replacing the preset's (e.g. style_dim = the generator's w_dim); only
+    # for random encoders: a weights file carries its own sizes.
+    encoder_overrides: Mapping[str, Any] = field(default_factory=dict)
     identity: str = "ir_se50"
+    generator_family: str = "eg3d"
     generator: str = "ffhq512"
     weights_dir: str | None = "weights"
     init_seed: int = 0  # DiT init (and the random frozen networks when weights_dir is None)
+
+    def __post_init__(self) -> None:
+        if self.generator_family not in GENERATOR_FAMILIES:
+            raise ValueError(f"generator_family must be one of {GENERATOR_FAMILIES}, got {self.generator_family!r}")
 
     def dit_config(self) -> DiTConfig:
         return dataclasses.replace(dit_config(self.dit), **dict(self.dit_overrides))
@@ -83,9 +102,19 @@ class OptimizationConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
+    """Progress output, checkpoints and sample grids (none of it changes what is trained)."""
+
     log_every: int = 100  # loss history / log file interval (steps)
     checkpoint_every: int = 5000
     progress_bar: bool = True
+    sample_every: int = 5000  # sample grid interval (steps), plus one at the end; 0 switches grids off
+    sample_pairs: int = 4  # grid rows: the first instruction of each of the first pairs
+    sample_steps: int = 50  # DDIM steps of the edit (strength and guidance: the edit pipeline's defaults)
+    sample_resolution: int | None = None  # neural rendering resolution of the grid renders; None = generator's
+
+    def __post_init__(self) -> None:
+        if self.sample_every < 0 or self.sample_pairs < 1:
+            raise ValueError("sample_every must be ≥ 0 and sample_pairs ≥ 1")
 
 
 @dataclass(frozen=True)
@@ -100,6 +129,7 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["model"]["dit_overrides"] = dict(self.model.dit_overrides)
+        data["model"]["encoder_overrides"] = dict(self.model.encoder_overrides)
         return data
 
     @classmethod

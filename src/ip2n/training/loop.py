@@ -1,4 +1,5 @@
-"""The training loop: data → objective → AdamW step → EMA, with checkpoints, logs and a loss curve.
+"""The training loop: data → objective → AdamW step → EMA, with checkpoints, logs, a loss curve and
+sample grids.
 
 Determinism: the data order of epoch e is a permutation drawn from (seed, e), and every other random
 choice of a step is drawn, for the whole global batch, from one training generator whose state the
@@ -21,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ip2n.diffusion import make_schedule
+from ip2n.export.images import save_image
 from ip2n.text import tokenize
 from ip2n.training.checkpoint import CHECKPOINT_NAME, TrainingState, export_ema, load_checkpoint, save_checkpoint
 from ip2n.training.config import TrainingConfig
@@ -30,11 +32,14 @@ from ip2n.training.encoding import PairEncodings, encode_pairs, load_encodings, 
 from ip2n.training.models import FrozenNetworks, build_dit, build_frozen_networks
 from ip2n.training.objective import Batch, batch_losses, draw
 from ip2n.training.plots import write_loss_curve
+from ip2n.training.samples import choose_samples, sample_grid
+from ip2n.training.sharded_cache import ShardedEncodings, load_sharded_encodings, write_sharded_encodings
 
 logger = logging.getLogger(__name__)
 
 LOG_NAME = "train.log"
 LOSS_CURVE_NAME = "loss.png"
+SAMPLES_DIR = "samples"  # samples/step_000100.png, … (source | target | edited per row)
 EMA_EXPORT_NAME = "dit"  # → dit.safetensors + dit.json, the converted-DiT names load_dit looks for
 
 
@@ -66,10 +71,23 @@ class BatchSampler:
 
 def prepare_data(
     config: TrainingConfig, networks: FrozenNetworks, context: DistributedContext
-) -> tuple[TripletDataset, PairEncodings, DataReport]:
+) -> tuple[TripletDataset, PairEncodings | ShardedEncodings, DataReport]:
     """Scan the triplets and encode them (or read the cache; only the main process writes it)."""
     dataset, report = read_triplets(config.data.root)
     fingerprint = network_fingerprint(config.to_dict()["model"])
+    if config.data.cache_shard_pairs is not None:
+        keep, encodings = _sharded_data(config, dataset, networks, report, fingerprint, context)
+    else:
+        keep, encodings = _in_memory_data(config, dataset, networks, report, fingerprint, context)
+    dataset = dataset.keep_pairs(keep)
+    logger.info("training data: %d pairs, %d samples; skipped: %s", len(dataset.pairs), len(dataset), report.summary())
+    return dataset, encodings, report
+
+
+def _in_memory_data(
+    config: TrainingConfig, dataset: TripletDataset, networks: FrozenNetworks, report: DataReport, fingerprint: dict,
+    context: DistributedContext,
+) -> tuple[list[bool], PairEncodings]:
     cached = load_encodings(config.data.cache, dataset, fingerprint) if config.data.cache else None
     if cached is None and config.data.cache and context.enabled:
         # One process encodes and writes the cache; the others wait and read it.
@@ -78,25 +96,42 @@ def prepare_data(
             save_encodings(config.data.cache, dataset, keep, encodings, fingerprint)
         context.barrier()
         cached = load_encodings(config.data.cache, dataset, fingerprint)
+    if cached is not None:
+        return cached
+    keep, encodings = encode_pairs(dataset, networks, report, config.data.encode_batch_size)
+    if config.data.cache and context.is_main:
+        save_encodings(config.data.cache, dataset, keep, encodings, fingerprint)
+    return keep, encodings
+
+
+def _sharded_data(
+    config: TrainingConfig, dataset: TripletDataset, networks: FrozenNetworks, report: DataReport, fingerprint: dict,
+    context: DistributedContext,
+) -> tuple[list[bool], ShardedEncodings]:
+    cached = load_sharded_encodings(config.data.cache, dataset, fingerprint)
     if cached is None:
-        keep, encodings = encode_pairs(dataset, networks, report, config.data.encode_batch_size)
-        if config.data.cache and context.is_main:
-            save_encodings(config.data.cache, dataset, keep, encodings, fingerprint)
-    else:
-        keep, encodings = cached
-    dataset = dataset.keep_pairs(keep)
-    logger.info("training data: %d pairs, %d samples; skipped: %s", len(dataset.pairs), len(dataset), report.summary())
-    return dataset, encodings, report
+        # Shards are only ever read from disk: the main process writes them, everyone maps them.
+        if context.is_main:
+            write_sharded_encodings(config.data.cache, dataset, networks, report, fingerprint,
+                                    config.data.cache_shard_pairs, config.data.encode_batch_size)
+        context.barrier()
+        cached = load_sharded_encodings(config.data.cache, dataset, fingerprint)
+        if cached is None:
+            raise RuntimeError(f"the sharded encoding cache {config.data.cache} was written but cannot be read back")
+    return cached
 
 
-def make_batch(dataset: TripletDataset, encodings: PairEncodings, indices: list[int], device: torch.device) -> Batch:
+def make_batch(
+    dataset: TripletDataset, encodings: PairEncodings | ShardedEncodings, indices: list[int], device: torch.device
+) -> Batch:
     samples = [dataset.samples[i] for i in indices]
     pairs = torch.tensor([sample.pair_index for sample in samples], dtype=torch.int64)
+    rows = encodings.rows(pairs)
     return Batch(
-        source_latent=encodings.source_latent[pairs].to(device),
-        edited_latent=encodings.edited_latent[pairs].to(device),
-        source_identity=encodings.source_identity[pairs].to(device),
-        edited_identity=encodings.edited_identity[pairs].to(device),
+        source_latent=rows.source_latent.to(device),
+        edited_latent=rows.edited_latent.to(device),
+        source_identity=rows.source_identity.to(device),
+        edited_identity=rows.edited_identity.to(device),
         tokens=tokenize([sample.instruction for sample in samples]).to(device),
     )
 
@@ -154,7 +189,7 @@ def train(
     context: DistributedContext | None = None,
     stop_after: int | None = None,
 ) -> TrainingResult:
-    """Train the DiT as `config` says, writing checkpoint, log, loss curve and EMA export to `output_dir`.
+    """Train the DiT as `config` says, writing checkpoint, log, loss curve, sample grids and EMA export to `output_dir`.
 
     `resume` continues from `output_dir/checkpoint.pt`. `stop_after` ends this invocation (with a
     checkpoint) after that many more steps, e.g. to fit a cluster job's time limit; run again with
@@ -214,13 +249,22 @@ def _train(
             write_loss_curve(output_dir / LOSS_CURVE_NAME, history)
         context.barrier()
 
+    logging_config = config.logging
+    samples = choose_samples(dataset, encodings, logging_config.sample_pairs, config.seed, device) \
+        if context.is_main and logging_config.sample_every else None
+
+    def write_samples() -> None:
+        if samples is not None:
+            grid = sample_grid(ema, samples, networks, logging_config.sample_steps, logging_config.sample_resolution)
+            save_image(grid, output_dir / SAMPLES_DIR / f"step_{step:06d}.png")
+
     progress = tqdm(total=optimization.steps, initial=step, disable=not (context.is_main and config.logging.progress_bar),
                     desc="train", unit="step", dynamic_ncols=True)
     window_losses: list[float] = []
     window_start = time.perf_counter()
     while step < last_step:
         indices = sampler.indices(step)[local_rows]
-        draws = draw(optimization.batch_size, tuple(encodings.edited_latent.shape[1:]), schedule.num_steps, generator)
+        draws = draw(optimization.batch_size, encodings.latent_shape, schedule.num_steps, generator)
         terms = batch_losses(network, make_batch(dataset, encodings, indices, device), draws.rows(local_rows),
                              networks, schedule, config.objective, autocast_dtype=autocast_dtype)
         loss = terms["loss"].mean()
@@ -243,8 +287,12 @@ def _train(
             window_losses, window_start = [], time.perf_counter()
         if step % config.logging.checkpoint_every == 0 and step != last_step:
             checkpoint()
+        if logging_config.sample_every and step % logging_config.sample_every == 0 and step != last_step:
+            write_samples()
     progress.close()
     checkpoint()
+    if logging_config.sample_every:
+        write_samples()
     ema_path = output_dir / f"{EMA_EXPORT_NAME}.safetensors"
     if context.is_main:
         ema_path = export_ema(output_dir / EMA_EXPORT_NAME, ema.state_dict(), model.config, step)

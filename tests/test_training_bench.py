@@ -1,0 +1,36 @@
+"""`ip2n bench train`: its presets are the configs' models, and it times real training steps."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from ip2n.bench.train import PRESETS, time_training_steps
+from ip2n.training.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["paper", "synthetic", "tiny"])
+def test_bench_presets_are_the_config_models_with_random_weights(name):
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    model, render_resolution = PRESETS[name]
+    assert model == dataclasses.replace(config.model, weights_dir=None)
+    assert render_resolution == config.objective.render_resolution
+
+
+def test_training_steps_are_timed_with_and_without_the_identity_loss():
+    on, off = time_training_steps("tiny", steps=1)
+    assert (on.identity_loss, off.identity_loss) == (True, False)
+    assert on.seconds_per_step > 0 and off.seconds_per_step > 0 and on.steps_per_second == 1 / on.seconds_per_step
+
+
+def test_cli_bench_train_prints_a_table(tmp_path, capsys):
+    from ip2n.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "train", "--preset", "tiny", "--steps", "1", "--threads", "1", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["preset", "identity", "loss"] and lines[2].startswith("tiny")
+    assert [row["identity_loss"] for row in json.loads(out.read_text())["rows"]] == [True, False]
