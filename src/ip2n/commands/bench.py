@@ -45,44 +45,28 @@ def add_parser(commands) -> None:
 
 def run_render(args) -> int:
     apply_threads(args.threads)
-    import torch
-
     from ip2n.bench.render import run_render_benchmark
 
     timer = run_render_benchmark(args.preset, args.frames, args.grid)
-    print(f"ip2n bench render: preset {args.preset}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(timer.table())
-    if args.json:
-        write_text_atomic(args.json, json.dumps({"preset": args.preset, "threads": torch.get_num_threads(),
-                                                 "rows": timer.rows}, indent=2) + "\n")
+    _report(f"render: preset {args.preset}", timer.table(), timer.rows, args.json, preset=args.preset)
     return 0
 
 
 def run_editing(args) -> int:
     apply_threads(args.threads)
-    import torch
-
     from ip2n.bench.editing import run_editing_benchmark
 
     timer = run_editing_benchmark(args.steps)
-    print(f"ip2n bench editing: {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(timer.table())
-    if args.json:
-        write_text_atomic(args.json, json.dumps({"threads": torch.get_num_threads(), "rows": timer.rows}, indent=2) + "\n")
+    _report("editing", timer.table(), timer.rows, args.json)
     return 0
 
 
 def run_edit(args) -> int:
     apply_threads(args.threads)
-    import torch
-
     from ip2n.bench.edit import run_edit_benchmark
 
     timer = run_edit_benchmark(args.frames, args.image)
-    print(f"ip2n bench edit: {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(timer.table())
-    if args.json:
-        write_text_atomic(args.json, json.dumps({"threads": torch.get_num_threads(), "rows": timer.rows}, indent=2) + "\n")
+    _report("edit", timer.table(), timer.rows, args.json)
     return 0
 
 
@@ -90,17 +74,23 @@ def run_train(args) -> int:
     apply_threads(args.threads)
     import dataclasses
 
-    import torch
-
     from ip2n.bench.train import table, time_training_steps
 
     if args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
     presets = args.preset or ["synthetic", "paper"]
     timings = [timing for preset in presets for timing in time_training_steps(preset, args.steps)]
-    print(f"ip2n bench train: batch 1, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(table(timings))
-    if args.json:
-        rows = [{**dataclasses.asdict(timing), "steps_per_second": round(timing.steps_per_second, 4)} for timing in timings]
-        write_text_atomic(args.json, json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+    rows = [{**dataclasses.asdict(timing), "steps_per_second": round(timing.steps_per_second, 4)} for timing in timings]
+    _report("train: batch 1", table(timings), rows, args.json)
     return 0
+
+
+def _report(title: str, table: str, rows: list[dict], json_path: str | None, **details) -> None:
+    """Print the figures as a table (and save them as JSON), with the machine they were measured on."""
+    import torch
+
+    threads = torch.get_num_threads()
+    print(f"ip2n bench {title}, {threads} threads, {platform.processor() or platform.machine()}")
+    print(table)
+    if json_path:
+        write_text_atomic(json_path, json.dumps({**details, "threads": threads, "rows": rows}, indent=2) + "\n")
