@@ -212,7 +212,7 @@ BAD_INPUTS = {
     "empty instruction": (None, ["-i", "  "], "the instruction is empty"),
     "no instruction": (None, ["-i"], None),
     "long instruction": (None, ["-i", _long_instruction()], r"needs 86 tokens.*only 77.*cut off: 'a very old wizard"),
-    "unknown preset": (None, ["--model", "ffhq-best"], r"unknown model 'ffhq-best' \(built-in models: none yet\)"),
+    "unknown preset": (None, ["--model", "ffhq-best"], r"unknown model 'ffhq-best' \(built-in models: synthetic\)"),
     "cuda unavailable": (None, ["--device", "cuda"], "CUDA was requested but is not available"),
     "bad strength": (None, ["--strength", "1.5"], "strength must lie strictly between 0 and 1"),
     "weights not a folder": (None, ["--weights", "nowhere"], "--weights nowhere is not a folder"),

@@ -349,7 +349,7 @@ def test_align_hands_the_crop_and_camera_through(pipeline, monkeypatch):
 
 
 def test_unknown_preset_lists_what_exists():
-    with pytest.raises(PresetError, match=r"unknown model 'ffhq'.*built-in models: none yet.*--weights DIR"):
+    with pytest.raises(PresetError, match=r"unknown model 'ffhq'.*built-in models: synthetic.*--weights DIR"):
         EditPipeline.from_preset("ffhq")
 
 

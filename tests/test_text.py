@@ -201,8 +201,18 @@ def test_vit_h14_preset_is_open_clip_config():
 
 
 def test_encoder_rejects_wrong_token_shape(tiny_encoder):
-    with pytest.raises(ValueError, match="expected token ids"):
-        tiny_encoder(torch.zeros(2, 10, dtype=torch.int64))
+    # A prefix of the window (up to 77 ids) is accepted: causal attention makes it exact (training uses it).
+    for tokens in (torch.zeros(2, 78, dtype=torch.int64), torch.zeros(2, 0, dtype=torch.int64),
+                   torch.zeros(77, dtype=torch.int64)):
+        with pytest.raises(ValueError, match="expected token ids"):
+            tiny_encoder(tokens)
+
+
+def test_tokenize_equals_open_clip_on_long_and_unusual_prompts():
+    import open_clip
+
+    prompts = ["a " * 100, "", "Put   GLASSES on her, please! ☃ é " * 6, "make him smile"]
+    assert torch.equal(tokenize(prompts), open_clip.get_tokenizer("ViT-H-14")(prompts))
 
 
 def test_reset_parameters_is_seeded():

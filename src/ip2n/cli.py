@@ -12,7 +12,7 @@ import signal
 import sys
 
 from ip2n import __version__
-from ip2n.commands import align, bench, demo, edit, render, synth, train, weights
+from ip2n.commands import align, bench, demo, edit, render, serve, synth, train, weights
 
 
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ip2n {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, edit, align, render, weights, bench, train, synth):
+    for module in (demo, edit, align, render, serve, weights, bench, train, synth):
         module.add_parser(commands)
     return parser
 

@@ -34,6 +34,7 @@ from ip2n.export.video import VIDEO_FORMATS
 logger = logging.getLogger(__name__)
 
 _EXAMPLES = """examples:
+  ip2n edit head.png -i "give him glasses and make him smile" -o out      (the built-in synthetic-world model)
   ip2n edit face.png -i "make her smile" -o out --weights pretrained/
   ip2n edit photo.jpg --align -i "give him glasses" -i "make him smile" -o out --weights pretrained/ --video --mesh glb
   ip2n edit --batch prompts.json -o out --weights pretrained/
@@ -76,7 +77,7 @@ def add_parser(commands) -> None:
     parser.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (one sub-folder per input)")
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--weights", metavar="DIR", help="folder with the official weight files or their conversion")
-    model.add_argument("--model", metavar="NAME", help="a built-in trained model (none ships yet)")
+    model.add_argument("--model", metavar="NAME", help="a built-in trained model (default without --weights: synthetic)")
     parser.add_argument("--batch", metavar="FILE.json|FOLDER",
                         help="an official prompt-list JSON ({\"prompt\": [[image, text_scale, image_scale, "
                              "instruction], ...]}; paths relative to the file) or a folder of images")
@@ -157,10 +158,12 @@ def _check_options(args) -> None:
     from ip2n.pipeline.edit import check_preset, edit_schedule
 
     if not args.weights and not args.model:
-        raise UserError(
-            "no model given: pass --weights DIR (the folder with the official InstructPix2NeRF files or their "
-            "conversion); no built-in trained model ships with ip2n yet"
-        )
+        from ip2n.pipeline.edit import DEFAULT_PRESET
+
+        # Without weights the built-in model edits: it only knows its synthetic heads (docs/synthetic_world.md).
+        args.model = DEFAULT_PRESET
+        logger.warning("no --weights given: using the built-in model '%s' (synthetic 3-D heads; for real portraits "
+                       "pass the official InstructPix2NeRF weights with --weights DIR)", DEFAULT_PRESET)
     if args.model:
         check_preset(args.model)
     if args.weights and not Path(args.weights).is_dir():

@@ -45,6 +45,11 @@ class DiTConfig:
     camera_dim: int = 25  # unused embedder, kept for checkpoint compatibility
     clip_feature_dim: int = 1024  # unused embedder, kept for checkpoint compatibility
     frequency_dim: int = 256  # sinusoidal timestep features
+    # Packed W+ offsets are multiplied by this before diffusion and divided after (not a weight: the
+    # edit loop and the training objective apply it). 1 for the official model; latents much smaller
+    # than the unit diffusion noise (the synthetic world's, std ≈ 0.2) need ≈ 1/std, as latent
+    # diffusion scales its latents to unit variance, or the edit drowns in the noise.
+    latent_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:

@@ -63,9 +63,18 @@ DEFAULT_IMAGE_SCALE = 1.0
 # Sizes official files are read with when `from_weights` is not told otherwise: the released models.
 RELEASED_SIZES = EditingPresets()
 
-# Trained models that ship with ip2n: name → loader(device). None yet: the built-in model comes from
-# the synthetic-world work; until then `from_preset` explains how to use downloaded weights instead.
-MODEL_PRESETS: dict[str, Callable[[torch.device], "EditPipeline"]] = {}
+
+
+def _builtin_synthetic(device: torch.device) -> "EditPipeline":
+    from ip2n.builtin import load_synthetic_pipeline  # imported on use: it builds on this module
+
+    return load_synthetic_pipeline(device)
+
+
+# Trained models that ship with ip2n: name → loader(device). "synthetic" is the built-in synthetic
+# 3-D heads world (ip2n.builtin), the default of `ip2n edit` and `ip2n demo` without --weights.
+MODEL_PRESETS: dict[str, Callable[[torch.device], "EditPipeline"]] = {"synthetic": _builtin_synthetic}
+DEFAULT_PRESET = "synthetic"
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
 
@@ -108,11 +117,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def check_preset(name: str) -> None:
     """Raise `PresetError` (listing the built-in models) unless `name` is one of them."""
     if name not in MODEL_PRESETS:
-        available = ", ".join(sorted(MODEL_PRESETS)) or "none yet"
+        available = ", ".join(sorted(MODEL_PRESETS)) or "none"
         raise PresetError(
-            f"unknown model '{name}' (built-in models: {available}). No trained model ships with ip2n yet: "
-            "download the official InstructPix2NeRF weights and pass their folder with --weights DIR "
-            "(EditPipeline.from_weights)"
+            f"unknown model '{name}' (built-in models: {available}). For the official InstructPix2NeRF "
+            "weights, pass their folder with --weights DIR (EditPipeline.from_weights)"
         )
 
 
@@ -149,21 +157,26 @@ def edit_codes(
     image_scale: float,
     noise: torch.Tensor,
     identity: torch.Tensor | None = None,
+    source_conditioning: bool = True,
 ) -> torch.Tensor:
     """Guided partial DDIM on encoder codes (the official edit loop).
 
     source_codes (N, 14, C): offsets from w_avg; text_context (N, L, D) and null_context (L, D) or
     (N, L, D): the prompt's and the empty prompt's embeddings; noise (N, C, 4, 4): the noise the
-    packed source is diffused with; identity (N, identity_dim) or None.
+    packed source is diffused with; identity (N, identity_dim) or None. `source_conditioning`
+    False is the paper's img2img baseline: the source is only the starting point, never a
+    condition (its "dropped" zeros are passed), so image guidance has no effect.
     Returns the edited codes (N, 14, C), still relative to w_avg.
     """
-    source = pack_latent(source_codes)  # (N, C, 4, 4)
+    scale = dit.config.latent_scale
+    source = pack_latent(source_codes) * scale  # (N, C, 4, 4) in the DiT's units
+    condition = source if source_conditioning else torch.zeros_like(source)
     denoiser = DualGuidanceDenoiser(
-        dit, source, text_context, null_context, text_scale, image_scale, identity,
+        dit, condition, text_context, null_context, text_scale, image_scale, identity,
         timesteps=decode_timesteps(strength, schedule),
     )
     decoded = partial_ddim_decode(denoiser, source, strength, schedule, noise=noise)
-    return unpack_latent(decoded.final)
+    return unpack_latent(decoded.final / scale)
 
 
 class EditPipeline:
@@ -263,6 +276,7 @@ class EditPipeline:
         chain: bool = False,
         align: bool = False,
         token_position_randomization: bool = False,
+        source_conditioning: bool = True,
     ) -> EditResult:
         """Edit one portrait.
 
@@ -283,6 +297,8 @@ class EditPipeline:
             token_position_randomization: shift the prompts' tokens by random offsets as the
                 official code does at inference (once per edit here, not per step; off by default:
                 it only adds randomness).
+            source_conditioning: False runs the paper's img2img baseline (for models trained without
+                the paired source, e.g. the synthetic world's "img2img" ablation).
 
         Returns:
             `EditResult` with source and edited W+ latents (1, 14, w_dim).
@@ -296,7 +312,9 @@ class EditPipeline:
             schedule = edit_schedule(num_inference_steps, strength)
             _check_scales(guidance_scale, image_guidance_scale)
             name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
-            image = load_image(image) if isinstance(image, (str, os.PathLike)) else prepare_image(image, name)
+            resolution = self.encoder.config.resolution
+            image = load_image(image, resolution) if isinstance(image, (str, os.PathLike)) \
+                else prepare_image(image, name, resolution)
             if generator is None:
                 generator = torch.Generator()
                 generator.seed()
@@ -326,7 +344,7 @@ class EditPipeline:
                     codes = edit_codes(
                         self.dit, codes, context, null_context, schedule, strength=strength,
                         text_scale=guidance_scale, image_scale=image_guidance_scale,
-                        noise=noise.to(self.device), identity=identity,
+                        noise=noise.to(self.device), identity=identity, source_conditioning=source_conditioning,
                     )
         # 6. The result: absolute latents, rendered on demand.
         settings = EditSettings(

@@ -55,7 +55,7 @@ class InstructionError(ValueError):
 # --- images -------------------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path: str | os.PathLike, encoder_resolution: int = RECOMMENDED_SIDE) -> Image.Image:
     """Read a portrait file → upright 8-bit RGB PIL image (see the module docstring for conversions).
 
     Raises `ImageInputError` for anything that is not a usable image.
@@ -93,16 +93,19 @@ def load_image(path: str | os.PathLike) -> Image.Image:
                 f"{path} could not be decoded ({exc}): the file is truncated or damaged; "
                 "copy, download or export it again"
             ) from None
-        prepared = prepare_image(image, name=str(path))
+        prepared = prepare_image(image, name=str(path), encoder_resolution=encoder_resolution)
         # Leaving the `with` block closes `image`; hand out an image that outlives it.
         return image.copy() if prepared is image else prepared
 
 
-def prepare_image(image: Image.Image | np.ndarray, name: str = "the image") -> Image.Image:
+def prepare_image(
+    image: Image.Image | np.ndarray, name: str = "the image", encoder_resolution: int = RECOMMENDED_SIDE
+) -> Image.Image:
     """A decoded image (PIL, or an array (H, W), (H, W, 3) or (H, W, 4) of uint8/uint16/float in [0, 1])
     → upright 8-bit RGB PIL image, with at most `WORKING_SIDE` pixels on the long side.
 
-    An image that is already RGB, upright and not too large is returned as is.
+    An image that is already RGB, upright and not too large is returned as is. A warning says when
+    it is smaller than `encoder_resolution` (the encoder then has to enlarge it).
     """
     if isinstance(image, np.ndarray):
         image = _from_array(image, name)
@@ -115,10 +118,11 @@ def prepare_image(image: Image.Image | np.ndarray, name: str = "the image") -> I
     image = _to_rgb(image, name)
     image = _limit_size(image, name)
     width, height = image.size
-    if min(width, height) < RECOMMENDED_SIDE:
+    if min(width, height) < encoder_resolution:
         logger.warning(
-            "%s is only %d×%d pixels; the encoder works at 256×256, so the edit will be blurry. "
-            "Use a photo where the face is at least 256 pixels wide", name, width, height,
+            "%s is only %d×%d pixels; the encoder works at %d×%d, so the edit will be blurry. "
+            "Use a photo where the face is at least %d pixels wide", name, width, height,
+            encoder_resolution, encoder_resolution, encoder_resolution,
         )
     return image
 

@@ -64,10 +64,14 @@ def sample_pose(generator: torch.Generator) -> tuple[float, float]:
     return (max(-YAW_LIMIT, min(YAW_LIMIT, yaw * YAW_STD)), max(-PITCH_LIMIT, min(PITCH_LIMIT, pitch * PITCH_STD)))
 
 
-def sample_edit(source: Attributes, generator: torch.Generator) -> tuple[Attributes, dict]:
-    """A target attribute set differing from `source` in 1–3 visible attributes → (target, edits)."""
+def sample_edit(
+    source: Attributes, generator: torch.Generator,
+    count_probabilities: tuple[float, ...] = EDIT_COUNT_PROBABILITIES,
+) -> tuple[Attributes, dict]:
+    """A target attribute set differing from `source` in visible attributes → (target, edits); the
+    number of edits is 1 + k with probability count_probabilities[k] (default: 1–3 edits)."""
     while True:
-        n_edits = 1 + int(torch.multinomial(torch.tensor(EDIT_COUNT_PROBABILITIES), 1, generator=generator))
+        n_edits = 1 + int(torch.multinomial(torch.tensor(count_probabilities), 1, generator=generator))
         names = [ATTRIBUTE_NAMES[i] for i in torch.randperm(len(ATTRIBUTE_NAMES), generator=generator)[:n_edits].tolist()]
         target = dict(source)
         for name in names:

@@ -138,11 +138,15 @@ class TextEncoder(nn.Module):
             parameter.copy_(value)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (N, context_length) int64 → (N, context_length, width), LayerNorm-scaled values."""
-        if tokens.ndim != 2 or tokens.shape[1] != self.config.context_length:
+        """tokens (N, L) int64 → (N, L, width), LayerNorm-scaled values; L = context_length normally.
+
+        The attention is causal, so a shorter L (a prefix of the padded ids) gives exactly the first
+        L outputs of the full call: training uses it to skip the padding it does not read.
+        """
+        if tokens.ndim != 2 or not 0 < tokens.shape[1] <= self.config.context_length:
             raise ValueError(f"expected token ids (N, {self.config.context_length}), got {tuple(tokens.shape)}")
         length = tokens.shape[1]
-        x = self.token_embedding(tokens) + self.positional_embedding  # (N, L, D)
+        x = self.token_embedding(tokens) + self.positional_embedding[:length]  # (N, L, D)
         # Built per call (77², negligible) rather than kept as a buffer, so meta-device
         # construction leaves no state that needs re-initialising.
         causal_mask = torch.full((length, length), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)

@@ -37,11 +37,17 @@ def tokenize(texts: str | Sequence[str]) -> torch.Tensor:
     (a warning is logged; use `cut_text` to show the user what was dropped).
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
-    for text in texts:
-        dropped = cut_text(text)
-        if dropped:
-            logger.warning("prompt longer than %d tokens; ignoring its end: %r", CONTEXT_LENGTH, dropped)
-    return _tokenizer()(texts, context_length=CONTEXT_LENGTH)
+    tokenizer = _tokenizer()
+    tokens = torch.zeros(len(texts), CONTEXT_LENGTH, dtype=torch.int64)
+    for row, text in enumerate(texts):
+        # open_clip's own call, with each text BPE-encoded once (training tokenizes every step).
+        ids = [START_OF_TEXT, *tokenizer.encode(text), END_OF_TEXT]
+        if len(ids) > CONTEXT_LENGTH:
+            logger.warning("prompt longer than %d tokens; ignoring its end: %r", CONTEXT_LENGTH,
+                           tokenizer.decode(ids[CONTEXT_LENGTH - 1:-1]).strip())
+            ids = [*ids[: CONTEXT_LENGTH - 1], END_OF_TEXT]
+        tokens[row, : len(ids)] = torch.tensor(ids)
+    return tokens
 
 
 def count_tokens(text: str) -> int:

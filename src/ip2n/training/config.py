@@ -79,6 +79,13 @@ class ObjectiveConfig:
     render_resolution: int | None = None  # neural rendering resolution of the identity render; None = generator's
     token_position_randomization: bool = True
     condition_dropout: bool = True
+    # At most this many samples of a batch (the first with t < threshold) get the identity loss;
+    # None: all of them. Rendering dominates a small model's step on a CPU.
+    identity_max_samples: int | None = None
+    # Ablations (paper Table 3): False trains without the identity embedding (always dropped), and
+    # without the source latent (the img2img baseline: a text-only model of edited latents).
+    identity_conditioning: bool = True
+    source_conditioning: bool = True
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ip2n.training.encoding import PairEncodings, encode_pairs, load_encodings, 
 from ip2n.training.models import FrozenNetworks, build_dit, build_frozen_networks
 from ip2n.training.objective import Batch, batch_losses, draw
 from ip2n.training.plots import write_loss_curve
-from ip2n.training.samples import choose_samples, sample_grid
+from ip2n.training.samples import SampleSet, choose_samples, sample_grid
 from ip2n.training.sharded_cache import ShardedEncodings, load_sharded_encodings, write_sharded_encodings
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,30 @@ def make_batch(
     )
 
 
+class EncodedTriplets:
+    """Training data read from disk: triplets and their encodings (what `prepare_data` returns).
+
+    The loop needs only `len`, `latent_shape`, `batch(indices, device)` and `sample_set(count, seed,
+    device)`; other data sources (the synthetic world's latent triplets) provide the same four.
+    """
+
+    def __init__(self, dataset: TripletDataset, encodings: PairEncodings | ShardedEncodings) -> None:
+        self.dataset, self.encodings = dataset, encodings
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self.encodings.latent_shape
+
+    def batch(self, indices: list[int], device: torch.device) -> Batch:
+        return make_batch(self.dataset, self.encodings, indices, device)
+
+    def sample_set(self, count: int, seed: int, device: torch.device) -> SampleSet:
+        return choose_samples(self.dataset, self.encodings, count, seed, device)
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema ← decay · ema + (1 − decay) · model, over all parameters (as the official script)."""
@@ -188,12 +212,14 @@ def train(
     resume: bool = False,
     context: DistributedContext | None = None,
     stop_after: int | None = None,
+    data: EncodedTriplets | None = None,
 ) -> TrainingResult:
     """Train the DiT as `config` says, writing checkpoint, log, loss curve, sample grids and EMA export to `output_dir`.
 
     `resume` continues from `output_dir/checkpoint.pt`. `stop_after` ends this invocation (with a
     checkpoint) after that many more steps, e.g. to fit a cluster job's time limit; run again with
-    `resume` to continue. In a DDP run every process calls this with the same arguments.
+    `resume` to continue. In a DDP run every process calls this with the same arguments. `data`
+    replaces the triplets of `config.data` (any object with the interface of `EncodedTriplets`).
     """
     context = context or DistributedContext()
     output_dir = Path(output_dir)
@@ -201,11 +227,12 @@ def train(
         output_dir.mkdir(parents=True, exist_ok=True)
     context.barrier()
     with _RunLog(output_dir / LOG_NAME if context.is_main else None):
-        return _train(config, output_dir, resume, context, stop_after)
+        return _train(config, output_dir, resume, context, stop_after, data)
 
 
 def _train(
-    config: TrainingConfig, output_dir: Path, resume: bool, context: DistributedContext, stop_after: int | None
+    config: TrainingConfig, output_dir: Path, resume: bool, context: DistributedContext, stop_after: int | None,
+    data: EncodedTriplets | None,
 ) -> TrainingResult:
     optimization = config.optimization
     if optimization.batch_size % context.world_size:
@@ -216,7 +243,8 @@ def _train(
     device = context.device
 
     networks = build_frozen_networks(config.model, device)
-    dataset, encodings, _ = prepare_data(config, networks, context)
+    if data is None:
+        data = EncodedTriplets(*prepare_data(config, networks, context)[:2])
     schedule = make_schedule()
     model = build_dit(config.model, device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -237,7 +265,7 @@ def _train(
     network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if context.enabled else model
     model.train()
-    sampler = BatchSampler(len(dataset), optimization.batch_size, config.seed)
+    sampler = BatchSampler(len(data), optimization.batch_size, config.seed)
     autocast_dtype = torch.bfloat16 if optimization.mixed_precision == "bf16" else None
     last_step = optimization.steps if stop_after is None else min(optimization.steps, step + stop_after)
 
@@ -250,7 +278,7 @@ def _train(
         context.barrier()
 
     logging_config = config.logging
-    samples = choose_samples(dataset, encodings, logging_config.sample_pairs, config.seed, device) \
+    samples = data.sample_set(logging_config.sample_pairs, config.seed, device) \
         if context.is_main and logging_config.sample_every else None
 
     def write_samples() -> None:
@@ -264,8 +292,8 @@ def _train(
     window_start = time.perf_counter()
     while step < last_step:
         indices = sampler.indices(step)[local_rows]
-        draws = draw(optimization.batch_size, encodings.latent_shape, schedule.num_steps, generator)
-        terms = batch_losses(network, make_batch(dataset, encodings, indices, device), draws.rows(local_rows),
+        draws = draw(optimization.batch_size, data.latent_shape, schedule.num_steps, generator)
+        terms = batch_losses(network, data.batch(indices, device), draws.rows(local_rows),
                              networks, schedule, config.objective, autocast_dtype=autocast_dtype)
         loss = terms["loss"].mean()
         optimizer.zero_grad(set_to_none=True)

@@ -128,13 +128,19 @@ def batch_losses(
     with torch.no_grad():
         context = networks.text_encoder(tokens)  # (N, 77, D)
 
-    source_latent = batch.source_latent
+    # The DiT diffuses offsets times its latent_scale (1 for the official model).
+    scale = _dit_config(dit).latent_scale
+    source_latent = batch.source_latent * scale
     identity_keep = None
     labels = torch.full_like(timesteps, REAL_LABEL)
     if training and config.condition_dropout:
         dropped = condition_dropout(dropout, context, context, source_latent)  # text already handled on tokens
         source_latent, identity_keep = dropped.source_latent, dropped.identity_keep
         labels = label_dropout(labels, draws.label.to(device), null_label=_null_label(dit))
+    if not config.source_conditioning:  # img2img ablation: the source is never seen (as if always dropped)
+        source_latent = torch.zeros_like(source_latent)
+    if not config.identity_conditioning:  # ablation: the identity embedding is always dropped
+        identity_keep = torch.zeros_like(timesteps, dtype=source_latent.dtype)
 
     def model_fn(x_t: torch.Tensor, model_timesteps: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
@@ -142,18 +148,22 @@ def batch_losses(
                          batch.source_identity, identity_keep)
         return output.float()
 
-    terms = training_losses(model_fn, batch.edited_latent, timesteps, draws.noise.to(device), schedule)
+    terms = training_losses(model_fn, batch.edited_latent * scale, timesteps, draws.noise.to(device), schedule)
     identity = torch.zeros_like(terms["loss"])
     selected = schedule.model_timesteps(timesteps) < config.identity_threshold
     if config.identity_weight > 0 and bool(selected.any()):
-        rows = selected.nonzero().squeeze(1)
-        per_sample = identity_loss(terms["pred_xstart"][rows].float(), batch.edited_identity[rows], networks,
+        rows = selected.nonzero().squeeze(1)[: config.identity_max_samples]
+        per_sample = identity_loss(terms["pred_xstart"][rows].float() / scale, batch.edited_identity[rows], networks,
                                    config.render_resolution)
         identity = identity.index_put((rows,), per_sample.to(identity.dtype))
     loss = terms["loss"] + config.identity_weight * identity
     return {"loss": loss, "mse": terms["mse"], "vb": terms["vb"], "identity": identity}
 
 
+def _dit_config(dit: nn.Module):
+    """The DiT's config, through a DDP wrapper if there is one."""
+    return (dit.module if hasattr(dit, "module") else dit).config
+
+
 def _null_label(dit: nn.Module) -> int:
-    model = dit.module if hasattr(dit, "module") else dit
-    return model.config.num_classes
+    return _dit_config(dit).num_classes

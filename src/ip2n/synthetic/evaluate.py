@@ -1,0 +1,255 @@
+"""Editing quality in the synthetic world, measured against its ground truth (`ip2n synth eval`).
+
+Each case is a head with an identity never seen in training, a source attribute set, 1–4 requested
+edits and one instruction for them (held-out phrasings, or someone else's from a JSON-lines file).
+The source is rendered at a random pose (yaw ±30°, pitch ±20°) and edited by the `EditPipeline`;
+source reconstruction and edit are then rendered at 4 further random views. Figures:
+
+- **success (truth)**: every requested attribute has its target value in the edited latent (the
+  world's latent decodes exactly into attributes);
+- **success (classifier)**: the attribute classifier sees every requested value, in the majority of
+  the 4 edited views;
+- **attribute dependency (truth)**: share of non-requested attributes whose value changed;
+- **AA** (attribute alteration, paper §4): share of requested attributes the classifier sees reached,
+  over all views; **AD** (attribute dependency): mean absolute change of the classifier's
+  probability for non-requested attributes between source and edited views, in percent;
+- **identity cosine**: identity-network cosine between the source reconstruction and the edit, per
+  view; **reconstruction**: relative latent error of the encoder and the share of source attributes
+  the encoded latent gets right.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ip2n.export.images import to_pil
+from ip2n.rendering.cameras import camera_labels
+from ip2n.synthetic.attributes import (
+    ATTRIBUTE_NAMES,
+    BINARY_ATTRIBUTES,
+    CATEGORICAL_ATTRIBUTES,
+    Attributes,
+    complete_attributes,
+    hidden_attributes,
+    sample_attributes,
+    sample_identity,
+    visible_changes,
+)
+from ip2n.synthetic.bank import bank_generator_config
+from ip2n.synthetic.classifier import GROUPS, AttributeClassifier
+from ip2n.synthetic.data import sample_edit
+from ip2n.synthetic.generator import SyntheticHeadGenerator
+from ip2n.synthetic.instructions import compose_instruction
+from ip2n.synthetic.latent import attributes_of, decode
+
+YAW_RANGE, PITCH_RANGE = math.radians(30), math.radians(20)
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    identity: torch.Tensor  # (1, P) never seen in training
+    source: Attributes
+    edits: dict  # attribute → requested value (every one visible on this head)
+    instruction: str
+
+    @property
+    def target(self) -> Attributes:
+        return {**self.source, **self.edits}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    cases_per_count: int = 50
+    counts: tuple[int, ...] = (1, 2, 3, 4)
+    views: int = 4
+    seed: int = 2024
+    num_inference_steps: int = 50
+    strength: float = 0.3
+    guidance_scale: float = 2.5
+    image_guidance_scale: float = 1.0
+
+
+def _one_hot_counts(count: int) -> tuple[float, ...]:
+    return tuple(1.0 if k + 1 == count else 0.0 for k in range(max(count, 1)))
+
+
+def make_cases(settings: EvalSettings) -> list[EvalCase]:
+    """`cases_per_count` cases for each number of edits, held-out phrasings, new identities."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    cases = []
+    for count in settings.counts:
+        for _ in range(settings.cases_per_count):
+            identity = sample_identity(1, generator)
+            source = sample_attributes(generator)
+            _, edits = sample_edit(source, generator, count_probabilities=_one_hot_counts(count))
+            cases.append(EvalCase(identity, source, edits, compose_instruction(edits, generator, split="heldout")))
+    return cases
+
+
+def read_instruction_cases(path: str | os.PathLike, seed: int) -> list[EvalCase]:
+    """Cases from JSON lines {"instruction": "...", "edits": {"attribute": value, ...}}.
+
+    Each line gets a new head whose source attributes differ from every requested value (so the
+    edit shows). Raises ValueError naming the line for unknown attributes or values.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    cases = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            row = json.loads(line)
+            instruction, edits = row["instruction"], dict(row["edits"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise ValueError(f'{where}: expected {{"instruction": "...", "edits": {{"attribute": value}}}}') from None
+        if not isinstance(instruction, str) or not instruction.strip() or not edits:
+            raise ValueError(f"{where}: the instruction must be non-empty text and edits a non-empty object")
+        for name, value in edits.items():
+            if name in BINARY_ATTRIBUTES:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{where}: {name} takes true or false, got {value!r}")
+            elif name in CATEGORICAL_ATTRIBUTES:
+                if value not in CATEGORICAL_ATTRIBUTES[name]:
+                    raise ValueError(f"{where}: {name} takes one of {', '.join(CATEGORICAL_ATTRIBUTES[name])}, "
+                                     f"got {value!r}")
+            else:
+                raise ValueError(f"{where}: unknown attribute {name!r}; known: {', '.join(ATTRIBUTE_NAMES)}")
+        cases.append(EvalCase(sample_identity(1, generator), _source_for(edits, generator, where), edits, instruction))
+    if not cases:
+        raise ValueError(f"{path} holds no instructions")
+    return cases
+
+
+def _source_for(edits: dict, generator: torch.Generator, where: str) -> Attributes:
+    """A random head on which every requested edit is a visible change."""
+    for _ in range(1000):
+        source = sample_attributes(generator)
+        for name, value in edits.items():
+            if source[name] == value:
+                others = [v for v in (CATEGORICAL_ATTRIBUTES.get(name) or (True, False)) if v != value]
+                source[name] = others[int(torch.randint(len(others), (1,), generator=generator))]
+        source = complete_attributes(source)
+        if not (source["bald"] and source["bangs"]) and visible_changes(source, {**source, **edits}) == edits:
+            return source
+    raise ValueError(f"{where}: these edits cannot all be visible on one head ({edits})")
+
+
+@dataclass
+class CaseResult:
+    count: int
+    success_truth: bool
+    success_classifier: bool
+    changed_others_truth: int
+    others: int
+    altered_views: int  # (view, requested attribute) pairs the classifier sees reached
+    requested_views: int
+    dependency: float  # mean |Δ probability| of non-requested attributes (classifier), 0–1
+    identity_cosine: float  # mean over views
+    reconstruction_error: float  # relative latent MSE of the encoder on the source
+    reconstruction_attributes: float  # share of source attributes read right from the encoded latent
+
+
+def _probabilities(logits: torch.Tensor) -> list[torch.Tensor]:
+    """Logits (N, NUM_LOGITS) → per group: (N,) P(True) for binary, (N, values) softmax for categorical."""
+    parts, start = [], 0
+    for _, size in GROUPS:
+        part = logits[:, start:start + size]
+        parts.append(torch.sigmoid(part[:, 0]) if size == 1 else part.softmax(dim=1))
+        start += size
+    return parts
+
+
+def _classifier_sees(probabilities: list[torch.Tensor], name: str, value) -> torch.Tensor:
+    """(V,) bool: the classifier's arg-max equals `value` for attribute `name`, per view."""
+    group = [g for g, _ in GROUPS].index(name)
+    if name in BINARY_ATTRIBUTES:
+        return (probabilities[group] > 0.5) == bool(value)
+    return probabilities[group].argmax(dim=1) == CATEGORICAL_ATTRIBUTES[name].index(value)
+
+
+def _attribute_change(before: list[torch.Tensor], after: list[torch.Tensor], name: str) -> torch.Tensor:
+    group = [g for g, _ in GROUPS].index(name)
+    difference = (after[group] - before[group]).abs()
+    return difference if difference.ndim == 1 else difference.sum(dim=1) / 2  # total variation for categorical
+
+
+@torch.no_grad()
+def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: AttributeClassifier,
+                  renderer: SyntheticHeadGenerator, index: int, variant: str = "full") -> CaseResult:
+    generator = torch.Generator().manual_seed(settings.seed * 7919 + index)
+    poses = (torch.rand(settings.views + 1, 2, generator=generator) * 2 - 1) * torch.tensor([YAW_RANGE, PITCH_RANGE])
+    cameras = camera_labels(poses[:, 0], poses[:, 1])  # (1 + V, 25): the input view, then the evaluation views
+    true_source = renderer.encode_heads(case.identity, [case.source])
+    image = renderer.synthesis(true_source, cameras[:1])["image"][0]
+    result = pipeline(
+        to_pil(image), case.instruction, num_inference_steps=settings.num_inference_steps, strength=settings.strength,
+        guidance_scale=settings.guidance_scale, image_guidance_scale=settings.image_guidance_scale,
+        generator=generator, identity_conditioning=variant != "no_identity", source_conditioning=variant != "img2img",
+    )
+    bases = renderer.backbone.bases
+    edited = attributes_of(decode(result.edited_latent, bases))[0]
+    encoded = attributes_of(decode(result.source_latent, bases))[0]
+    target = case.target
+    requested = list(case.edits)
+    visible = [name for name in ATTRIBUTE_NAMES if name not in requested
+               and name not in hidden_attributes(case.source) and name not in hidden_attributes(target)]
+    views = cameras[1:]
+    source_views = renderer.synthesis(result.source_latent.expand(len(views), -1, -1), views)["image"]
+    edited_views = renderer.synthesis(result.edited_latent.expand(len(views), -1, -1), views)["image"]
+    identity_network = pipeline.identity_encoder
+    cosine = (identity_network(source_views) * identity_network(edited_views)).sum(dim=1)
+    before, after = _probabilities(classifier(source_views)), _probabilities(classifier(edited_views))
+    seen = torch.stack([_classifier_sees(after, name, case.edits[name]) for name in requested])  # (E, V)
+    dependency = torch.stack([_attribute_change(before, after, name) for name in visible]).mean() if visible else torch.zeros(())
+    true_latent_error = (result.source_latent - true_source).square().mean() / (true_source - pipeline.latent_avg).square().mean()
+    return CaseResult(
+        count=len(requested),
+        success_truth=all(edited[name] == target[name] for name in requested),
+        success_classifier=bool((seen.float().mean(dim=1) > 0.5).all()),
+        changed_others_truth=sum(edited[name] != case.source[name] for name in visible),
+        others=len(visible),
+        altered_views=int(seen.sum()), requested_views=seen.numel(),
+        dependency=float(dependency), identity_cosine=float(cosine.mean()),
+        reconstruction_error=float(true_latent_error),
+        reconstruction_attributes=sum(encoded[name] == case.source[name] for name in ATTRIBUTE_NAMES) / len(ATTRIBUTE_NAMES),
+    )
+
+
+def summarize(results: list[CaseResult]) -> dict:
+    """Figures over all cases and per number of edits."""
+    def figures(rows: list[CaseResult]) -> dict:
+        others = sum(r.others for r in rows)
+        return {
+            "cases": len(rows),
+            "success_truth": sum(r.success_truth for r in rows) / len(rows),
+            "success_classifier": sum(r.success_classifier for r in rows) / len(rows),
+            "other_attributes_changed_truth": sum(r.changed_others_truth for r in rows) / max(others, 1),
+            "AA": sum(r.altered_views for r in rows) / max(sum(r.requested_views for r in rows), 1),
+            "AD_percent": 100 * sum(r.dependency for r in rows) / len(rows),
+            "identity_cosine": sum(r.identity_cosine for r in rows) / len(rows),
+            "identity_cosine_min": min(r.identity_cosine for r in rows),
+            "reconstruction_relative_error": sum(r.reconstruction_error for r in rows) / len(rows),
+            "reconstruction_attributes": sum(r.reconstruction_attributes for r in rows) / len(rows),
+        }
+
+    by_count = defaultdict(list)
+    for row in results:
+        by_count[row.count].append(row)
+    return {"all": figures(results), "by_count": {str(k): figures(v) for k, v in sorted(by_count.items())}}
+
+
+def evaluate(pipeline, cases: list[EvalCase], settings: EvalSettings, classifier: AttributeClassifier,
+             variant: str = "full", progress: bool = True) -> dict:
+    renderer = SyntheticHeadGenerator(bank_generator_config()).eval()
+    results = [evaluate_case(pipeline, case, settings, classifier, renderer, index, variant)
+               for index, case in enumerate(tqdm(cases, desc=f"evaluating {variant}", unit="edit", disable=not progress))]
+    return summarize(results)

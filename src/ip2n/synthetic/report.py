@@ -1,0 +1,86 @@
+"""The `ip2n synth eval` report: a markdown page with tables and bar charts (drawn with Pillow)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from ip2n.atomic import atomic_path, write_text_atomic
+
+SERIES_COLOURS = ((66, 133, 244), (219, 68, 55), (244, 160, 0), (15, 157, 88), (120, 80, 170))
+
+
+def bar_chart(path: str | os.PathLike, groups: Mapping[str, Sequence[float]], series: Sequence[str], title: str,
+              *, y_max: float = 1.0, size: tuple[int, int] = (720, 360)) -> Path:
+    """Grouped bars: one group per key of `groups` (its values: one per `series`), y from 0 to `y_max`."""
+    width, height = size
+    left, right, top, bottom = 50, 10, 30, 60
+    image = Image.new("RGB", size, "white")
+    drawing = ImageDraw.Draw(image)
+    drawing.text((left, 8), title, fill="black")
+    plot_height = height - top - bottom
+    for tick in range(5):
+        value = y_max * tick / 4
+        y = height - bottom - plot_height * tick / 4
+        drawing.line((left, y, width - right, y), fill=(220, 220, 220))
+        drawing.text((5, y - 6), f"{value:.2f}", fill="black")
+    slot = (width - left - right) / max(len(groups), 1)
+    bar = slot * 0.8 / max(len(series), 1)
+    for number, (label, values) in enumerate(groups.items()):
+        x0 = left + number * slot + slot * 0.1
+        for index, value in enumerate(values):
+            bar_top = height - bottom - plot_height * max(0.0, min(value, y_max)) / y_max
+            drawing.rectangle((x0 + index * bar, bar_top, x0 + (index + 1) * bar - 2, height - bottom),
+                              fill=SERIES_COLOURS[index % len(SERIES_COLOURS)])
+        drawing.text((x0, height - bottom + 5), label, fill="black")
+    for index, name in enumerate(series):
+        x = left + index * 140
+        drawing.rectangle((x, height - 22, x + 10, height - 12), fill=SERIES_COLOURS[index % len(SERIES_COLOURS)])
+        drawing.text((x + 14, height - 24), name, fill="black")
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        image.save(temporary)
+    return path
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def write_report(out_dir: Path, results: Mapping[str, dict], context: Mapping[str, str]) -> Path:
+    """report.md (+ PNG charts) in `out_dir` from {variant: summarize(...)}; `context` lines go on top."""
+    variants = list(results)
+    counts = list(results[variants[0]]["by_count"])
+    bar_chart(out_dir / "success_by_count.png",
+              {f"{count} edit{'s' if count != '1' else ''}": [results[v]["by_count"][count]["success_truth"]
+                                                             for v in variants] for count in counts},
+              variants, "edit success (ground truth) by number of instructions")
+    bar_chart(out_dir / "identity_and_dependency.png",
+              {v: [results[v]["all"]["identity_cosine"], results[v]["all"]["other_attributes_changed_truth"],
+                   results[v]["all"]["AA"]] for v in variants},
+              ["identity cosine", "other attributes changed", "AA"], "identity, attribute dependency, AA")
+    lines = ["# Editing quality in the synthetic world", ""]
+    lines += [f"- {key}: {value}" for key, value in context.items()]
+    lines += ["", "## Success by number of instructions (ground truth / attribute classifier)", "",
+              "| variant | " + " | ".join(f"{c} edit(s)" for c in counts) + " | all |",
+              "|---|" + "---|" * (len(counts) + 1)]
+    for variant in variants:
+        row = [f"{_percent(results[variant]['by_count'][c]['success_truth'])} / "
+               f"{_percent(results[variant]['by_count'][c]['success_classifier'])}" for c in counts]
+        overall = results[variant]["all"]
+        lines.append(f"| {variant} | " + " | ".join(row)
+                     + f" | {_percent(overall['success_truth'])} / {_percent(overall['success_classifier'])} |")
+    lines += ["", "![success by count](success_by_count.png)", "", "## Attributes and identity", "",
+              "| variant | other attributes changed (truth) | AA | AD | identity cosine (mean / min) | "
+              "encoder: relative latent error | encoder: attributes read |", "|---|---|---|---|---|---|---|"]
+    for variant in variants:
+        f = results[variant]["all"]
+        lines.append(f"| {variant} | {_percent(f['other_attributes_changed_truth'])} | {_percent(f['AA'])} | "
+                     f"{f['AD_percent']:.2f} % | {f['identity_cosine']:.3f} / {f['identity_cosine_min']:.3f} | "
+                     f"{f['reconstruction_relative_error']:.4f} | {_percent(f['reconstruction_attributes'])} |")
+    lines += ["", "![identity and dependency](identity_and_dependency.png)", ""]
+    write_text_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
+    return out_dir / "report.md"

@@ -1,0 +1,286 @@
+"""`ip2n synth train-all`: every model of the built-in synthetic world, from nothing, on a CPU.
+
+Stages (each skipped when its output already exists in the work folder, so an interrupted run
+resumes where it stopped):
+  1. render the head bank (`bank.py`), spread over worker processes;
+  2. train the vision and text models in two single-threaded processes side by side:
+     [inversion encoder, attribute classifier] and [text encoder, identity network];
+  3. encode the bank, build latent triplets (`edit_data.py`) and train the conditional DiT with the
+     training pipeline (`ip2n.training.train`: TPR, condition dropout, identity loss, EMA).
+Weights land in OUT as converted safetensors + JSON (the files `EditPipeline.from_weights` and
+`ip2n weights check` read), plus `attributes.safetensors` (the classifier) and `world.json`
+(settings, timings and validation figures). Ablation variants of stage 3 (paper Table 3) go to
+OUT/ablations/<variant>/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ip2n.atomic import write_text_atomic
+from ip2n.checkpoints.editing_weights import WEIGHT_FILES, load_identity, load_preim3d_encoder
+from ip2n.checkpoints.safetensors_io import load_weights, save_weights
+from ip2n.encoding.identity import extract_identity
+from ip2n.synthetic.bank import HeadBank, render_bank
+from ip2n.synthetic.classifier import AttributeClassifier, AttributeClassifierConfig
+from ip2n.synthetic.text_training import TextTrainingConfig, reading_accuracy, train_text_encoder
+from ip2n.synthetic.vision_training import (
+    VisionTrainingConfig,
+    attribute_accuracy,
+    train_attribute_classifier,
+    train_encoder,
+    train_identity,
+    true_codes,
+)
+
+logger = logging.getLogger(__name__)
+
+ATTRIBUTES_FILE = "attributes.safetensors"
+ATTRIBUTES_KIND = "synthetic_attribute_classifier"
+MANIFEST = "world.json"
+TEXT_READER_FILE = "text_reader.safetensors"
+W_DIM = 64
+# The world's W+ offsets have std ≈ 0.2; the DiT diffuses them ×5 (≈ unit variance, see DiTConfig.latent_scale).
+LATENT_SCALE = 5.0
+VARIANTS = ("full", "no_tpr", "no_identity", "img2img")
+
+
+@dataclass(frozen=True)
+class WorldTrainingConfig:
+    """Sizes and budgets of `train-all` (the defaults produce the shipped weights)."""
+
+    identities: int = 700
+    views_per_identity: int = 3
+    validation_identities: int = 35  # the bank's last identities, held out of every vision model's training
+    encoder_steps: int = 1000
+    identity_steps: int = 1200
+    attribute_steps: int = 600
+    text_steps: int = 3000
+    dit_steps: int = 2500
+    dit_batch_size: int = 64
+    triplets: int = 40_000
+    seed: int = 0
+    workers: int = 2
+
+    @classmethod
+    def quick(cls) -> WorldTrainingConfig:
+        """A few minutes end to end (tests, trying the command): tiny budgets, useless models."""
+        return cls(identities=12, views_per_identity=2, validation_identities=2, encoder_steps=3, identity_steps=3,
+                   attribute_steps=3, text_steps=3, dit_steps=3, dit_batch_size=8, triplets=64)
+
+
+def save_model(out_dir: Path, component: str, model: torch.nn.Module, config: Any, source: str) -> Path:
+    """A trained model as the converted file of `component` (a key of WEIGHT_FILES)."""
+    files = WEIGHT_FILES[component]
+    metadata = {"kind": files.kind, "config": dataclasses.asdict(config), "source": source}
+    return save_weights(out_dir / files.converted, model.state_dict(), metadata)
+
+
+def load_attribute_classifier(path: str | Path, device: str | torch.device = "cpu") -> AttributeClassifier:
+    state_dict, metadata = load_weights(path, device)
+    if metadata.get("kind") != ATTRIBUTES_KIND:
+        raise ValueError(f"{path} does not hold the synthetic world's attribute classifier")
+    classifier = AttributeClassifier(AttributeClassifierConfig.from_dict(metadata["config"]))
+    classifier.load_state_dict({key: value.float() for key, value in state_dict.items()})
+    return classifier.to(device).eval()
+
+
+def _split(bank: HeadBank, validation_identities: int) -> tuple[HeadBank, HeadBank]:
+    held_out = bank.identity_index >= int(bank.identity_index.max()) + 1 - validation_identities
+    pick = lambda mask: HeadBank(*(getattr(bank, f.name)[mask] for f in dataclasses.fields(bank)))  # noqa: E731
+    return pick(~held_out), pick(held_out)
+
+
+def _train_encoder_and_classifier(bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig) -> dict:
+    """Worker process A (one thread) → {model: seconds}."""
+    torch.set_num_threads(1)
+    out, seconds = Path(out_dir), {}
+    train, _ = _split(HeadBank.load(bank_path), config.validation_identities)
+    if not (out / WEIGHT_FILES["encoder"].converted).exists():
+        start = time.perf_counter()
+        encoder, encoder_config, _ = train_encoder(
+            train, VisionTrainingConfig(config.encoder_steps, seed=config.seed), w_dim=W_DIM, progress=False)
+        save_model(out, "encoder", encoder, encoder_config, "ip2n synth train-all")
+        seconds["encoder"] = round(time.perf_counter() - start, 1)
+    if not (out / ATTRIBUTES_FILE).exists():
+        start = time.perf_counter()
+        classifier, classifier_config, _ = train_attribute_classifier(
+            train, VisionTrainingConfig(config.attribute_steps, seed=config.seed), progress=False)
+        save_weights(out / ATTRIBUTES_FILE, classifier.state_dict(),
+                     {"kind": ATTRIBUTES_KIND, "config": classifier_config.to_dict(), "source": "ip2n synth train-all"})
+        seconds["attributes"] = round(time.perf_counter() - start, 1)
+    return seconds
+
+
+def _train_text_and_identity(bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig) -> dict:
+    """Worker process B (one thread) → {model: seconds}."""
+    torch.set_num_threads(1)
+    out, seconds = Path(out_dir), {}
+    if not (out / WEIGHT_FILES["text_encoder"].converted).exists():
+        start = time.perf_counter()
+        text_encoder, reader, _ = train_text_encoder(TextTrainingConfig(steps=config.text_steps, seed=config.seed),
+                                                     progress=False)
+        # The read-out is not part of the model; kept to measure how well the encoder reads instructions.
+        save_weights(Path(work_dir) / TEXT_READER_FILE, reader.head.state_dict(), {"kind": "text_reader"})
+        save_model(out, "text_encoder", text_encoder, text_encoder.config, "ip2n synth train-all")
+        seconds["text_encoder"] = round(time.perf_counter() - start, 1)
+    if not (out / WEIGHT_FILES["identity"].converted).exists():
+        start = time.perf_counter()
+        train, _ = _split(HeadBank.load(bank_path), config.validation_identities)
+        network, identity_config, _ = train_identity(
+            train, VisionTrainingConfig(config.identity_steps, seed=config.seed), progress=False)
+        save_model(out, "identity", network, identity_config, "ip2n synth train-all")
+        seconds["identity"] = round(time.perf_counter() - start, 1)
+    return seconds
+
+
+@torch.no_grad()
+def validation_figures(out_dir: Path, work_dir: Path, validation: HeadBank) -> dict:
+    """How well each trained model does on the held-out identities (and held-out phrasings)."""
+    from ip2n.checkpoints.editing_weights import load_text_encoder
+    from ip2n.synthetic.text_training import EditReader
+
+    encoder, _ = load_preim3d_encoder(out_dir)
+    codes, truth = encoder.eval()(validation.pixels(slice(None))), true_codes(validation, W_DIM)
+    figures = {
+        "encoder": {"validation_relative_mse": float((codes - truth).square().mean() / truth.var())},
+        "identity": identity_separation(load_identity(out_dir), validation),
+        "attributes": {"validation_accuracy": attribute_accuracy(load_attribute_classifier(out_dir / ATTRIBUTES_FILE),
+                                                                  validation)},
+    }
+    reader_path = work_dir / TEXT_READER_FILE
+    if reader_path.exists():
+        reader = EditReader(load_text_encoder(out_dir))
+        reader.head.load_state_dict(load_weights(reader_path)[0])
+        figures["text_encoder"] = {"heldout_phrasing_all_edits_read": reading_accuracy(reader)}
+    return figures
+
+
+@torch.no_grad()
+def identity_separation(network: torch.nn.Module, bank: HeadBank) -> dict[str, float]:
+    """Mean cosine between views of the same identity and of different identities."""
+    features = network.eval()(bank.pixels(slice(None)))
+    cosine = features @ features.T
+    same = bank.identity_index[:, None] == bank.identity_index[None, :]
+    off_diagonal = ~torch.eye(len(bank), dtype=torch.bool)
+    return {"same_identity_cosine": float(cosine[same & off_diagonal].mean()),
+            "different_identity_cosine": float(cosine[~same].mean())}
+
+
+def dit_training_config(variant: str, config: WorldTrainingConfig, weights_dir: Path):
+    """The training pipeline's config for the world's DiT (`variant` one of VARIANTS)."""
+    from ip2n.training.config import LoggingConfig, ModelConfig, ObjectiveConfig, OptimizationConfig, TrainingConfig
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return TrainingConfig(
+        model=ModelConfig(
+            dit="tiny", dit_overrides={"hidden_size": 128, "depth": 4, "num_heads": 4, "in_channels": 2 * W_DIM,
+                                       "out_channels": W_DIM, "context_dim": 64, "latent_scale": LATENT_SCALE},
+            text_encoder="small", encoder="small", encoder_type="Encoder4Editing", identity="small",
+            generator_family="synthetic", generator="synthetic", weights_dir=str(weights_dir), init_seed=config.seed),
+        objective=ObjectiveConfig(
+            identity_weight=0.0 if variant == "no_identity" else 0.1, render_resolution=12, identity_max_samples=1,
+            token_position_randomization=variant != "no_tpr", identity_conditioning=variant != "no_identity",
+            source_conditioning=variant != "img2img"),
+        optimization=OptimizationConfig(steps=config.dit_steps, batch_size=config.dit_batch_size, learning_rate=1e-3,
+                                        ema_decay=0.995, max_grad_norm=1.0),
+        logging=LoggingConfig(log_every=50, checkpoint_every=500, progress_bar=True, sample_every=0),
+        seed=config.seed,
+    )
+
+
+def encode_bank(bank: HeadBank, weights_dir: Path, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes (N, 14, w_dim), identity features (N, 512)) of every bank view with the trained networks."""
+    encoder, _ = load_preim3d_encoder(weights_dir)
+    identity = load_identity(weights_dir)
+    codes, features = [], []
+    with torch.no_grad():
+        for start in range(0, len(bank), batch_size):
+            pixels = bank.pixels(slice(start, start + batch_size))
+            codes.append(encoder.eval()(pixels))
+            features.append(extract_identity(identity.eval(), pixels))
+    return torch.cat(codes), torch.cat(features)
+
+
+def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, config: WorldTrainingConfig) -> Path:
+    """Stage 3 for one variant → the EMA weights file (dit.safetensors in `run_dir`)."""
+    from ip2n.synthetic.edit_data import build_edit_data
+    from ip2n.training import train
+
+    codes, features = encode_bank(bank, weights_dir)
+    data = build_edit_data(bank.coordinates, codes, features, config.triplets, seed=config.seed + 7)
+    result = train(dit_training_config(variant, config, weights_dir), run_dir, data=data)
+    return result.ema_weights
+
+
+def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTrainingConfig,
+                variants: tuple[str, ...] = ("full",)) -> dict:
+    """All stages (see the module docstring) → the manifest written to OUT/world.json."""
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.update({"config": dataclasses.asdict(config), "threads": torch.get_num_threads()})
+    seconds = manifest.setdefault("seconds", {})
+    figures = manifest.setdefault("figures", {})
+
+    bank_path = work_dir / "bank.safetensors"
+    if not bank_path.exists():
+        start = time.perf_counter()
+        render_bank(config.identities, config.views_per_identity, seed=config.seed, workers=config.workers).save(bank_path)
+        seconds["render_bank"] = round(time.perf_counter() - start, 1)
+
+    def write_manifest() -> None:
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+    write_manifest()
+    start = time.perf_counter()
+    jobs = (_train_encoder_and_classifier, _train_text_and_identity)
+    with ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for result in [pool.submit(job, str(bank_path), str(out_dir), str(work_dir), config) for job in jobs]:
+            seconds.update(result.result())
+    seconds["vision_and_text_models"] = round(time.perf_counter() - start, 1)
+    bank, validation = _split(HeadBank.load(bank_path), config.validation_identities)
+    figures.update(validation_figures(out_dir, work_dir, validation))
+    write_manifest()
+
+    for variant in variants:
+        target = out_dir if variant == "full" else out_dir / "ablations" / variant
+        if (target / WEIGHT_FILES["dit"].converted).exists():
+            continue
+        start = time.perf_counter()
+        weights = train_dit(variant, bank, out_dir, work_dir / f"dit-{variant}", config)
+        state_dict, metadata = load_weights(weights)
+        save_weights(target / WEIGHT_FILES["dit"].converted, state_dict, metadata)
+        seconds[f"dit_{variant}"] = round(time.perf_counter() - start, 1)
+        write_manifest()
+    return manifest
+
+
+SHIPPED_FILES = (*(WEIGHT_FILES[c].converted for c in ("dit", "text_encoder", "encoder", "identity")), ATTRIBUTES_FILE)
+
+
+def export_builtin(out_dir: str | Path, target: str | Path) -> list[Path]:
+    """Copy a train-all result into the package's built-in folder, tensors in float16 (half the size;
+    the loader widens them to float32), with world.json. Returns the written paths."""
+    out_dir, target = Path(out_dir), Path(target)
+    written = []
+    for name in SHIPPED_FILES:
+        state_dict, metadata = load_weights(out_dir / name)
+        half = {key: value.half() if value.is_floating_point() else value for key, value in state_dict.items()}
+        written.append(save_weights(target / name, half, metadata))
+    manifest = out_dir / MANIFEST
+    write_text_atomic(target / MANIFEST, manifest.read_text(encoding="utf-8"))
+    return [*written, target / MANIFEST]

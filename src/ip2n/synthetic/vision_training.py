@@ -1,0 +1,185 @@
+"""Training the world's vision models on a rendered `HeadBank`: the inversion encoder, the ArcFace
+identity network and the attribute classifier.
+
+All three are supervised by the world's ground truth:
+- encoder: image → W+ codes relative to the average latent, regressed onto the true codes (the
+  world's latent is exact, so no reconstruction loss through the renderer is needed);
+- identity: ArcFace's additive angular margin over the bank's identities (each seen with several
+  attribute sets and poses, so the features learn to ignore both);
+- attribute classifier: cross-entropy per attribute.
+Each loop is AdamW with a cosine learning-rate decay, batches drawn from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ip2n.encoding import IdentityEncoder, build_encoder, encoder_preset, identity_preset
+from ip2n.encoding.preim3d import PREIM3DEncoderConfig
+from ip2n.encoding.identity import IdentityConfig
+from ip2n.synthetic.bank import HeadBank
+from ip2n.synthetic.classifier import AttributeClassifier, AttributeClassifierConfig, attribute_targets, classification_loss, predicted_targets
+from ip2n.synthetic.latent import encode, identity_of, row_bases
+
+ARCFACE_SCALE = 32.0  # logit scale s of ArcFace
+ARCFACE_MARGIN = 0.3  # additive angle margin m (radians); smaller than face recognition's 0.5: few views per identity
+IDENTITY_REGRESSION_WEIGHT = 10.0  # the identity values' read-out loss next to the margin loss (see train_identity)
+
+
+@dataclass(frozen=True)
+class VisionTrainingConfig:
+    steps: int
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+def encoder_config(w_dim: int, resolution: int) -> PREIM3DEncoderConfig:
+    """The world's inversion encoder: PREIM3D's e4e variant (its default) on the small IR-SE trunk.
+
+    The single-vector W+ variant could not even overfit 16 bank views (its 14 codes all come from
+    one pooled 64-d vector); e4e's per-level style heads fit them readily.
+    """
+    return dataclasses.replace(encoder_preset("small", "Encoder4Editing"), style_dim=w_dim, resolution=resolution)
+
+
+def identity_config(resolution: int) -> IdentityConfig:
+    """The world's identity network: small IR-SE trunk, 512-d features (the DiT's identity width)."""
+    return dataclasses.replace(identity_preset("small"), input_size=resolution)
+
+
+def true_codes(bank: HeadBank, w_dim: int) -> torch.Tensor:
+    """The bank's ground-truth W+ codes relative to the prior mean latent, (N, 14, w_dim)."""
+    from ip2n.synthetic.generator import prior_mean_coordinates
+
+    bases = row_bases(w_dim)
+    return encode(bank.coordinates, bases) - encode(prior_mean_coordinates(), bases)
+
+
+def _fit(
+    model: nn.Module, parameters: list[nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor], size: int,
+    config: VisionTrainingConfig, description: str, progress: bool,
+) -> list[tuple[int, float]]:
+    """The shared loop: `loss_fn(rows)` on random batches of row indices < `size`; returns (step, loss) every 50 steps."""
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
+    generator = torch.Generator().manual_seed(config.seed)
+    history, window = [], []
+    model.train()
+    with tqdm(range(config.steps), desc=description, unit="step", disable=not progress) as bar:
+        for step in bar:
+            rows = torch.randint(size, (config.batch_size,), generator=generator)
+            loss = loss_fn(rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            window.append(float(loss.detach()))
+            if (step + 1) % 50 == 0 or step + 1 == config.steps:
+                history.append((step + 1, sum(window) / len(window)))
+                bar.set_postfix(loss=f"{history[-1][1]:.4f}")
+                window = []
+    model.eval()
+    return history
+
+
+def train_encoder(
+    bank: HeadBank, config: VisionTrainingConfig, *, w_dim: int, progress: bool = True
+) -> tuple[nn.Module, PREIM3DEncoderConfig, list[tuple[int, float]]]:
+    """Encoder regressing the true codes; the loss is the MSE relative to the codes' variance."""
+    model_config = encoder_config(w_dim, bank.images.shape[-1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        encoder = build_encoder(model_config)
+    targets = true_codes(bank, w_dim)
+    variance = targets.var()
+
+    def loss_fn(rows: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(encoder(bank.pixels(rows)), targets[rows]) / variance
+
+    history = _fit(encoder, list(encoder.parameters()), loss_fn, len(bank), config, "encoder", progress)
+    return encoder, model_config, history
+
+
+class ArcFaceHead(nn.Module):
+    """Additive angular margin logits: s · cos(θ_y + m) for the true class, s · cos θ for the others."""
+
+    def __init__(self, feature_dim: int, classes: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, feature_dim, generator=generator) / math.sqrt(feature_dim))
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cosine = F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).T  # (N, classes)
+        true = cosine.gather(1, labels[:, None]).clamp(-1 + 1e-6, 1 - 1e-6)
+        with_margin = torch.cos(torch.acos(true) + ARCFACE_MARGIN)
+        return ARCFACE_SCALE * cosine.scatter(1, labels[:, None], with_margin)
+
+
+def train_identity(
+    bank: HeadBank, config: VisionTrainingConfig, *, progress: bool = True
+) -> tuple[IdentityEncoder, IdentityConfig, list[tuple[int, float]]]:
+    """ArcFace identity network over the bank's identities.
+
+    A few hundred identities with three views each are too few for the margin loss alone to give
+    features that carry over to new faces (same-identity cosine 0.3 on held-out identities in a
+    first run), so a linear read-out of the true identity values from the features is trained
+    alongside (weight `IDENTITY_REGRESSION_WEIGHT`): it ties the features to face shape and colour
+    rather than to the training identities' labels. Views are mirrored at random (a mirrored
+    face is the same person).
+    """
+    model_config = identity_config(bank.images.shape[-1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        network = IdentityEncoder(model_config)
+    labels = torch.unique(bank.identity_index, return_inverse=True)[1]
+    values = identity_of(bank.coordinates)  # (N, P) the true identity values
+    generator = torch.Generator().manual_seed(config.seed)
+    head = ArcFaceHead(model_config.feature_dim, int(labels.max()) + 1, generator)
+    readout = nn.Linear(model_config.feature_dim, values.shape[1])
+    wrapper = nn.ModuleDict({"network": network, "head": head, "readout": readout})
+    flips = torch.Generator().manual_seed(config.seed + 1)
+
+    def loss_fn(rows: torch.Tensor) -> torch.Tensor:
+        pixels = bank.pixels(rows)
+        mirrored = torch.rand(len(rows), generator=flips) < 0.5
+        pixels = torch.where(mirrored[:, None, None, None], pixels.flip(3), pixels)
+        features = network(pixels)
+        margin_loss = F.cross_entropy(head(features, labels[rows]), labels[rows])
+        return margin_loss + IDENTITY_REGRESSION_WEIGHT * F.mse_loss(readout(features), values[rows])
+
+    history = _fit(wrapper, list(wrapper.parameters()), loss_fn, len(bank), config, "identity", progress)
+    return network, model_config, history
+
+
+def train_attribute_classifier(
+    bank: HeadBank, config: VisionTrainingConfig, *, progress: bool = True
+) -> tuple[AttributeClassifier, AttributeClassifierConfig, list[tuple[int, float]]]:
+    model_config = AttributeClassifierConfig(input_size=bank.images.shape[-1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        classifier = AttributeClassifier(model_config)
+    targets = attribute_targets(bank.coordinates)
+
+    def loss_fn(rows: torch.Tensor) -> torch.Tensor:
+        return classification_loss(classifier(bank.pixels(rows)), targets[rows])
+
+    history = _fit(classifier, list(classifier.parameters()), loss_fn, len(bank), config, "attributes", progress)
+    return classifier, model_config, history
+
+
+@torch.no_grad()
+def attribute_accuracy(classifier: AttributeClassifier, bank: HeadBank, batch_size: int = 128) -> float:
+    """Share of (view, attribute) predictions that match the truth."""
+    predictions = torch.cat([predicted_targets(classifier(bank.pixels(slice(start, start + batch_size))))
+                             for start in range(0, len(bank), batch_size)])
+    return float((predictions == attribute_targets(bank.coordinates)).float().mean())

@@ -1,0 +1,284 @@
+"""Edits for the web app: one request → one fresh folder of result files, through `EditPipeline`.
+
+Pure Python (no Gradio), so every rule of the app is testable without a browser: the limits a
+public page must enforce (instruction count and length, steps, views), the request time limit,
+readable messages for every bad input, and where files go. `ip2n.webapp.app` only translates
+between page components and `EditSession.edit`.
+
+Layout of the output root (the only folder the app serves files from):
+    requests/<time>-<random>/    one folder per edit (see `EditOutcome`); names sort by creation time,
+                                 and the oldest are removed beyond `keep`
+    examples/                    the example portraits (`ip2n.webapp.app.example_inputs`)
+    (Gradio keeps uploaded files here too, in folders named by their hash)
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ip2n.align import AlignmentError
+from ip2n.export.images import save_image, to_pil
+from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL
+from ip2n.pipeline import (
+    DEFAULT_IMAGE_SCALE,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    DEFAULT_TEXT_SCALE,
+    EditPipeline,
+    EditSettings,
+    ImageInputError,
+    InstructionError,
+)
+from ip2n.pipeline.result import VIEW_YAW_RANGE
+
+logger = logging.getLogger(__name__)
+
+# Bounds for what one page request may ask of a shared server (the sliders stay inside them; API
+# clients are checked here). The token limit of the text encoder is checked by the pipeline; the
+# character limit only stops absurdly long text before it reaches the tokenizer.
+MAX_INSTRUCTIONS = 8
+MAX_INSTRUCTION_CHARACTERS = 500
+MAX_STEPS = 100
+MAX_VIEWS = 8
+MAX_VIDEO_FRAMES = 120
+MAX_MESH_RESOLUTION = 256
+MAX_SEED = 2**63 - 1
+DEFAULT_TIMEOUT_SECONDS = 300.0
+DEFAULT_KEEP_REQUESTS = 200
+
+REQUESTS_DIR = "requests"
+EXAMPLES_DIR = "examples"
+
+
+class RequestError(ValueError):
+    """A request the app refuses; the message is shown in the page as it is."""
+
+
+class RequestTimeoutError(RequestError):
+    """A request that ran past the server's time limit."""
+
+
+@dataclass(frozen=True)
+class WebEditSettings:
+    """The page's controls. Orbit video and mesh are off by default: they take most of the time."""
+
+    num_inference_steps: int = DEFAULT_STEPS
+    strength: float = DEFAULT_STRENGTH
+    guidance_scale: float = DEFAULT_TEXT_SCALE  # text guidance
+    image_guidance_scale: float = DEFAULT_IMAGE_SCALE
+    seed: int = 0
+    align: bool = False  # detect and crop the face first (photos); off for ready crops
+    chain: bool = False  # several instructions one after another instead of one combined prompt
+    views: int = 4  # edited views over yaw −30° … 30°
+    video: bool = False
+    video_frames: int = 24
+    mesh: bool = False  # GLB, for the page's 3-D viewer
+    mesh_resolution: int = 128
+
+    def check(self) -> None:
+        """Refuse values outside the app's bounds (the pipeline checks the ranges of the others)."""
+        for name, value in (("strength", self.strength), ("text guidance", self.guidance_scale),
+                            ("image guidance", self.image_guidance_scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RequestError(f"{name} must be a number, got {value!r}")
+        _check_int("steps", self.num_inference_steps, 1, MAX_STEPS)
+        _check_int("seed", self.seed, 0, MAX_SEED)
+        _check_int("views", self.views, 1, MAX_VIEWS)
+        if self.video:
+            _check_int("orbit video frames", self.video_frames, 2, MAX_VIDEO_FRAMES)
+        if self.mesh:
+            _check_int("mesh resolution", self.mesh_resolution, 16, MAX_MESH_RESOLUTION)
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    """The files of one edit, all inside `folder`; `record` (result.json) is written last."""
+
+    folder: Path
+    crop: Path  # the image the encoder saw (the aligned crop when aligning)
+    source: Path  # frontal reconstruction of the input
+    edited: Path  # frontal view of the edit
+    views: tuple[Path, ...]  # edited views, yaw −30° … 30°
+    view_yaws: tuple[float, ...]  # their yaw in degrees
+    depth: Path
+    latent: Path  # edited W+ latent (1, 14, w_dim) float32
+    orbit: Path | None
+    mesh: Path | None
+    record: Path
+    settings: EditSettings  # what the pipeline ran (prompts, seed, ...)
+    notes: tuple[str, ...]
+    seconds: float
+
+
+class EditSession:
+    """Runs web-app edits on one `EditPipeline`, writing each into its own folder of `output_root`.
+
+    `timeout`: seconds a request may run; it is checked between stages (editing, views, files), since
+    a running PyTorch computation cannot be interrupted safely. `keep`: how many request folders stay
+    on disk (the oldest are removed first). `mesh_level`: the density iso-level of meshes, a property
+    of the model (EG3D's 10 suits the trained generators; "auto" = the middle of the density range).
+    Safe to call from several threads: the pipeline runs one edit at a time (its prompt cache is not
+    thread-safe); rendering and writing files run in parallel.
+    """
+
+    def __init__(
+        self,
+        pipeline: EditPipeline,
+        output_root: str | os.PathLike,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        keep: int = DEFAULT_KEEP_REQUESTS,
+        mesh_level: float | str = DEFAULT_DENSITY_LEVEL,
+    ) -> None:
+        check_session_options(timeout, keep)
+        self.pipeline = pipeline
+        self.output_root = Path(output_root).resolve()
+        self.requests_dir = self.output_root / REQUESTS_DIR
+        self.requests_dir.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self.keep = keep
+        self.mesh_level = mesh_level
+        self._pipeline_lock = threading.Lock()
+        self._prune_lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return self.pipeline.model_name
+
+    def edit(
+        self,
+        image: str | os.PathLike | Image.Image | None,
+        instructions: list[str],
+        settings: WebEditSettings = WebEditSettings(),
+        *,
+        image_name: str | None = None,
+    ) -> EditOutcome:
+        """Edit `image` (a file path or PIL image) with `instructions` into a fresh request folder.
+
+        `image_name` is how messages refer to the image (the uploaded file's own name rather than
+        the server's copy). Raises a `ValueError` subclass with a message for the page for every bad
+        input; a failed request leaves no folder behind.
+        """
+        deadline = time.monotonic() + self.timeout
+        instructions = _check_instructions(instructions)
+        settings.check()
+        if image is None:
+            raise ImageInputError("no image given: upload a portrait (or pick an example) first")
+        picture = image if isinstance(image, Image.Image) else os.fspath(image)
+        folder = Path(tempfile.mkdtemp(prefix=datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f-"),
+                                       dir=self.requests_dir))
+        try:
+            outcome = self._run(picture, image_name, instructions, settings, folder, deadline)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._prune()
+        return outcome
+
+    def _run(self, picture: str | Image.Image, image_name: str | None, instructions: list[str],
+             settings: WebEditSettings, folder: Path, deadline: float) -> EditOutcome:
+        start = time.perf_counter()
+        with self._pipeline_lock:
+            self._check_deadline(deadline)
+            try:
+                result = self.pipeline(
+                    picture, instructions, num_inference_steps=settings.num_inference_steps,
+                    strength=settings.strength, guidance_scale=settings.guidance_scale,
+                    image_guidance_scale=settings.image_guidance_scale, chain=settings.chain, align=settings.align,
+                    generator=torch.Generator().manual_seed(settings.seed),
+                )
+            # Messages name the user's file, not the server's copy of it.
+            except ImageInputError as exc:
+                raise ImageInputError(_name_upload(str(exc), picture, image_name)) from None
+            except AlignmentError as exc:
+                raise RequestError(f"{_name_upload(str(exc), picture, image_name)}. If the image already is a face "
+                                   "crop (like the examples), untick \"Align face\".") from None
+        self._check_deadline(deadline)
+        crop = folder / "crop.png"
+        save_image(result.input_image, crop)
+        view_images = result.views(settings.views)
+        yaws = _view_yaws(settings.views)
+        views = tuple(folder / f"view_{index}.png" for index in range(settings.views))
+        for image, path in zip(view_images, views):
+            save_image(to_pil(image), path)
+        self._check_deadline(deadline)
+        written = result.save(
+            folder, views=0, video=settings.video, video_frames=settings.video_frames,
+            mesh="glb" if settings.mesh else None, mesh_resolution=settings.mesh_resolution,
+            mesh_level=self.mesh_level,
+            metadata={"webapp": {"crop": crop.name, "views": [path.name for path in views], "view_yaws_degrees": yaws}},
+        )
+        names = {path.name: path for path in written}
+        return EditOutcome(
+            folder=folder, crop=crop, source=names["source.png"], edited=names["edited.png"], views=views,
+            view_yaws=yaws, depth=names["depth.png"], latent=names["edited_latent.npy"],
+            orbit=names.get("orbit.mp4"), mesh=names.get("mesh.glb"), record=names["result.json"],
+            settings=result.settings, notes=result.notes, seconds=round(time.perf_counter() - start, 3),
+        )
+
+    def _check_deadline(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise RequestTimeoutError(
+                f"this edit took longer than the server's limit of {self.timeout:g} s and was stopped; try fewer "
+                "steps, fewer views, or leave the orbit video and the mesh off"
+            )
+
+    def _prune(self) -> None:
+        """Remove the oldest request folders beyond `keep` (names start with their creation time)."""
+        with self._prune_lock:
+            folders = sorted(path for path in self.requests_dir.iterdir() if path.is_dir())
+            for folder in folders[: max(0, len(folders) - self.keep)]:
+                logger.info("removing old request folder %s (keeping the newest %d)", folder, self.keep)
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_session_options(timeout: float, keep: int) -> None:
+    """Refuse a session's options (callers that load a model first check them before loading)."""
+    if not timeout > 0:
+        raise ValueError(f"the request time limit must be positive, got {timeout} s")
+    if keep < 1:
+        raise ValueError(f"at least one request folder must be kept, got {keep}")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+
+
+def _check_instructions(instructions: list[str]) -> list[str]:
+    """Non-empty, not too many, not absurdly long; the pipeline checks the 77-token window."""
+    instructions = [text.strip() for text in instructions if isinstance(text, str) and text.strip()]
+    if not instructions:
+        raise InstructionError("type an instruction first, e.g. \"add eyeglasses\" (one per line for several)")
+    if len(instructions) > MAX_INSTRUCTIONS:
+        raise RequestError(f"{len(instructions)} instructions given; at most {MAX_INSTRUCTIONS} are accepted at once")
+    for number, text in enumerate(instructions, start=1):
+        if len(text) > MAX_INSTRUCTION_CHARACTERS:
+            which = "the instruction" if len(instructions) == 1 else f"instruction {number}"
+            raise InstructionError(
+                f"{which} is {len(text)} characters long, far more than the text encoder's window of 77 tokens "
+                f"(this page accepts at most {MAX_INSTRUCTION_CHARACTERS} characters): say it in a short sentence"
+            )
+    return instructions
+
+
+def _name_upload(message: str, picture: str | Image.Image, name: str | None) -> str:
+    return message.replace(picture, name) if name and isinstance(picture, str) else message
+
+
+def _view_yaws(count: int) -> tuple[float, ...]:
+    """Yaw in degrees of each of `count` views, spread as `EditResult.views` spreads them (captions)."""
+    yaws = torch.linspace(-VIEW_YAW_RANGE, VIEW_YAW_RANGE, count) if count > 1 else torch.zeros(1)
+    return tuple(round(math.degrees(yaw), 1) for yaw in yaws.tolist())

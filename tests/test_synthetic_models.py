@@ -1,0 +1,238 @@
+"""The synthetic world's models and their training code (issue 5): bank, classifier, text reader,
+ArcFace head, latent triplets, ablation switches of the objective, the whole recipe at toy size."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ip2n.diffusion import unpack_latent
+from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, sample_attributes, sample_identity
+from ip2n.synthetic.bank import HeadBank, render_bank
+from ip2n.synthetic.classifier import (
+    NUM_LOGITS,
+    AttributeClassifier,
+    attribute_targets,
+    classification_loss,
+    predicted_targets,
+    targets_to_attributes,
+)
+from ip2n.synthetic.edit_data import build_edit_data
+from ip2n.synthetic.generator import prior_mean_coordinates
+from ip2n.synthetic.instructions import phrasings
+from ip2n.synthetic.latent import attributes_of, coordinates_from, decode, encode, identity_of, row_bases
+from ip2n.synthetic.text_training import EDIT_CLASSES, EditReader, TextTrainingConfig, edit_labels, train_text_encoder
+from ip2n.synthetic.vision_training import ARCFACE_MARGIN, ARCFACE_SCALE, ArcFaceHead, true_codes
+from ip2n.text import TextEncoder, text_encoder_config, tokenize
+
+
+def _random_coordinates(n, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    attributes = [sample_attributes(generator) for _ in range(n)]
+    return coordinates_from(sample_identity(n, generator), attributes), attributes
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return render_bank(3, 2, seed=5, resolution=32, workers=1, progress=False)
+
+
+def test_bank_views_share_identities_and_round_trip(bank, tmp_path):
+    assert bank.images.shape == (6, 3, 32, 32) and bank.images.dtype == torch.uint8
+    assert bank.identity_index.tolist() == [0, 0, 1, 1, 2, 2]
+    identity = identity_of(bank.coordinates)
+    # Views of one identity share its identity values and differ in pose (and mostly in attributes).
+    assert torch.equal(identity[0], identity[1]) and not torch.equal(identity[0], identity[2])
+    assert not torch.equal(bank.cameras[0], bank.cameras[1])
+    assert -1 <= float(bank.pixels(slice(None)).min()) and float(bank.pixels(slice(None)).max()) <= 1
+    loaded = HeadBank.load(bank.save(tmp_path / "bank.safetensors"))
+    assert all(torch.equal(getattr(loaded, f.name), getattr(bank, f.name)) for f in dataclasses.fields(bank))
+    # Each view comes from its own seed: rendering a prefix of the bank gives the same views.
+    prefix = render_bank(1, 2, seed=5, resolution=32, workers=1, progress=False)
+    assert torch.equal(prefix.images, bank.images[:2])
+
+
+def test_attribute_targets_round_trip_and_loss():
+    coordinates, attributes = _random_coordinates(16)
+    targets = attribute_targets(coordinates)
+    assert targets_to_attributes(targets) == attributes_of(coordinates) == attributes
+    # Logits that put a large margin on the truth give the truth back and almost no loss.
+    logits = torch.full((16, NUM_LOGITS), -20.0)
+    start = 0
+    for column, size in enumerate([1] * 12 + [7, 2, 4]):
+        if size == 1:
+            logits[:, start] = 20.0 * (2 * targets[:, column] - 1)
+        else:
+            logits[torch.arange(16), start + targets[:, column]] = 20.0
+        start += size
+    assert torch.equal(predicted_targets(logits), targets)
+    assert float(classification_loss(logits, targets)) < 1e-6
+    assert AttributeClassifier()(torch.zeros(2, 3, 48, 48)).shape == (2, NUM_LOGITS)  # any size is pooled
+
+
+def test_true_codes_are_offsets_from_the_prior_mean(bank):
+    codes = true_codes(bank, 64)
+    bases = row_bases(64)
+    absolute = codes + encode(prior_mean_coordinates(), bases)
+    assert torch.allclose(decode(absolute, bases), bank.coordinates, atol=1e-5)
+
+
+def test_arcface_margin_only_lowers_the_true_class():
+    head = ArcFaceHead(8, 5, torch.Generator().manual_seed(0))
+    features, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
+    logits = head(features, labels)
+    cosine = torch.nn.functional.normalize(features, dim=1) @ torch.nn.functional.normalize(head.weight, dim=1).T
+    expected = ARCFACE_SCALE * cosine
+    true = cosine[torch.arange(4), labels]
+    expected[torch.arange(4), labels] = ARCFACE_SCALE * torch.cos(torch.acos(true) + ARCFACE_MARGIN)
+    assert torch.allclose(logits, expected, atol=1e-4)
+
+
+def test_text_encoder_prefix_equals_the_full_window():
+    encoder = TextEncoder(text_encoder_config("tiny"), device="cpu")
+    encoder.reset_parameters(torch.Generator().manual_seed(0))
+    tokens = tokenize(["give him glasses and make him smile", "dye her hair blue"])
+    full, prefix = encoder(tokens), encoder(tokens[:, :12])
+    assert torch.allclose(full[:, :12], prefix, atol=1e-6)
+
+
+def test_edit_labels_and_a_short_text_training_run():
+    labels = edit_labels({"eyeglasses": False, "hair_color": "blue"})
+    assert len(labels) == len(ATTRIBUTE_NAMES)
+    assert labels[ATTRIBUTE_NAMES.index("eyeglasses")] == 2  # class 0 = untouched, 1 = True, 2 = False
+    assert labels[ATTRIBUTE_NAMES.index("hair_color")] == 1 + EDIT_CLASSES["hair_color"].index("blue")
+    assert labels[ATTRIBUTE_NAMES.index("smile")] == 0
+    config = TextTrainingConfig(steps=100, batch_size=16, pool_size=256, learning_rate=3e-3)
+    encoder, reader, history = train_text_encoder(config, progress=False)
+    assert isinstance(reader, EditReader) and history[-1][1] < history[0][1]
+    assert not encoder.token_embedding.sparse  # back to the inference layout
+    assert encoder(tokenize(["smile"])).shape == (1, 77, 64)
+
+
+def test_latent_triplets_apply_exactly_the_requested_edit():
+    coordinates, attributes = _random_coordinates(5, seed=3)
+    bases = row_bases(64)
+    average = encode(prior_mean_coordinates(), bases)
+    codes = encode(coordinates, bases) - average + 0.01 * torch.randn(5, 14, 64)  # an imperfect encoder
+    identity = torch.nn.functional.normalize(torch.randn(5, 512), dim=1)
+    data = build_edit_data(coordinates, codes, identity, 24, seed=1, progress=False)
+    assert len(data) == 24 and data.latent_shape == (64, 4, 4)
+    batch = data.batch(list(range(24)), torch.device("cpu"))
+    assert batch.source_latent.shape == batch.edited_latent.shape == (24, 64, 4, 4)
+    assert torch.equal(batch.source_identity, identity[data.rows]) and torch.equal(batch.edited_identity, batch.source_identity)
+    for sample in range(24):
+        source = attributes[int(data.rows[sample])]
+        edited = attributes_of(decode(unpack_latent(batch.edited_latent[sample:sample + 1]) + average, bases))[0]
+        changed = {name for name in ATTRIBUTE_NAMES if edited[name] != source[name]}
+        assert 1 <= len(changed) <= 3
+        # Identity values are left exactly as the encoder had them.
+        change = decode(unpack_latent(batch.edited_latent[sample:sample + 1] - batch.source_latent[sample:sample + 1]), bases)
+        assert float(identity_of(change).abs().max()) < 1e-5
+    single = [i for i, text in enumerate(data.instructions) if " and " not in text and "," not in text]
+    heldout = set().union(*(phrasings(name, value, "heldout") for name in ("eyeglasses", "smile") for value in (True, False)))
+    assert not heldout & set(data.instructions)
+    assert single  # some one-edit sentences
+    grid_rows = data.sample_set(2, seed=0, device=torch.device("cpu"))
+    assert grid_rows.source_latent.shape == (2, 64, 4, 4) and len(grid_rows.instructions) == 2
+
+
+class _SpyDiT(torch.nn.Module):
+    """Records what the objective feeds the DiT; predicts zeros (epsilon ‖ variance channels)."""
+
+    class config:  # noqa: N801 (mimics DiT.config)
+        num_classes = 1
+        latent_scale = 1.0
+
+    def forward(self, x, t, y, context, identity, identity_keep):
+        self.inputs, self.identity_keep = x, identity_keep
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("switch", ["source_conditioning", "identity_conditioning"])
+def test_ablation_switches_of_the_objective(switch):
+    from ip2n.diffusion import make_schedule
+    from ip2n.training.config import ObjectiveConfig
+    from ip2n.training.models import FrozenNetworks
+    from ip2n.training.objective import Batch, batch_losses, draw
+
+    text = TextEncoder(text_encoder_config("tiny"), device="cpu")
+    text.reset_parameters(torch.Generator().manual_seed(0))
+    networks = FrozenNetworks(text, None, 64, None, None, torch.zeros(1, 14, 8))
+    source = torch.randn(6, 8, 4, 4)
+    batch = Batch(source, torch.randn(6, 8, 4, 4), torch.randn(6, 512), torch.randn(6, 512), tokenize(["smile"] * 6))
+    draws = draw(6, (8, 4, 4), 1000, torch.Generator().manual_seed(0))
+    draws = dataclasses.replace(draws, dropout=torch.full((6,), 0.99))  # no condition is dropped by chance
+    spy = _SpyDiT()
+    batch_losses(spy, batch, draws, networks, make_schedule(), ObjectiveConfig(identity_weight=0.0))
+    assert torch.equal(spy.inputs[:, 8:], source) and bool((spy.identity_keep == 1).all())
+    batch_losses(spy, batch, draws, networks, make_schedule(), ObjectiveConfig(identity_weight=0.0, **{switch: False}))
+    if switch == "source_conditioning":  # img2img: the source never reaches the model
+        assert bool((spy.inputs[:, 8:] == 0).all()) and bool((spy.identity_keep == 1).all())
+    else:
+        assert torch.equal(spy.inputs[:, 8:], source) and bool((spy.identity_keep == 0).all())
+
+
+def test_someone_elses_instructions_are_read_and_checked(tmp_path):
+    from ip2n.synthetic.attributes import visible_changes
+    from ip2n.synthetic.evaluate import read_instruction_cases
+
+    good = tmp_path / "mine.jsonl"
+    good.write_text('{"instruction": "shave his head", "edits": {"bald": true}}\n\n'
+                    '{"instruction": "make her a blonde with specs", "edits": {"hair_color": "blond", "eyeglasses": true}}\n')
+    cases = read_instruction_cases(good, seed=0)
+    assert [case.instruction for case in cases] == ["shave his head", "make her a blonde with specs"]
+    for case in cases:  # every requested edit shows on the head it is applied to
+        assert visible_changes(case.source, case.target) == case.edits
+    for line, message in [
+        ('{"instruction": "x", "edits": {"wings": true}}', "line 1: unknown attribute 'wings'"),
+        ('{"instruction": "x", "edits": {"hair_color": "green"}}', "hair_color takes one of black, brown"),
+        ('{"instruction": "x", "edits": {"smile": "yes"}}', "smile takes true or false"),
+        ('{"instruction": "", "edits": {"smile": true}}', "must be non-empty"),
+        ("not json", "expected"),
+    ]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(line + "\n")
+        with pytest.raises(ValueError, match=message):
+            read_instruction_cases(bad, seed=0)
+
+
+def test_evaluation_figures_are_computed_per_count():
+    from ip2n.synthetic.evaluate import CaseResult, summarize
+
+    def case(count, success, changed):
+        return CaseResult(count, success, not success, changed, 10, 3 if success else 1, 4, 0.02, 0.9, 0.01, 1.0)
+
+    summary = summarize([case(1, True, 0), case(1, False, 1), case(2, True, 2)])
+    assert summary["by_count"]["1"]["success_truth"] == 0.5 and summary["by_count"]["2"]["success_truth"] == 1.0
+    assert summary["all"]["other_attributes_changed_truth"] == pytest.approx(3 / 30)
+    assert summary["all"]["AA"] == pytest.approx(7 / 12)
+    assert summary["all"]["AD_percent"] == pytest.approx(2.0)
+
+
+def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
+    """The one command behind the built-in weights, at toy budgets, then the evaluation on its output."""
+    import json
+
+    from ip2n.cli import main
+    from ip2n.synthetic.train_all import SHIPPED_FILES, load_attribute_classifier
+
+    out = tmp_path / "world"
+    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1"]) == 0
+    for name in SHIPPED_FILES:
+        assert (out / name).is_file() and (out / name.replace(".safetensors", ".json")).is_file()
+    manifest = json.loads((out / "world.json").read_text())
+    assert {"render_bank", "vision_and_text_models", "dit_full"} <= set(manifest["seconds"])
+    assert {"encoder", "identity", "attributes", "text_encoder"} <= set(manifest["figures"])
+    assert load_attribute_classifier(out / "attributes.safetensors")(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_LOGITS)
+    # A second run finds every stage done and trains nothing again.
+    before = {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES}
+    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1"]) == 0
+    assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
+    capsys.readouterr()
+    assert main(["synth", "eval", "--weights", str(out), "--cases", "1", "--counts", "1,3", "--out", str(tmp_path / "eval"),
+                 "--threads", "1"]) == 0
+    figures = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
+    assert set(figures["by_count"]) == {"1", "3"} and figures["all"]["cases"] == 2
+    assert (tmp_path / "eval" / "report.md").read_text().startswith("# Editing quality in the synthetic world")
+    assert main(["synth", "eval", "--weights", str(tmp_path), "--out", str(tmp_path / "eval2")]) != 0
+    assert "holds no trained synthetic world" in capsys.readouterr().err
