@@ -1,6 +1,7 @@
 """The built-in model (issue 5): shipped weights, loading, real edits of the world's heads, `ip2n demo`,
 `ip2n edit` without --weights, and `ip2n synth eval`."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,10 +11,12 @@ import trimesh
 from PIL import Image
 from safetensors import safe_open
 
-from ip2n.builtin import EXAMPLES, WEIGHTS_DIR, example_heads, render_portrait
+from ip2n.builtin import EXAMPLES, WEIGHTS_DIR, builtin_edit_defaults, example_heads, render_portrait
 from ip2n.cli import main
 from ip2n.pipeline import EditPipeline
+from ip2n.pipeline.edit import EditDefaults
 from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, hidden_attributes
+from ip2n.synthetic.evaluate import instruction_losses
 from ip2n.synthetic.latent import attributes_of, decode, identity_of
 from ip2n.synthetic.train_all import SHIPPED_FILES
 
@@ -62,9 +65,6 @@ def test_edits_keep_the_identity_and_are_reproducible(pipeline):
     assert sum(encoded[name] == source[name] for name in ATTRIBUTE_NAMES) >= len(ATTRIBUTE_NAMES) - 2
 
 
-# Known defect (issue #5): the shipped DiT has learned to reproduce the source but not yet to follow the
-# instruction (its loss is the same with shuffled instructions). Strict: this fails loudly once it edits.
-@pytest.mark.xfail(strict=True, reason="the shipped DiT does not follow instructions yet (issue #5)")
 @pytest.mark.parametrize("example", range(len(EXAMPLES)))
 def test_the_examples_are_edited_as_asked(pipeline, example):
     identity, source, instruction = example_heads()[example]
@@ -108,6 +108,31 @@ def test_edit_without_weights_uses_the_built_in_model(tmp_path, capsys, caplog):
     result = json.loads(next((tmp_path / "out").rglob("result.json")).read_text())
     assert result["model"] == "synthetic"
     assert "using the built-in model 'synthetic'" in caplog.text
+    # Without --strength / --cfg-* the built-in model's own tuned settings are used, and recorded.
+    defaults = builtin_edit_defaults()
+    assert result["settings"]["strength"] == defaults.strength
+    assert result["settings"]["guidance_scale"] == defaults.guidance_scale
+
+
+def test_the_built_in_model_samples_with_its_tuned_defaults(pipeline):
+    manifest = json.loads((WEIGHTS_DIR / "world.json").read_text())
+    assert EditDefaults(**manifest["edit_defaults"]) == pipeline.defaults == builtin_edit_defaults()
+    identity, source, instruction = example_heads()[1]
+    portrait = render_portrait(identity, source)
+    implicit = pipeline(portrait, instruction, generator=torch.Generator().manual_seed(2))
+    explicit = pipeline(portrait, instruction, generator=torch.Generator().manual_seed(2),
+                        **dataclasses.asdict(pipeline.defaults))
+    assert torch.equal(implicit.edited_latent, explicit.edited_latent)
+    assert implicit.settings.strength == pipeline.defaults.strength
+    override = pipeline(portrait, instruction, generator=torch.Generator().manual_seed(2), strength=0.1)
+    assert override.settings.strength == 0.1
+
+
+def test_the_built_in_dit_reads_the_instruction():
+    """Its denoising error is clearly lower with the right instruction than with another triplet's or none
+    (a DiT that ignores the instruction, like the first built-in one, has a ratio of 1.00)."""
+    loss = instruction_losses(EditPipeline.from_preset("synthetic"), samples=96)
+    assert loss["right"] < 0.75 * min(loss["shuffled"], loss["empty"]), loss
 
 
 def test_synth_eval_writes_the_report(tmp_path, capsys):

@@ -16,7 +16,14 @@ from ip2n.diffusion.losses import (
     learned_range_log_variance,
     training_losses,
 )
-from ip2n.diffusion.sampling import ddim_step, decode_timesteps, partial_ddim_decode, q_sample
+from ip2n.diffusion.sampling import (
+    ddim_step,
+    decode_timesteps,
+    epsilon_from_v,
+    partial_ddim_decode,
+    q_sample,
+    v_target,
+)
 from ip2n.diffusion.schedule import index_for_strength, make_schedule, space_timesteps
 
 TOLERANCE = 1e-4
@@ -302,6 +309,61 @@ def test_variational_bound_vanishes_for_a_perfect_model():
     terms = training_losses(perfect, x_start, t, noise, schedule)
     assert terms["mse"].abs().max() == 0
     assert terms["vb"].abs().max() < 1e-6
+
+
+def test_a_perfect_v_model_has_zero_loss_and_recovers_x0():
+    schedule = make_schedule("")
+    x_start = torch.randn(3, 8, 4, 4, dtype=torch.float64)
+    noise = torch.randn(3, 8, 4, 4, dtype=torch.float64)
+    t = torch.tensor([1, 300, 999])
+    abar = schedule.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    v = abar.sqrt() * noise - (1 - abar).sqrt() * x_start
+
+    def perfect(x_t, timesteps):
+        return torch.cat([v, -torch.ones_like(v)], dim=1)
+
+    terms = training_losses(perfect, x_start, t, noise, schedule, prediction_type="v")
+    assert terms["mse"].abs().max() == 0
+    assert terms["vb"].abs().max() < 1e-6  # the bound sees the epsilon the v prediction implies
+    torch.testing.assert_close(terms["pred_xstart"], x_start)
+    # The MSE is taken on v: an error δ in v costs mean(δ²), whatever the noise level.
+    wrong = training_losses(lambda x_t, ts: torch.cat([v + 0.5, -torch.ones_like(v)], dim=1), x_start, t, noise,
+                            schedule, prediction_type="v")
+    torch.testing.assert_close(wrong["mse"], torch.full((3,), 0.25, dtype=torch.float64))
+    with pytest.raises(ValueError, match="prediction_type"):
+        training_losses(perfect, x_start, t, noise, schedule, prediction_type="x0")
+
+
+def test_v_and_epsilon_conversions_agree_with_q_sample():
+    schedule = make_schedule("")
+    generator = torch.Generator().manual_seed(1)
+    x_start, noise = torch.randn(2, 3, 2, 2, generator=generator), torch.randn(2, 3, 2, 2, generator=generator)
+    t = torch.tensor([10, 700])
+    x_t = q_sample(x_start, t, noise, schedule)
+    abar = schedule.alphas_cumprod[t]
+    torch.testing.assert_close(epsilon_from_v(v_target(x_start, noise, abar), x_t, abar), noise)
+
+
+def test_dit_config_rejects_an_unknown_prediction_type():
+    with pytest.raises(ValueError, match="prediction_type"):
+        dit_config("tiny").__class__(prediction_type="sample")
+
+
+def test_denoiser_of_a_v_model_returns_the_epsilon_of_its_guided_v(tiny_model, io):
+    """Guidance is affine with weights summing to 1, so guiding v and converting equals guiding ε."""
+    import dataclasses
+
+    v_model = DiT(dataclasses.replace(tiny_model.config, prediction_type="v"))
+    v_model.load_state_dict(tiny_model.state_dict())
+    x, t = io["cfg_x_noisy"], io["t"]
+    with torch.no_grad():
+        arguments = (io["cfg_source"], io["context_prompts"], io["context_empty"], 2.5, 1.0)
+        guided_v = DualGuidanceDenoiser(tiny_model.eval(), *arguments)(x, t)  # same weights read as ε: the raw v
+        eps = DualGuidanceDenoiser(v_model.eval(), *arguments)(x, t)
+    channels = x.shape[1]
+    abar = make_schedule("").alphas_cumprod[t].float()
+    torch.testing.assert_close(eps[:, :channels], epsilon_from_v(guided_v[:, :channels], x, abar))
+    torch.testing.assert_close(eps[:, channels:], guided_v[:, channels:])
 
 
 def test_learned_range_interpolates_between_posterior_and_beta():

@@ -223,6 +223,7 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     manifest = json.loads((out / "world.json").read_text())
     assert {"render_bank", "vision_and_text_models", "dit_full"} <= set(manifest["seconds"])
     assert {"encoder", "identity", "attributes", "text_encoder"} <= set(manifest["figures"])
+    assert manifest["edit_defaults"]["strength"] == 0.6  # the world's tuned sampling settings travel with it
     assert load_attribute_classifier(out / "attributes.safetensors")(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_LOGITS)
     # A second run finds every stage done and trains nothing again.
     before = {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES}
@@ -233,6 +234,9 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
                  "--threads", "1"]) == 0
     figures = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
     assert set(figures["by_count"]) == {"1", "3"} and figures["all"]["cases"] == 2
-    assert (tmp_path / "eval" / "report.md").read_text().startswith("# Editing quality in the synthetic world")
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert report.startswith("# Editing quality in the synthetic world") and "strength 0.6," in report
+    assert main(["synth", "eval", "--weights", str(out), "--strength", "1.5", "--out", str(tmp_path / "eval3")]) != 0
+    assert "strength must lie strictly between 0 and 1" in capsys.readouterr().err
     assert main(["synth", "eval", "--weights", str(tmp_path), "--out", str(tmp_path / "eval2")]) != 0
     assert "holds no trained synthetic world" in capsys.readouterr().err

@@ -10,6 +10,7 @@ when no `--weights` are given.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -24,6 +25,23 @@ EXAMPLES = (
     (2, "make him bald and give him a beard", {"bald": False, "beard": False}),
     (3, "turn her into a bronze statue", {"style": "none"}),
 )
+
+
+def edit_defaults(weights_dir: str | Path = WEIGHTS_DIR):
+    """The sampling settings a world's model was tuned with (world.json `edit_defaults`, chosen on
+    validation cases, docs/synthetic_world.md); the paper's when the folder has none."""
+    from ip2n.pipeline.edit import PAPER_DEFAULTS, EditDefaults
+
+    manifest = Path(weights_dir) / "world.json"
+    if not manifest.exists():
+        return PAPER_DEFAULTS
+    values = json.loads(manifest.read_text(encoding="utf-8")).get("edit_defaults")
+    return EditDefaults.from_dict(values) if values else PAPER_DEFAULTS
+
+
+def builtin_edit_defaults():
+    """`edit_defaults` of the built-in model."""
+    return edit_defaults(WEIGHTS_DIR)
 
 
 def load_synthetic_pipeline(device: torch.device | str = "cpu", weights_dir: str | Path = WEIGHTS_DIR,
@@ -44,7 +62,8 @@ def load_synthetic_pipeline(device: torch.device | str = "cpu", weights_dir: str
     dit, text_encoder, encoder, identity = (network.float().eval().requires_grad_(False) for network in networks)
     latent_avg = generator.backbone.mapping.w_avg[None].to(device)  # (1, 14, w_dim): the prior's exact mean
     name = "built-in synthetic 3-D heads world" if Path(weights_dir) == WEIGHTS_DIR else f"synthetic world {weights_dir}"
-    return EditPipeline(generator, dit, text_encoder, encoder, identity, latent_avg, model_name=name)
+    return EditPipeline(generator, dit, text_encoder, encoder, identity, latent_avg, model_name=name,
+                        defaults=edit_defaults(weights_dir))
 
 
 def example_heads(count: int = len(EXAMPLES)) -> list[tuple[torch.Tensor, dict, str]]:

@@ -84,11 +84,13 @@ def add_parser(commands) -> None:
     parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                         help="detect, crop and align the face first (for photos that are not FFHQ-style crops)")
     parser.add_argument("--steps", type=int, metavar="N",
-                        help="DDIM schedule length (default 50; the edit runs strength × N of them)")
+                        help="DDIM schedule length (default: the model's, 50 as in the paper; the edit runs strength × N of "
+                             "them)")
     parser.add_argument("--strength", type=_numbers, metavar="S[,S...]",
-                        help="how far the source is noised, 0 < S < 1 (default 0.3; larger = bigger changes)")
-    parser.add_argument("--cfg-text", type=_numbers, metavar="T[,T...]", help="text guidance (default 2.5)")
-    parser.add_argument("--cfg-image", type=_numbers, metavar="I[,I...]", help="image guidance (default 1.0)")
+                        help="how far the source is noised, 0 < S < 1 (default: the model's, 0.3 as in the paper for "
+                             "official weights; larger = bigger changes)")
+    parser.add_argument("--cfg-text", type=_numbers, metavar="T[,T...]", help="text guidance (default: the model's, 2.5 in the paper)")
+    parser.add_argument("--cfg-image", type=_numbers, metavar="I[,I...]", help="image guidance (default: the model's, 1.0 in the paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default 0)")
     parser.add_argument("--no-identity", dest="identity", action="store_false",
                         help="no identity conditioning (the official inference script's default)")
@@ -121,10 +123,13 @@ def run(args) -> int:
     from ip2n.pipeline import edit, result
 
     apply_threads(args.threads)
+    _choose_model(args)
+    # Sampling defaults belong to the model: the paper's for official weights, tuned ones for a built-in model.
+    model_defaults = edit.preset_edit_defaults(args.model) if args.model else edit.PAPER_DEFAULTS
     args = _with_defaults(args, {
-        "steps": edit.DEFAULT_STEPS, "views": result.DEFAULT_VIEWS, "frames": result.DEFAULT_ORBIT_FRAMES,
-        "fps": result.DEFAULT_FPS, "strength": (edit.DEFAULT_STRENGTH,), "cfg_text": (edit.DEFAULT_TEXT_SCALE,),
-        "cfg_image": (edit.DEFAULT_IMAGE_SCALE,),
+        "steps": model_defaults.num_inference_steps, "views": result.DEFAULT_VIEWS,
+        "frames": result.DEFAULT_ORBIT_FRAMES, "fps": result.DEFAULT_FPS, "strength": (model_defaults.strength,),
+        "cfg_text": (model_defaults.guidance_scale,), "cfg_image": (model_defaults.image_guidance_scale,),
     })
     # 1. Everything that can be checked without models: options, device, inputs.
     _check_options(args)
@@ -154,18 +159,22 @@ def _with_defaults(args: argparse.Namespace, defaults: dict) -> argparse.Namespa
     return argparse.Namespace(**values)
 
 
-def _check_options(args) -> None:
-    from ip2n.pipeline.edit import check_preset, edit_schedule
+def _choose_model(args) -> None:
+    """--model / --weights, or the built-in model when neither is given (an unknown --model is an error)."""
+    from ip2n.pipeline.edit import DEFAULT_PRESET, check_preset
 
     if not args.weights and not args.model:
-        from ip2n.pipeline.edit import DEFAULT_PRESET
-
         # Without weights the built-in model edits: it only knows its synthetic heads (docs/synthetic_world.md).
         args.model = DEFAULT_PRESET
         logger.warning("no --weights given: using the built-in model '%s' (synthetic 3-D heads; for real portraits "
                        "pass the official InstructPix2NeRF weights with --weights DIR)", DEFAULT_PRESET)
     if args.model:
         check_preset(args.model)
+
+
+def _check_options(args) -> None:
+    from ip2n.pipeline.edit import edit_schedule
+
     if args.weights and not Path(args.weights).is_dir():
         raise UserError(
             f"--weights {args.weights} is not a folder; pass the folder that holds G_ema.pkl, instructpix2nerf.pt, "

@@ -72,6 +72,10 @@ def add_parser(commands) -> None:
     evaluation.add_argument("--counts", default="1,2,3,4", help="numbers of edits per instruction (default 1,2,3,4)")
     evaluation.add_argument("--out", default="ip2n-synth-eval", help="report folder (default ./ip2n-synth-eval)")
     evaluation.add_argument("--seed", type=int, default=2024, help="which heads and wordings (default 2024)")
+    evaluation.add_argument("--steps", type=int, help="DDIM schedule length (default: the model's)")
+    evaluation.add_argument("--strength", type=float, help="edit strength (default: the model's)")
+    evaluation.add_argument("--cfg-text", type=float, help="text guidance (default: the model's)")
+    evaluation.add_argument("--cfg-image", type=float, help="image guidance (default: the model's)")
     add_threads_option(evaluation)
     evaluation.set_defaults(run=run_eval)
 
@@ -127,7 +131,8 @@ def run_eval(args) -> int:
     from pathlib import Path
 
     from ip2n.builtin import WEIGHTS_DIR, load_synthetic_pipeline
-    from ip2n.synthetic.evaluate import EvalSettings, evaluate, make_cases, read_instruction_cases
+    from ip2n.pipeline.edit import edit_schedule
+    from ip2n.synthetic.evaluate import EvalSettings, evaluate, instruction_losses, make_cases, read_instruction_cases
     from ip2n.synthetic.train_all import ATTRIBUTES_FILE, VARIANTS, load_attribute_classifier
 
     weights = Path(args.weights) if args.weights else WEIGHTS_DIR
@@ -140,7 +145,8 @@ def run_eval(args) -> int:
         raise UserError(f"--counts must be comma-separated numbers like 1,2,3,4, got {args.counts!r}") from None
     if args.cases < 1 or not counts or min(counts) < 1 or max(counts) > 4:
         raise UserError("--cases must be at least 1 and --counts between 1 and 4")
-    settings = EvalSettings(cases_per_count=args.cases, counts=counts, seed=args.seed)
+    settings = EvalSettings(cases_per_count=args.cases, counts=counts, seed=args.seed, num_inference_steps=args.steps,
+                            strength=args.strength, guidance_scale=args.cfg_text, image_guidance_scale=args.cfg_image)
     if args.instructions:
         try:
             cases = read_instruction_cases(args.instructions, args.seed)
@@ -163,9 +169,16 @@ def run_eval(args) -> int:
 
     classifier = load_attribute_classifier(weights / ATTRIBUTES_FILE)
     results = {}
+    # Unset sampling values come from the model's defaults (world.json); every variant uses the same ones.
+    settings = settings.resolved(load_synthetic_pipeline("cpu", weights).defaults)
+    try:
+        edit_schedule(settings.num_inference_steps, settings.strength)
+    except ValueError as exc:
+        raise UserError(f"{exc} (--steps, --strength)") from None
     for variant, dit_dir in variants.items():
         pipeline = load_synthetic_pipeline("cpu", weights, dit_dir)
         results[variant] = evaluate(pipeline, cases, settings, classifier, variant)
+        results[variant]["instruction_losses"] = instruction_losses(pipeline, seed=args.seed)
     write_text_atomic(out_dir / "eval.json", json.dumps(results, indent=2) + "\n")
     source = f"{args.instructions} ({len(cases)} instructions)" if args.instructions else \
         f"held-out phrasings, {args.cases} cases per count {counts}"

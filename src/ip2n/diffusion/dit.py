@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+PREDICTION_TYPES = ("epsilon", "v")
+
+
 @dataclass(frozen=True)
 class DiTConfig:
     """Sizes of a conditional DiT. Defaults are the released "DiT-B_G/1_pair"."""
@@ -50,8 +53,16 @@ class DiTConfig:
     # than the unit diffusion noise (the synthetic world's, std ≈ 0.2) need ≈ 1/std, as latent
     # diffusion scales its latents to unit variance, or the edit drowns in the noise.
     latent_scale: float = 1.0
+    # What the first out_channels predict: "epsilon" (the official model) or "v" = sqrt(ā)·ε − sqrt(1 − ā)·x0
+    # (Salimans & Ho 2022). An epsilon network must encode x0 in ever smaller output differences as the
+    # noise grows, so it learns little of what only the conditions can tell at the noisy steps; a v
+    # network predicts ≈ −x0 there. The synthetic world needs it: its edits stay readable in x_t down to
+    # high noise, so an epsilon model is never pushed to read the instruction (docs/synthetic_world.md).
+    prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.hidden_size % 4 or self.frequency_dim % 2:

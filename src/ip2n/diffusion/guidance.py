@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 
 from ip2n.diffusion.dit import ConditioningCache, CrossAttentionCache, DiT
+from ip2n.diffusion.sampling import epsilon_from_v
+from ip2n.diffusion.schedule import make_schedule
 
 NUM_BRANCHES = 3
 # The official inference passes label 1 (the dropped-label row for num_classes = 1) to every branch.
@@ -109,6 +111,8 @@ class DualGuidanceDenoiser:
         self.labels = torch.full((NUM_BRANCHES * batch,), label, dtype=torch.int64, device=source_latent.device)
         self.identity = None if identity is None else torch.cat([identity, identity, torch.zeros_like(identity)])
         self.conditioning_by_timestep: dict[int, ConditioningCache] = {}
+        # ā by original timestep (respacing keeps these values), to turn v predictions into epsilon.
+        self.base_alphas_cumprod = make_schedule().alphas_cumprod
         if timesteps:
             self._precompute_conditioning(list(timesteps))
 
@@ -136,4 +140,9 @@ class DualGuidanceDenoiser:
             self.identity,
             conditioning,
         )
-        return guided[: x.shape[0]]
+        guided = guided[: x.shape[0]]
+        if self.model.config.prediction_type == "v":  # the sampler works with epsilon
+            channels = x.shape[1]
+            alphas_cumprod = self.base_alphas_cumprod[t.cpu()]
+            guided = torch.cat([epsilon_from_v(guided[:, :channels], x, alphas_cumprod), guided[:, channels:]], dim=1)
+        return guided

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ip2n.diffusion.sampling import ModelFn, predict_xstart, q_sample
+from ip2n.diffusion.sampling import ModelFn, epsilon_from_v, predict_xstart, q_sample, v_target
 from ip2n.diffusion.schedule import DiffusionSchedule, coefficient
 
 # Official per-sample dropout bands of one uniform draw r (training only).
@@ -101,24 +101,33 @@ def training_losses(
     t: torch.Tensor,
     noise: torch.Tensor,
     schedule: DiffusionSchedule,
+    prediction_type: str = "epsilon",
     **conditions: object,
 ) -> dict[str, torch.Tensor]:
     """Loss terms for clean latents x_start (N, C, H, W) at step indices t (N,) with noise (N, C, H, W).
 
-    ``model_fn(x_t, timesteps, **conditions)`` must return (N, 2C, H, W) (epsilon ‖ variance values);
-    it receives ``schedule.timestep_map[t]`` (identical to t for the 1000-step training schedule).
-    Returns per-sample (N,) ``loss`` = ``mse`` + ``vb``, and ``pred_xstart`` (N, C, H, W), the
-    one-step x0 estimate with gradients (the identity loss renders it).
+    ``model_fn(x_t, timesteps, **conditions)`` must return (N, 2C, H, W) (prediction ‖ variance
+    values); it receives ``schedule.timestep_map[t]`` (identical to t for the 1000-step training
+    schedule). The prediction is epsilon or, with ``prediction_type="v"``, v; the MSE is taken on
+    what the model predicts. Returns per-sample (N,) ``loss`` = ``mse`` + ``vb``, and
+    ``pred_xstart`` (N, C, H, W), the one-step x0 estimate with gradients (the identity loss renders it).
     """
     x_t = q_sample(x_start, t, noise, schedule)
     output = model_fn(x_t, schedule.model_timesteps(t), **conditions)
     channels = x_start.shape[1]
     if output.shape[1] != 2 * channels:
-        raise ValueError(f"training needs epsilon and variance channels ({2 * channels}), got {output.shape[1]}")
-    eps, variance_values = output[:, :channels], output[:, channels:]
+        raise ValueError(f"training needs prediction and variance channels ({2 * channels}), got {output.shape[1]}")
+    prediction, variance_values = output[:, :channels], output[:, channels:]
+    if prediction_type == "v":
+        alphas_cumprod = schedule.alphas_cumprod[t.cpu()]
+        target, eps = v_target(x_start, noise, alphas_cumprod), epsilon_from_v(prediction, x_t, alphas_cumprod)
+    elif prediction_type == "epsilon":
+        target, eps = noise, prediction
+    else:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}; use 'epsilon' or 'v'")
     # The bound term must only train the variance: its mean comes from a frozen copy of epsilon.
     vb = variational_bound_terms(eps.detach(), variance_values, x_start, x_t, t, schedule)
-    mse = mean_flat((noise - eps) ** 2)
+    mse = mean_flat((target - prediction) ** 2)
     return {"loss": mse + vb, "mse": mse, "vb": vb, "pred_xstart": predict_xstart(x_t, t, eps, schedule)}
 
 

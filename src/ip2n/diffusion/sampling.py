@@ -38,6 +38,18 @@ def predict_xstart(x: torch.Tensor, index: torch.Tensor, eps: torch.Tensor, sche
     )
 
 
+def epsilon_from_v(v: torch.Tensor, x: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """ε from a v prediction (N, C, H, W) of sample x at noise levels ā (N,): ε = sqrt(ā)·v + sqrt(1 − ā)·x."""
+    alphas_cumprod = alphas_cumprod.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    return alphas_cumprod.sqrt() * v + (1 - alphas_cumprod).sqrt() * x
+
+
+def v_target(x0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """What a v model should output for x0 (N, C, H, W) noised with `noise` at levels ā (N,): sqrt(ā)·ε − sqrt(1 − ā)·x0."""
+    alphas_cumprod = alphas_cumprod.to(device=x0.device, dtype=x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    return alphas_cumprod.sqrt() * noise - (1 - alphas_cumprod).sqrt() * x0
+
+
 def epsilon_from_output(output: torch.Tensor, channels: int) -> torch.Tensor:
     """The epsilon part (N, channels, H, W) of a model output with ``channels`` or 2·``channels`` channels."""
     if output.shape[1] not in (channels, 2 * channels):

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,28 @@ DEFAULT_STEPS = 50
 DEFAULT_STRENGTH = 0.3
 DEFAULT_TEXT_SCALE = 2.5
 DEFAULT_IMAGE_SCALE = 1.0
+
+
+
+@dataclass(frozen=True)
+class EditDefaults:
+    """The sampling settings of an edit when the caller passes none: the paper's for the official
+    model; a built-in model carries the ones it was tuned with (its world.json `edit_defaults`)."""
+
+    num_inference_steps: int = DEFAULT_STEPS
+    strength: float = DEFAULT_STRENGTH
+    guidance_scale: float = DEFAULT_TEXT_SCALE
+    image_guidance_scale: float = DEFAULT_IMAGE_SCALE
+
+    @classmethod
+    def from_dict(cls, values: dict) -> EditDefaults:
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown edit default(s) {sorted(unknown)}")
+        return cls(**values)
+
+
+PAPER_DEFAULTS = EditDefaults()
 
 # Sizes official files are read with when `from_weights` is not told otherwise: the released models.
 RELEASED_SIZES = EditingPresets()
@@ -112,6 +135,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"device type '{device.type}' is not supported; use 'cpu' or 'cuda'")
     return device
+
+
+def preset_edit_defaults(name: str) -> EditDefaults:
+    """The sampling defaults of built-in model `name`, without loading it (the CLI needs them first)."""
+    check_preset(name)
+    if name == "synthetic":
+        from ip2n.builtin import builtin_edit_defaults
+
+        return builtin_edit_defaults()
+    return PAPER_DEFAULTS
 
 
 def check_preset(name: str) -> None:
@@ -201,6 +234,7 @@ class EditPipeline:
         latent_avg: torch.Tensor,
         *,
         model_name: str = "",
+        defaults: EditDefaults = PAPER_DEFAULTS,
     ) -> None:
         _check_compatible(generator, dit, text_encoder, encoder, identity_encoder, latent_avg)
         self.generator = generator
@@ -210,6 +244,7 @@ class EditPipeline:
         self.identity_encoder = identity_encoder
         self.latent_avg = latent_avg
         self.model_name = model_name
+        self.defaults = defaults
         self.prompt_encoder = PromptEncoder(text_encoder)
         self.load_seconds: float | None = None
 
@@ -267,10 +302,10 @@ class EditPipeline:
         image: ImageInput,
         instructions: str | Sequence[str],
         *,
-        num_inference_steps: int = DEFAULT_STEPS,
-        strength: float = DEFAULT_STRENGTH,
-        guidance_scale: float = DEFAULT_TEXT_SCALE,
-        image_guidance_scale: float = DEFAULT_IMAGE_SCALE,
+        num_inference_steps: int | None = None,
+        strength: float | None = None,
+        guidance_scale: float | None = None,
+        image_guidance_scale: float | None = None,
         identity_conditioning: bool = True,
         generator: torch.Generator | None = None,
         chain: bool = False,
@@ -289,6 +324,8 @@ class EditPipeline:
                 of its steps.
             strength: how far the source is noised, 0 < strength < 1 (more = bigger changes).
             guidance_scale: text guidance s_T; image_guidance_scale: image guidance s_I.
+                These four default (None) to `self.defaults`: the paper's 50 / 0.3 / 2.5 / 1.0 for
+                official weights, the tuned values of a built-in model.
             identity_conditioning: condition on the input's ArcFace features (False = the official
                 inference script's default).
             generator: source of the diffusion noise (and of TPR offsets); None draws a fresh seed,
@@ -305,6 +342,10 @@ class EditPipeline:
         """
         timings: dict[str, float] = {}
         notes: list[str] = []
+        num_inference_steps = self.defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
+        strength = self.defaults.strength if strength is None else strength
+        guidance_scale = self.defaults.guidance_scale if guidance_scale is None else guidance_scale
+        image_guidance_scale = self.defaults.image_guidance_scale if image_guidance_scale is None else image_guidance_scale
         # 1. Validate everything before any model runs.
         with timed(timings, "validate"):
             instructions = check_instructions(instructions)
@@ -364,17 +405,21 @@ class EditPipeline:
         image: ImageInput,
         instructions: str | Sequence[str],
         *,
-        strengths: Sequence[float] = (DEFAULT_STRENGTH,),
-        guidance_scales: Sequence[float] = (DEFAULT_TEXT_SCALE,),
-        image_guidance_scales: Sequence[float] = (DEFAULT_IMAGE_SCALE,),
+        strengths: Sequence[float] | None = None,
+        guidance_scales: Sequence[float] | None = None,
+        image_guidance_scales: Sequence[float] | None = None,
         seed: int = 0,
         **options,
     ) -> list[EditResult]:
         """One edit per combination of the values (strength slowest, image scale fastest), all with the
         same noise (`seed`), so that the results differ only by the swept setting.
 
-        The other keyword arguments are those of `__call__`. Show them with `comparison_grid`.
+        The other keyword arguments are those of `__call__`; a value list left out is the model's
+        default alone. Show them with `comparison_grid`.
         """
+        strengths = strengths or (self.defaults.strength,)
+        guidance_scales = guidance_scales or (self.defaults.guidance_scale,)
+        image_guidance_scales = image_guidance_scales or (self.defaults.image_guidance_scale,)
         results = []
         for strength in strengths:
             for text_scale in guidance_scales:

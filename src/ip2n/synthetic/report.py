@@ -82,5 +82,14 @@ def write_report(out_dir: Path, results: Mapping[str, dict], context: Mapping[st
                      f"{f['AD_percent']:.2f} % | {f['identity_cosine']:.3f} / {f['identity_cosine_min']:.3f} | "
                      f"{f['reconstruction_relative_error']:.4f} | {_percent(f['reconstruction_attributes'])} |")
     lines += ["", "![identity and dependency](identity_and_dependency.png)", ""]
+    if all("instruction_losses" in results[v] for v in variants):
+        lines += ["## Does the DiT read the instruction?", "",
+                  "Denoising error on fresh triplets with the right instruction, another sample's, and the empty "
+                  "prompt (`instruction_losses`); equal errors mean the instruction is ignored.", "",
+                  "| variant | right | shuffled | empty |", "|---|---|---|---|"]
+        for variant in variants:
+            losses = results[variant]["instruction_losses"]
+            lines.append(f"| {variant} | {losses['right']:.4f} | {losses['shuffled']:.4f} | {losses['empty']:.4f} |")
+        lines.append("")
     write_text_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
     return out_dir / "report.md"

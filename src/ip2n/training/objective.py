@@ -148,7 +148,8 @@ def batch_losses(
                          batch.source_identity, identity_keep)
         return output.float()
 
-    terms = training_losses(model_fn, batch.edited_latent * scale, timesteps, draws.noise.to(device), schedule)
+    terms = training_losses(model_fn, batch.edited_latent * scale, timesteps, draws.noise.to(device), schedule,
+                            prediction_type=_dit_config(dit).prediction_type)
     identity = torch.zeros_like(terms["loss"])
     selected = schedule.model_timesteps(timesteps) < config.identity_threshold
     if config.identity_weight > 0 and bool(selected.any()):

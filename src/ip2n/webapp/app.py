@@ -35,7 +35,6 @@ from ip2n.webapp.session import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 TITLE = "ip2n — edit a portrait in 3-D with an instruction"
-DEFAULTS = WebEditSettings()
 
 
 @dataclass(frozen=True)
@@ -101,6 +100,7 @@ def confine_files_to(output_root: Path) -> None:
 def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -> gr.Blocks:
     """The page, its events and its queue, for `session` (not launched: see `launch`)."""
     settings.check()
+    defaults = session.default_settings()
     check_output_root(session.output_root)
     confine_files_to(session.output_root)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
@@ -120,20 +120,20 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                     chain = gr.Checkbox(label="One after another", value=False,
                                         info="apply several instructions in turn, not as one sentence")
                 with gr.Accordion("Settings", open=True):
-                    strength = gr.Slider(0.05, 0.95, value=DEFAULTS.strength, step=0.05, label="Strength",
+                    strength = gr.Slider(0.05, 0.95, value=defaults.strength, step=0.05, label="Strength",
                                          info="how much may change")
-                    text_scale = gr.Slider(0.0, 10.0, value=DEFAULTS.guidance_scale, step=0.1,
+                    text_scale = gr.Slider(0.0, 10.0, value=defaults.guidance_scale, step=0.1,
                                            label="Text guidance", info="how closely to follow the instruction")
-                    image_scale = gr.Slider(0.0, 5.0, value=DEFAULTS.image_guidance_scale, step=0.1,
+                    image_scale = gr.Slider(0.0, 5.0, value=defaults.image_guidance_scale, step=0.1,
                                             label="Image guidance", info="how closely to keep the input")
-                    steps = gr.Slider(10, 50, value=DEFAULTS.num_inference_steps, step=10, label="Steps",
+                    steps = gr.Slider(10, 50, value=defaults.num_inference_steps, step=10, label="Steps",
                                       info="diffusion schedule length (the edit runs strength × steps)")
-                    seed = gr.Slider(0, 10_000, value=DEFAULTS.seed, step=1, label="Seed")
+                    seed = gr.Slider(0, 10_000, value=defaults.seed, step=1, label="Seed")
                 with gr.Accordion("Outputs", open=False):
-                    views = gr.Slider(1, MAX_VIEWS, value=DEFAULTS.views, step=1, label="Views")
-                    video = gr.Checkbox(label=f"Orbit video ({DEFAULTS.video_frames} frames)", value=DEFAULTS.video,
+                    views = gr.Slider(1, MAX_VIEWS, value=defaults.views, step=1, label="Views")
+                    video = gr.Checkbox(label=f"Orbit video ({defaults.video_frames} frames)", value=defaults.video,
                                         elem_id="video-option")
-                    mesh = gr.Checkbox(label=f"3-D mesh ({DEFAULTS.mesh_resolution}³ grid, GLB)", value=DEFAULTS.mesh,
+                    mesh = gr.Checkbox(label=f"3-D mesh ({defaults.mesh_resolution}³ grid, GLB)", value=defaults.mesh,
                                        elem_id="mesh-option")
                 edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
                 gr.Examples(example_inputs(session.output_root), inputs=[image, instructions, align],

@@ -157,6 +157,12 @@ class EditSession:
     def model_name(self) -> str:
         return self.pipeline.model_name
 
+    def default_settings(self) -> WebEditSettings:
+        """The page's initial controls: the model's own sampling defaults (`EditPipeline.defaults`)."""
+        model = self.pipeline.defaults
+        return WebEditSettings(num_inference_steps=model.num_inference_steps, strength=model.strength,
+                               guidance_scale=model.guidance_scale, image_guidance_scale=model.image_guidance_scale)
+
     def edit(
         self,
         image: str | os.PathLike | Image.Image | None,
