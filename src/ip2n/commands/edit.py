@@ -84,13 +84,15 @@ def add_parser(commands) -> None:
     parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                         help="detect, crop and align the face first (for photos that are not FFHQ-style crops)")
     parser.add_argument("--steps", type=int, metavar="N",
-                        help="DDIM schedule length (default: the model's, 50 as in the paper; the edit runs strength × N of "
-                             "them)")
+                        help="DDIM schedule length (default: the model's, 50 as in the paper; the edit runs "
+                             "strength × N of them)")
     parser.add_argument("--strength", type=_numbers, metavar="S[,S...]",
                         help="how far the source is noised, 0 < S < 1 (default: the model's, 0.3 as in the paper for "
                              "official weights; larger = bigger changes)")
-    parser.add_argument("--cfg-text", type=_numbers, metavar="T[,T...]", help="text guidance (default: the model's, 2.5 in the paper)")
-    parser.add_argument("--cfg-image", type=_numbers, metavar="I[,I...]", help="image guidance (default: the model's, 1.0 in the paper)")
+    parser.add_argument("--cfg-text", type=_numbers, metavar="T[,T...]",
+                        help="text guidance (default: the model's, 2.5 in the paper)")
+    parser.add_argument("--cfg-image", type=_numbers, metavar="I[,I...]",
+                        help="image guidance (default: the model's, 1.0 in the paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default 0)")
     parser.add_argument("--no-identity", dest="identity", action="store_false",
                         help="no identity conditioning (the official inference script's default)")

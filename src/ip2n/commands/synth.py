@@ -72,6 +72,9 @@ def add_parser(commands) -> None:
     evaluation.add_argument("--counts", default="1,2,3,4", help="numbers of edits per instruction (default 1,2,3,4)")
     evaluation.add_argument("--out", default="ip2n-synth-eval", help="report folder (default ./ip2n-synth-eval)")
     evaluation.add_argument("--seed", type=int, default=2024, help="which heads and wordings (default 2024)")
+    evaluation.add_argument("--phrasings", choices=("heldout", "train"), default="heldout",
+                            help="wording of the generated instructions: held out of training (default) or the "
+                                 "training split (tells the text encoder's generalisation from the editing)")
     evaluation.add_argument("--steps", type=int, help="DDIM schedule length (default: the model's)")
     evaluation.add_argument("--strength", type=float, help="edit strength (default: the model's)")
     evaluation.add_argument("--cfg-text", type=float, help="text guidance (default: the model's)")
@@ -145,7 +148,8 @@ def run_eval(args) -> int:
         raise UserError(f"--counts must be comma-separated numbers like 1,2,3,4, got {args.counts!r}") from None
     if args.cases < 1 or not counts or min(counts) < 1 or max(counts) > 4:
         raise UserError("--cases must be at least 1 and --counts between 1 and 4")
-    settings = EvalSettings(cases_per_count=args.cases, counts=counts, seed=args.seed, num_inference_steps=args.steps,
+    settings = EvalSettings(cases_per_count=args.cases, counts=counts, seed=args.seed, phrasings=args.phrasings,
+                            num_inference_steps=args.steps,
                             strength=args.strength, guidance_scale=args.cfg_text, image_guidance_scale=args.cfg_image)
     if args.instructions:
         try:
@@ -181,7 +185,7 @@ def run_eval(args) -> int:
         results[variant]["instruction_losses"] = instruction_losses(pipeline, seed=args.seed)
     write_text_atomic(out_dir / "eval.json", json.dumps(results, indent=2) + "\n")
     source = f"{args.instructions} ({len(cases)} instructions)" if args.instructions else \
-        f"held-out phrasings, {args.cases} cases per count {counts}"
+        f"{'held-out' if args.phrasings == 'heldout' else 'training-split'} phrasings, {args.cases} cases per count {counts}"
     report = write_report(out_dir, results, {
         "weights": str(weights), "instructions": source, "heads": "identities never seen in training",
         "views": f"{settings.views} random views per edit (yaw ±30°, pitch ±20°), 64² renders",

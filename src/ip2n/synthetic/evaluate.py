@@ -71,6 +71,9 @@ class EvalSettings:
     counts: tuple[int, ...] = (1, 2, 3, 4)
     views: int = 4
     seed: int = 2024
+    # Phrasings of the generated cases: "heldout" (the measure) or "train" (the wording the text encoder
+    # learned: the gap between the two is what the text encoder fails to generalise).
+    phrasings: str = "heldout"
     # Sampling settings; None = the model's own defaults (`EditPipeline.defaults`, see `resolved`).
     num_inference_steps: int | None = None
     strength: float | None = None
@@ -88,7 +91,7 @@ def _one_hot_counts(count: int) -> tuple[float, ...]:
 
 
 def make_cases(settings: EvalSettings) -> list[EvalCase]:
-    """`cases_per_count` cases for each number of edits, held-out phrasings, new identities."""
+    """`cases_per_count` cases for each number of edits, new identities, phrasings of `settings.phrasings`."""
     generator = torch.Generator().manual_seed(settings.seed)
     cases = []
     for count in settings.counts:
@@ -96,7 +99,7 @@ def make_cases(settings: EvalSettings) -> list[EvalCase]:
             identity = sample_identity(1, generator)
             source = sample_attributes(generator)
             _, edits = sample_edit(source, generator, count_probabilities=_one_hot_counts(count))
-            cases.append(EvalCase(identity, source, edits, compose_instruction(edits, generator, split="heldout")))
+            cases.append(EvalCase(identity, source, edits, compose_instruction(edits, generator, split=settings.phrasings)))
     return cases
 
 
