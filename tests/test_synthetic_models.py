@@ -142,6 +142,7 @@ class _SpyDiT(torch.nn.Module):
     class config:  # noqa: N801 (mimics DiT.config)
         num_classes = 1
         latent_scale = 1.0
+        prediction_type = "epsilon"
 
     def forward(self, x, t, y, context, identity, identity_keep):
         self.inputs, self.identity_keep = x, identity_keep

@@ -81,6 +81,13 @@ def _request_folders(session: EditSession) -> list[Path]:
 # --- edit requests ------------------------------------------------------------------------------------
 
 
+def test_the_page_starts_at_the_models_own_sampling_settings(session):
+    defaults, model = session.default_settings(), session.pipeline.defaults
+    assert (defaults.num_inference_steps, defaults.strength, defaults.guidance_scale, defaults.image_guidance_scale) == (
+        model.num_inference_steps, model.strength, model.guidance_scale, model.image_guidance_scale)
+    assert model.strength == 0.6  # the built-in world model's tuned strength, not the paper's 0.3
+
+
 def test_edit_writes_every_output_into_a_fresh_folder(session, example_portrait):
     settings = WebEditSettings(num_inference_steps=10, views=3, video=True, video_frames=3, mesh=True,
                                mesh_resolution=24, seed=4)
@@ -105,7 +112,10 @@ def test_edit_writes_every_output_into_a_fresh_folder(session, example_portrait)
 
     # A thin wrapper: the same edit through the pipeline gives the same latent.
     expected = session.pipeline(Image.open(example_portrait).convert("RGB"), ["add eyeglasses", "add a smile"],
-                                num_inference_steps=10, generator=torch.Generator().manual_seed(4)).edited_latent
+                                num_inference_steps=10, strength=settings.strength,
+                                guidance_scale=settings.guidance_scale,
+                                image_guidance_scale=settings.image_guidance_scale,
+                                generator=torch.Generator().manual_seed(4)).edited_latent
     assert np.abs(np.load(outcome.latent) - expected.numpy()).max() <= 1e-6
 
     # Chaining feeds the rendered result back in; each request gets its own folder.
