@@ -11,7 +11,8 @@ never re-implement it. An edit runs these steps (see `EditPipeline.__call__`):
 6. the `EditResult`: absolute source and edited W+ latents, rendered on demand.
 
 Defaults follow the paper and the official inference: the ddim50 schedule, strength 0.3 (noise to
-step 15, then 15 denoising steps), text scale 2.5, image scale 1.0, label 1 in every branch.
+step 15, then 15 denoising steps), text scale 2.5, image scale 1.0, label 1 in every branch. A
+built-in model brings the sampling settings it was tuned with instead (`EditDefaults`).
 Identity conditioning is on, as in the paper and training (the shipped inference script leaves it
 off: `identity_conditioning=False` reproduces that).
 """
@@ -60,7 +61,6 @@ DEFAULT_STEPS = 50
 DEFAULT_STRENGTH = 0.3
 DEFAULT_TEXT_SCALE = 2.5
 DEFAULT_IMAGE_SCALE = 1.0
-
 
 
 @dataclass(frozen=True)
