@@ -10,16 +10,15 @@ of a long sentence wherever it sits in the context window.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES, AttributeValue, sample_attributes
 from ip2n.synthetic.data import sample_edit
+from ip2n.synthetic.fitting import fit
 from ip2n.synthetic.instructions import compose_instruction
 from ip2n.text import TextEncoder, TextEncoderConfig, randomize_token_positions, text_encoder_config, tokenize
 
@@ -100,31 +99,18 @@ def train_text_encoder(
     dense = [p for p in reader.parameters() if p is not encoder.token_embedding.weight]
     optimizers = [torch.optim.AdamW(dense, lr=config.learning_rate, weight_decay=config.weight_decay),
                   torch.optim.SparseAdam(embedding, lr=config.learning_rate)]
-    schedules = [torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
-        for optimizer in optimizers]
-    history, window = [], []
-    reader.train()
-    with tqdm(range(config.steps), desc="text encoder", unit="step", disable=not progress) as bar:
-        for step in bar:
-            rows = torch.randint(len(pool), (config.batch_size,), generator=generator)
-            tokens = randomize_token_positions(pool[rows], training=config.token_position_randomization,
-                                               generator=generator)
-            logits = reader(tokens)
-            loss = torch.stack([F.cross_entropy(part, labels[rows, column]) for column, part in enumerate(logits)]).mean()
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer, schedule in zip(optimizers, schedules):
-                optimizer.step()
-                schedule.step()
-            window.append(float(loss.detach()))
-            if (step + 1) % 50 == 0 or step + 1 == config.steps:
-                history.append((step + 1, sum(window) / len(window)))
-                bar.set_postfix(loss=f"{history[-1][1]:.4f}")
-                window = []
+
+    def loss_fn(rows: torch.Tensor) -> torch.Tensor:
+        tokens = randomize_token_positions(pool[rows], training=config.token_position_randomization,
+                                           generator=generator)
+        logits = reader(tokens)
+        return torch.stack([F.cross_entropy(part, labels[rows, column]) for column, part in enumerate(logits)]).mean()
+
+    # The rows and the TPR offsets share `generator` (the one that drew the pool), as they always have.
+    history = fit(reader, optimizers, loss_fn, len(pool), steps=config.steps, batch_size=config.batch_size,
+                  generator=generator, description="text encoder", progress=progress)
     encoder.token_embedding.sparse = False
-    reader.eval().requires_grad_(False)
+    reader.requires_grad_(False)  # fit leaves it in eval mode
     return encoder, reader, history
 
 

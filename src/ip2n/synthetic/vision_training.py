@@ -20,13 +20,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ip2n.encoding import IdentityEncoder, build_encoder, encoder_preset, identity_preset
 from ip2n.encoding.preim3d import PREIM3DEncoderConfig
 from ip2n.encoding.identity import IdentityConfig
 from ip2n.synthetic.bank import HeadBank
 from ip2n.synthetic.classifier import AttributeClassifier, AttributeClassifierConfig, attribute_targets, classification_loss, predicted_targets
+from ip2n.synthetic.fitting import fit
 from ip2n.synthetic.latent import encode, identity_of, row_bases
 
 ARCFACE_SCALE = 32.0  # logit scale s of ArcFace
@@ -69,28 +69,10 @@ def _fit(
     model: nn.Module, parameters: list[nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor], size: int,
     config: VisionTrainingConfig, description: str, progress: bool,
 ) -> list[tuple[int, float]]:
-    """The shared loop: `loss_fn(rows)` on random batches of row indices < `size`; returns (step, loss) every 50 steps."""
+    """`fitting.fit` with one AdamW over `parameters` and rows drawn from `config.seed`."""
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
-    generator = torch.Generator().manual_seed(config.seed)
-    history, window = [], []
-    model.train()
-    with tqdm(range(config.steps), desc=description, unit="step", disable=not progress) as bar:
-        for step in bar:
-            rows = torch.randint(size, (config.batch_size,), generator=generator)
-            loss = loss_fn(rows)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            window.append(float(loss.detach()))
-            if (step + 1) % 50 == 0 or step + 1 == config.steps:
-                history.append((step + 1, sum(window) / len(window)))
-                bar.set_postfix(loss=f"{history[-1][1]:.4f}")
-                window = []
-    model.eval()
-    return history
+    return fit(model, [optimizer], loss_fn, size, steps=config.steps, batch_size=config.batch_size,
+               generator=torch.Generator().manual_seed(config.seed), description=description, progress=progress)
 
 
 def train_encoder(
