@@ -133,7 +133,7 @@ def run_eval(args) -> int:
     apply_threads(args.threads)
     from pathlib import Path
 
-    from ip2n.builtin import WEIGHTS_DIR, load_synthetic_pipeline
+    from ip2n.builtin import WEIGHTS_DIR, edit_defaults, load_synthetic_pipeline
     from ip2n.pipeline.edit import edit_schedule
     from ip2n.synthetic.evaluate import EvalSettings, evaluate, instruction_losses, make_cases, read_instruction_cases
     from ip2n.synthetic.train_all import ATTRIBUTES_FILE, VARIANTS, load_attribute_classifier
@@ -174,7 +174,7 @@ def run_eval(args) -> int:
     classifier = load_attribute_classifier(weights / ATTRIBUTES_FILE)
     results = {}
     # Unset sampling values come from the model's defaults (world.json); every variant uses the same ones.
-    settings = settings.resolved(load_synthetic_pipeline("cpu", weights).defaults)
+    settings = settings.resolved(edit_defaults(weights))
     try:
         edit_schedule(settings.num_inference_steps, settings.strength)
     except ValueError as exc:

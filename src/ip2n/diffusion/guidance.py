@@ -112,7 +112,7 @@ class DualGuidanceDenoiser:
         self.identity = None if identity is None else torch.cat([identity, identity, torch.zeros_like(identity)])
         self.conditioning_by_timestep: dict[int, ConditioningCache] = {}
         # ā by original timestep (respacing keeps these values), to turn v predictions into epsilon.
-        self.base_alphas_cumprod = make_schedule().alphas_cumprod
+        self.base_alphas_cumprod = make_schedule().alphas_cumprod if model.config.prediction_type == "v" else None
         if timesteps:
             self._precompute_conditioning(list(timesteps))
 
