@@ -85,16 +85,17 @@ def test_realigning_portraits_gives_nearly_the_same_crop(portraits, aligned):
         linear = result.transform[:2, :2]
         scale = math.sqrt(abs(np.linalg.det(linear)))
         rotation = math.degrees(math.atan2(linear[1, 0], linear[0, 0]))
-        assert abs(scale - 1) < 0.04, (name, scale)
+        assert abs(scale - 1) < 0.035, (name, scale)
         assert abs(rotation) < 1.5, (name, rotation)
         errors.append(corner_error(result.transform))
         difference = np.abs(np.asarray(result.image, dtype=np.float64) - np.asarray(image, dtype=np.float64))
         pixel_differences.append(difference.mean())
         assert result.image.size == (SIZE, SIZE) and result.image.mode == "RGB"
     # Calibration residuals (different landmark detector than the one that made the crops):
-    # mean 8.3 px, max 15.4 px at the corners; mean pixel difference 11.8 / 255.
-    assert max(errors) < 20 and np.mean(errors) < 10, errors
-    assert np.mean(pixel_differences) < 15 and max(pixel_differences) < 25, pixel_differences
+    # mean 6.6 px, max 11.6 px at the corners (leave-one-out 7.2 / 12.8 px); mean pixel
+    # difference 10.7 / 255 (benchmarks/align_calibration.py).
+    assert max(errors) < 15 and np.mean(errors) < 8, errors
+    assert np.mean(pixel_differences) < 13 and max(pixel_differences) < 25, pixel_differences
 
 
 def test_other_portraits_are_far_from_the_crop(portraits):
@@ -138,8 +139,8 @@ def test_perturbed_copies_recover_the_crop(portraits, aligned, case):
         portrait_to_crop = result.transform @ placement
         # Same crop as aligning the portrait itself (measured: ≤ 6 px at the corners) ...
         assert corner_error(portrait_to_crop, aligned[name].transform) < 8, (name, case)
-        # ... and as the portrait's own framing, up to the calibration residual.
-        assert corner_error(portrait_to_crop) < 22, (name, case)
+        # ... and as the portrait's own framing, up to the calibration residual (measured: ≤ 14.2 px).
+        assert corner_error(portrait_to_crop) < 18, (name, case)
         mean_landmark_shift = np.linalg.norm(result.landmarks - aligned[name].landmarks, axis=1).mean()
         assert mean_landmark_shift < 4, (name, case, mean_landmark_shift)
 

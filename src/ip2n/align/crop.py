@@ -3,10 +3,12 @@
 EG3D crops FFHQ by fitting five landmarks (eye centres, nose tip, mouth corners) to a 3-D mean face
 with an affine camera, then cutting a square whose centre is where a fixed point of that 3-D face
 lands and whose side is a fixed multiple of the fitted scale. Using the 3-D fit instead of 2-D
-distances keeps the crop steady when the head turns. The roll is taken from the eyes and mouth as
-FFHQ's alignment does, so faces come out upright (the shared portraits have |roll| < 0.7° by that
-rule). The constants below were calibrated so that re-aligning already-aligned EG3D crops gives
-the identity (docs/alignment.md).
+distances keeps the crop steady when the head turns. ip2n takes the centre from that affine fit but
+the scale from a rigid fit (a scaled rotation) of the same five points, with a small correction for
+the head's pitch: with dlib's landmarks that predicts EG3D's crop size better (docs/alignment.md).
+The roll is taken from the eyes and mouth as FFHQ's alignment does, so faces come out upright (the
+shared portraits have |roll| < 0.7° by that rule). The constants below were calibrated so that
+re-aligning already-aligned EG3D crops gives the identity (benchmarks/align_calibration.py).
 
 Coordinates: pixels, top-left corner of the image at (0, 0) (see landmarks.py). Transforms are
 (3, 3) float64 matrices acting on homogeneous column vectors (x, y, 1): input → crop.
@@ -14,32 +16,52 @@ Coordinates: pixels, top-left corner of the image at (0, 0) (see landmarks.py). 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
 
 from ip2n.align.landmarks import five_point_template, five_points
+from ip2n.align.pose import estimate_head_pose, fit_weak_perspective
 
 # The crop size the constants refer to; other output sizes scale the same crop.
 REFERENCE_SIZE = 512
 # The 3-D point (template millimetres, see landmarks.py) that lands on the crop centre.
-CROP_ANCHOR = np.array([0.0, 8.4, -52.8])
-# Crop side = this many template millimetres, at the fitted scale.
-CROP_SIDE_MM = 238.3
+CROP_ANCHOR = np.array([0.0, 8.38, -53.66])
+# Crop side = this many template millimetres at the rigid fit's scale, for a face seen at zero pitch ...
+CROP_SIDE_MM = 239.56
+# ... times exp(CROP_SIDE_PER_PITCH · pitch) (pitch in radians, ip2n convention: positive = seen from
+# below). Measured, not derived: without it faces seen from below come out ~1.4 % too large per 15°.
+CROP_SIDE_PER_PITCH = -0.0518
 # Where dlib's detector puts the face box in an aligned REFERENCE_SIZE crop (left, top, right,
 # bottom): the landmark refinement on the aligned crop starts from it instead of detecting again.
 ALIGNED_FACE_BOX = (98.0, 99.0, 420.0, 421.0)
 
 
-def crop_transform(landmarks: np.ndarray, output_size: int = REFERENCE_SIZE) -> np.ndarray:
-    """68 landmarks (68, 2) in input pixels → the (3, 3) similarity mapping the input onto the crop."""
+def crop_transform(
+    landmarks: np.ndarray,
+    output_size: int = REFERENCE_SIZE,
+    *,
+    anchor: np.ndarray = CROP_ANCHOR,
+    side_mm: float = CROP_SIDE_MM,
+    side_per_pitch: float = CROP_SIDE_PER_PITCH,
+) -> np.ndarray:
+    """68 landmarks (68, 2) in input pixels → the (3, 3) similarity mapping the input onto the crop.
+
+    `anchor`, `side_mm`, `side_per_pitch` default to the calibrated constants; they are arguments only
+    so that the calibration can try others.
+    """
     points = five_points(landmarks)  # (5, 2)
     template = five_point_template()  # (5, 3)
-    # Affine camera: points ≈ template @ A[:, :3].T + A[:, 3].
+    # Centre: affine camera, points ≈ template @ A[:, :3].T + A[:, 3], as in EG3D's recipe.
     design = np.hstack((template, np.ones((5, 1))))  # (5, 4)
     affine = np.linalg.lstsq(design, points, rcond=None)[0].T  # (2, 4)
-    pixels_per_mm = 0.5 * (np.linalg.norm(affine[0, :3]) + np.linalg.norm(affine[1, :3]))
-    centre = affine[:, :3] @ CROP_ANCHOR + affine[:, 3]  # (2,)
-    side = CROP_SIDE_MM * pixels_per_mm
+    centre = affine[:, :3] @ anchor + affine[:, 3]  # (2,)
+    # Scale: a rigid fit's pixels per mm. The affine camera's row norms also absorb how far this
+    # face's proportions are from the mean face's, which dlib's points exaggerate.
+    pixels_per_mm = fit_weak_perspective(points, template).scale
+    pitch = estimate_head_pose(landmarks).pitch
+    side = side_mm * pixels_per_mm * math.exp(side_per_pitch * pitch)
     return similarity_matrix(centre, side, roll_angle(landmarks), output_size)
 
 

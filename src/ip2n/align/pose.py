@@ -20,8 +20,20 @@ import torch
 from ip2n.align.landmarks import TEMPLATE_INDICES, TEMPLATE_POINTS
 from ip2n.rendering.cameras import camera_labels
 
-# Gauss–Newton converges in 3–5 steps from the affine start; the cap only guards odd inputs.
+# Gauss–Newton from the affine start gains about a digit per step (the residuals are not zero):
+# 3–8 steps to a rotation step below _TOLERANCE radians, where the scale has settled to ~1e-7.
+# The cap only guards odd inputs.
 _MAX_ITERATIONS = 20
+_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class WeakPerspectiveFit:
+    """A rigid fit of a 3-D model to image points: rotation (3, 3), pixels per model unit, RMS residual (px)."""
+
+    rotation: np.ndarray
+    scale: float
+    residual: float
 
 
 @dataclass(frozen=True)
@@ -35,13 +47,13 @@ class HeadPose:
 
 def estimate_head_pose(landmarks: np.ndarray) -> HeadPose:
     """68 landmarks (68, 2) in pixels (y down) → the camera's yaw and pitch relative to the face."""
-    rotation, residual = fit_weak_perspective(landmarks[TEMPLATE_INDICES], TEMPLATE_POINTS)
+    fit = fit_weak_perspective(landmarks[TEMPLATE_INDICES], TEMPLATE_POINTS)
     # The camera looks along −z of its frame, so it sits at +z: that direction in face coordinates.
-    to_camera = rotation[2]  # (3,) = rotationᵀ @ (0, 0, 1)
+    to_camera = fit.rotation[2]  # (3,) = rotationᵀ @ (0, 0, 1)
     yaw = math.atan2(to_camera[0], to_camera[2])
     # EG3D's look-at sampler puts the camera at height cos(φ) = −2·pitch/π on the unit sphere.
     pitch = -0.5 * math.pi * float(np.clip(to_camera[1], -1.0, 1.0))
-    return HeadPose(yaw=yaw, pitch=pitch, residual=residual)
+    return HeadPose(yaw=yaw, pitch=pitch, residual=fit.residual)
 
 
 def camera_label(pose: HeadPose) -> torch.Tensor:
@@ -49,12 +61,12 @@ def camera_label(pose: HeadPose) -> torch.Tensor:
     return camera_labels(pose.yaw, pose.pitch)[0]
 
 
-def fit_weak_perspective(image_points: np.ndarray, model_points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares rotation of `model_points` (K, 3) onto `image_points` (K, 2) (pixels, y down).
+def fit_weak_perspective(image_points: np.ndarray, model_points: np.ndarray) -> WeakPerspectiveFit:
+    """Least-squares rotation and scale of `model_points` (K, 3) onto `image_points` (K, 2) (pixels, y down).
 
-    Model: image ≈ scale · (R · model)[:2] + shift, in a y-up image frame. Returns R (3, 3), which
-    maps face coordinates (x left-of-subject, y up, z out of the face) to camera coordinates
-    (x right, y up, z towards the viewer), and the RMS residual in pixels.
+    Model: image ≈ scale · (R · model)[:2] + shift, in a y-up image frame. R (3, 3) maps face
+    coordinates (x left-of-subject, y up, z out of the face) to camera coordinates (x right, y up,
+    z towards the viewer); the scale is in pixels per model unit.
     """
     observed = image_points * np.array([1.0, -1.0])  # (K, 2), y up
     rotation, scale, shift = _affine_start(observed, model_points)
@@ -75,11 +87,11 @@ def fit_weak_perspective(image_points: np.ndarray, model_points: np.ndarray) -> 
         rotation = rotation @ _rodrigues(step[:3])
         scale += step[3]
         shift = shift + step[4:]
-        if np.abs(step[:3]).max() < 1e-9:
+        if np.abs(step[:3]).max() < _TOLERANCE:
             break
     rotated = model_points @ rotation.T
     residual = float(np.sqrt(np.mean(np.sum((scale * rotated[:, :2] + shift - observed) ** 2, axis=1))))
-    return rotation, residual
+    return WeakPerspectiveFit(rotation=rotation, scale=float(scale), residual=residual)
 
 
 def _affine_start(observed: np.ndarray, model_points: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
