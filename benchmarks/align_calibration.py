@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         difference = np.abs(np.asarray(result.image, dtype=np.float64) - np.asarray(image, dtype=np.float64))
         differences.append(float(difference.mean()))
 
-    current = np.array([
-        crop_module.CROP_ANCHOR[1], crop_module.CROP_ANCHOR[2], crop_module.CROP_SIDE_MM, crop_module.CROP_SIDE_PER_PITCH
-    ])
+    anchor = crop_module.CROP_ANCHOR
+    current = np.array([anchor[1], anchor[2], crop_module.CROP_SIDE_MM, crop_module.CROP_SIDE_PER_PITCH])
     fitted = fit_constants(landmarks, current)
     left_out = []
     for index in range(len(paths)):
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     print("constants in use: anchor y, z = {:.2f}, {:.2f}; side = {:.2f} mm; side per pitch = {:.4f}".format(*current))
     print("fitted on all:    anchor y, z = {:.2f}, {:.2f}; side = {:.2f} mm; side per pitch = {:.4f}".format(*fitted))
     refitted = [corner_error(transform_for(points, fitted)) for points in landmarks]
-    print(f"corner displacement with the fitted constants: mean {np.mean(refitted):.2f} px, max {np.max(refitted):.2f} px")
+    print(f"corner displacement with the fitted constants: mean {np.mean(refitted):.2f}, max {np.max(refitted):.2f} px")
     if args.json:
         report = {label: {"mean": float(values.mean()), "max": float(values.max())} for label, values in rows.items()}
         report["fitted constants"] = dict(zip(("anchor_y", "anchor_z", "side_mm", "side_per_pitch"), fitted.tolist()))
