@@ -262,6 +262,19 @@ def test_prompts_are_encoded_once_and_chained_edits_run_in_turn(pipeline):
     assert _max_error(result.edited_latent, codes + pipeline.latent_avg) <= TOLERANCE
 
 
+def test_the_empty_prompt_is_encoded_when_the_pipeline_is_built(weights_dir):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(TEXT_ENCODER_PRESETS, WIDE_TEXT, WIDE_TEXT_CONFIG)
+        pipeline = EditPipeline.from_weights(weights_dir, sizes=TINY_SIZES)
+    encoded_rows = []
+    hook = pipeline.text_encoder.register_forward_hook(lambda module, args, out: encoded_rows.append(out.shape[0]))
+    try:
+        pipeline(portrait(5), "add glasses", generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert encoded_rows == [1]  # only the instruction: the first edit costs what every later one does
+
+
 def test_several_instructions_become_one_prompt(pipeline):
     result = pipeline(portrait(4), ["Add glasses.", "make him smile", "give him a beard"], num_inference_steps=20)
     assert result.settings.prompts == ("Add glasses, make him smile and give him a beard",)

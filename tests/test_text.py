@@ -248,6 +248,14 @@ def test_prompt_encoder_encodes_each_prompt_once(tiny_encoder):
     assert first.shape == (4, CONTEXT_LENGTH, 8)
 
 
+def test_a_prompt_encodes_the_same_alone_or_in_a_batch(tiny_encoder):
+    prompts = ["add bangs", "", "make him smile"]
+    with torch.no_grad():
+        batched = tiny_encoder(tokenize(prompts))
+        alone = torch.cat([tiny_encoder(tokenize([prompt])) for prompt in prompts])
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_vit_h14_encodes_prompts():
     encoder = TextEncoder(text_encoder_config("ViT-H-14"))

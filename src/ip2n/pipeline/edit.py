@@ -246,6 +246,9 @@ class EditPipeline:
         self.model_name = model_name
         self.defaults = defaults
         self.prompt_encoder = PromptEncoder(text_encoder)
+        # The empty prompt is every edit's "no text" context: encoding it belongs to construction
+        # (like w_avg), not to whichever edit happens to come first.
+        self.prompt_encoder.encode_prompts([""])
         self.load_seconds: float | None = None
 
     @property
