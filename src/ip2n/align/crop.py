@@ -58,7 +58,8 @@ def crop_transform(
     affine = np.linalg.lstsq(design, points, rcond=None)[0].T  # (2, 4)
     centre = affine[:, :3] @ anchor + affine[:, 3]  # (2,)
     # Scale: a rigid fit's pixels per mm. The affine camera's row norms also absorb how far this
-    # face's proportions are from the mean face's, which dlib's points exaggerate.
+    # face's proportions are from the mean face's; with dlib's points the rigid scale predicts
+    # EG3D's crop size better.
     pixels_per_mm = fit_weak_perspective(points, template).scale
     pitch = estimate_head_pose(landmarks).pitch
     side = side_mm * pixels_per_mm * math.exp(side_per_pitch * pitch)

@@ -21,8 +21,8 @@ from ip2n.align.landmarks import TEMPLATE_INDICES, TEMPLATE_POINTS
 from ip2n.rendering.cameras import camera_labels
 
 # Gauss–Newton from the affine start gains about a digit per step (the residuals are not zero):
-# 3–8 steps to a rotation step below _TOLERANCE radians, where the scale has settled to ~1e-7.
-# The cap only guards odd inputs.
+# 5–12 steps to a rotation step below _TOLERANCE radians, by when the scale has settled to well
+# under 1e-5 of itself. The cap only guards odd inputs.
 _MAX_ITERATIONS = 20
 _TOLERANCE = 1e-6
 
