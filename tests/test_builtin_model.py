@@ -142,6 +142,9 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
     assert status == 0
     figures = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]["all"]
     assert figures["cases"] == 1 and 0 <= figures["identity_cosine"] <= 1
+    assert 0 <= figures["exact_edit_identity_cosine"] <= 1
+    assert 0 <= figures["identity_drift_truth"] < 0.15  # the world's people differ by about 1.1
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "| full |" in report and "could" not in report  # figures, not raw instructions
+    assert "identity cosine of the exact edit" in report
     assert Image.open(tmp_path / "eval" / "success_by_count.png").size == (720, 360)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from ip2n.synthetic.attributes import (
     sample_identity,
 )
 from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
-from ip2n.synthetic.instructions import CORE, compose_instruction, phrasings
+from ip2n.synthetic.instructions import CORE, DESCRIPTIVE_FRAMES, FRAMES, compose_instruction, core_phrases, phrasings
 from ip2n.synthetic.latent import attributes_of, identity_of
 
 
@@ -141,6 +142,23 @@ def test_instruction_phrasings():
     generator = torch.Generator().manual_seed(0)
     sentence = compose_instruction({"eyeglasses": True, "smile": True, "hair_color": "blue"}, generator)
     assert sentence.count(",") + sentence.count(" and ") >= 2 and "blue" in sentence
+
+
+def test_heldout_phrasings_use_only_words_the_training_split_teaches():
+    # A text tower trained from scratch cannot know a word it never saw (a pretrained CLIP would), so
+    # the held-out split holds out wordings of known words: every word of a held-out core phrase
+    # occurs in some training core phrase or frame.
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z'-]+", re.sub(r"\{\w+\}", " ", text.lower())))
+
+    taught = set().union(*(words(frame) for frame in FRAMES + DESCRIPTIVE_FRAMES))
+    for attribute, value in CORE:
+        taught |= set().union(*(words(t) for t in core_phrases(attribute, value, "train")))
+    taught.add("and")  # the joiner of multi-edit sentences
+    unseen = {t: words(t) - taught for a, v in CORE for t in core_phrases(a, v, "heldout") if words(t) - taught}
+    assert not unseen
+    held = sum(len(core_phrases(a, v, "heldout")) for a, v in CORE)
+    assert 0.15 < held / sum(len(CORE[key]) for key in CORE) < 0.35  # about a quarter held out
 
 
 def test_synth_data_command_writes_the_official_layout(tmp_path):

@@ -201,13 +201,17 @@ def test_evaluation_figures_are_computed_per_count():
     from ip2n.synthetic.evaluate import CaseResult, summarize
 
     def case(count, success, changed):
-        return CaseResult(count, success, not success, changed, 10, 3 if success else 1, 4, 0.02, 0.9, 0.01, 1.0)
+        return CaseResult(count, success, not success, changed, 10, 3 if success else 1, 4, 0.02, 0.9,
+                          exact_edit_identity_cosine=0.8 if success else 0.7, identity_drift=0.03 * count,
+                          reconstruction_error=0.01, reconstruction_attributes=1.0)
 
     summary = summarize([case(1, True, 0), case(1, False, 1), case(2, True, 2)])
     assert summary["by_count"]["1"]["success_truth"] == 0.5 and summary["by_count"]["2"]["success_truth"] == 1.0
     assert summary["all"]["other_attributes_changed_truth"] == pytest.approx(3 / 30)
     assert summary["all"]["AA"] == pytest.approx(7 / 12)
     assert summary["all"]["AD_percent"] == pytest.approx(2.0)
+    assert summary["all"]["exact_edit_identity_cosine"] == pytest.approx(2.3 / 3)
+    assert summary["by_count"]["1"]["identity_drift_truth"] == pytest.approx(0.03)
 
 
 def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
@@ -241,3 +245,14 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert "strength must lie strictly between 0 and 1" in capsys.readouterr().err
     assert main(["synth", "eval", "--weights", str(tmp_path), "--out", str(tmp_path / "eval2")]) != 0
     assert "holds no trained synthetic world" in capsys.readouterr().err
+    # Ablations can be evaluated one by one (each is its own training); unknown or untrained ones are refused.
+    assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr,bogus", "--out", str(tmp_path / "e4")]) != 0
+    assert "unknown ablation bogus; choose from no_tpr, no_identity, img2img" in capsys.readouterr().err
+    assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--out", str(tmp_path / "e5")]) != 0
+    assert "no no_tpr ablation in" in capsys.readouterr().err
+    (out / "ablations" / "no_tpr").mkdir(parents=True)
+    for name in ("dit.safetensors", "dit.json"):  # a stand-in: any DiT of the world will do for the plumbing
+        (out / "ablations" / "no_tpr" / name).write_bytes((out / name).read_bytes())
+    assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--cases", "1", "--counts", "1",
+                 "--out", str(tmp_path / "e6"), "--threads", "1"]) == 0
+    assert set(json.loads((tmp_path / "e6" / "eval.json").read_text())) == {"full", "no_tpr"}

@@ -40,7 +40,7 @@ def add_parser(commands) -> None:
             "Render a bank of heads, train the inversion encoder, identity network, attribute classifier and "
             "text encoder, then the conditional DiT with the training pipeline. Resumable: finished stages in "
             "--work and finished models in --out are kept. The defaults reproduce the shipped weights "
-            "(about 40 minutes on 2 CPU cores)."
+            "(about 90 minutes on 2 CPU cores; world.json records the time of each stage)."
         ),
     )
     train_all.add_argument("--out", required=True, help="folder for the trained weights (+ world.json)")
@@ -64,8 +64,9 @@ def add_parser(commands) -> None:
         ),
     )
     evaluation.add_argument("--weights", help="the world's weights (default: the built-in model)")
-    evaluation.add_argument("--ablations", action="store_true",
-                            help="also evaluate WEIGHTS/ablations/<variant>/dit.safetensors (from train-all --ablations)")
+    evaluation.add_argument("--ablations", nargs="?", const="all", metavar="VARIANT,...",
+                            help="also evaluate WEIGHTS/ablations/<variant>/dit.safetensors (from train-all "
+                                 "--ablations): all of them, or the comma-separated variants named")
     evaluation.add_argument("--instructions", metavar="FILE",
                             help='JSON lines {"instruction": "...", "edits": {"attribute": value}} instead of the held-out phrasings')
     evaluation.add_argument("--cases", type=int, default=50, metavar="N", help="cases per number of edits (default 50)")
@@ -160,7 +161,11 @@ def run_eval(args) -> int:
         cases = make_cases(settings)
     variants = {"full": None}
     if args.ablations:
-        for variant in VARIANTS[1:]:
+        chosen = VARIANTS[1:] if args.ablations == "all" else tuple(args.ablations.split(","))
+        unknown = [variant for variant in chosen if variant not in VARIANTS[1:]]
+        if unknown:
+            raise UserError(f"unknown ablation {', '.join(unknown)}; choose from {', '.join(VARIANTS[1:])}")
+        for variant in chosen:
             folder = weights / "ablations" / variant
             if not (folder / "dit.safetensors").is_file():
                 raise UserError(f"no {variant} ablation in {folder}; run `ip2n synth train-all --ablations` first")

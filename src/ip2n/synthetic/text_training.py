@@ -32,7 +32,7 @@ EDIT_COUNT_PROBABILITIES = (0.4, 0.3, 0.2, 0.1)  # 1 … 4 edits per training se
 class TextTrainingConfig:
     steps: int = 1500
     batch_size: int = 128
-    pool_size: int = 32768  # distinct training sentences
+    pool_size: int = 65536  # distinct training sentences
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     seed: int = 0
