@@ -34,3 +34,15 @@ def test_cli_bench_train_prints_a_table(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:3] == ["preset", "identity", "loss"] and lines[2].startswith("tiny")
     assert [row["identity_loss"] for row in json.loads(out.read_text())["rows"]] == [True, False]
+
+
+def test_cli_bench_edit_refuses_a_negative_orbit_before_building_weights(capsys, monkeypatch):
+    from ip2n.bench import edit
+    from ip2n.cli import main
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the benchmark started despite a bad --frames")
+
+    monkeypatch.setattr(edit, "run_edit_benchmark", must_not_run)
+    assert main(["bench", "edit", "--frames", "-1"]) != 0
+    assert "--frames must be 0 (no orbit) or more, got -1" in capsys.readouterr().err

@@ -58,8 +58,9 @@ def _measure_pipeline(weights_dir: str, orbit_frames: int, image_path: str | Non
     _edit_and_view(pipeline, image, "put glasses on her", 1, timer, "first edit")
     # Warm: what every further edit of a running process (batch, web app) costs.
     result = _edit_and_view(pipeline, image, "put glasses on her and make her smile", 2, timer, "next edit")
-    with timer.stage(f"{orbit_frames}-frame orbit of the edit (tri-planes reused)"):
-        result.scene("edited").orbit(orbit_frames, progress=False)
+    if orbit_frames:
+        with timer.stage(f"{orbit_frames}-frame orbit of the edit (tri-planes reused)"):
+            result.scene("edited").orbit(orbit_frames, progress=False)
     return timer.rows
 
 

@@ -28,7 +28,7 @@ def add_parser(commands) -> None:
     editing.set_defaults(run=run_editing, threads=2)
     edit = targets.add_parser("edit", help="the whole edit pipeline at full size: load, edit, one view, orbit")
     edit.add_argument("--image", help="portrait to edit (default: a synthetic stand-in; the cost is the same)")
-    edit.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
+    edit.add_argument("--frames", type=int, default=60, help="orbit frames (default 60; 0 skips the orbit)")
     edit.add_argument("--json", help="also write the figures to this JSON file")
     add_threads_option(edit)
     edit.set_defaults(run=run_edit, threads=2)
@@ -62,6 +62,8 @@ def run_editing(args) -> int:
 
 
 def run_edit(args) -> int:
+    if args.frames < 0:  # refused before the minute spent writing full-size random weights
+        raise UserError(f"--frames must be 0 (no orbit) or more, got {args.frames}")
     apply_threads(args.threads)
     from ip2n.bench.edit import run_edit_benchmark
 
