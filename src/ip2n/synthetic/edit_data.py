@@ -21,10 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ip2n.diffusion import pack_latent
-from ip2n.synthetic.attributes import IDENTITY_PARAMS
 from ip2n.synthetic.data import EDIT_COUNT_PROBABILITIES, sample_edit
 from ip2n.synthetic.instructions import compose_instruction
-from ip2n.synthetic.latent import attributes_of, coordinates_from, encode, row_bases
+from ip2n.synthetic.latent import attribute_change, attributes_of, encode, row_bases
 from ip2n.text import tokenize
 from ip2n.training.objective import Batch
 from ip2n.training.samples import SampleSet
@@ -80,13 +79,12 @@ def build_edit_data(
     attributes (1–3 by default, as `ip2n synth data`), and a training-split instruction for it."""
     generator = torch.Generator().manual_seed(seed)
     attributes = attributes_of(coordinates)
-    no_identity = torch.zeros(1, len(IDENTITY_PARAMS))
     rows = torch.randint(len(attributes), (samples,), generator=generator)
     deltas, instructions = torch.zeros(samples, coordinates.shape[1]), []
     for sample, row in enumerate(tqdm(rows.tolist(), desc="edit triplets", unit="triplet", disable=not progress)):
         source = attributes[row]
         target, edits = sample_edit(source, generator, count_probabilities=count_probabilities)
-        deltas[sample] = (coordinates_from(no_identity, [target]) - coordinates_from(no_identity, [source]))[0]
+        deltas[sample] = attribute_change(source, target)[0]
         instructions.append(compose_instruction(edits, generator, split="train"))
     return SyntheticEditData(source_codes=source_codes, source_identity=source_identity, rows=rows,
                              coordinate_deltas=deltas, tokens=tokenize(instructions), instructions=tuple(instructions))

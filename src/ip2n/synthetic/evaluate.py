@@ -42,7 +42,6 @@ from ip2n.synthetic.attributes import (
     ATTRIBUTE_NAMES,
     BINARY_ATTRIBUTES,
     CATEGORICAL_ATTRIBUTES,
-    IDENTITY_PARAMS,
     Attributes,
     complete_attributes,
     hidden_attributes,
@@ -55,7 +54,7 @@ from ip2n.synthetic.classifier import GROUPS, AttributeClassifier
 from ip2n.synthetic.data import sample_edit
 from ip2n.synthetic.generator import SyntheticHeadGenerator
 from ip2n.synthetic.instructions import compose_instruction
-from ip2n.synthetic.latent import attributes_of, coordinates_from, decode, encode, identity_of
+from ip2n.synthetic.latent import attribute_change, attributes_of, decode, encode, identity_of
 
 YAW_RANGE, PITCH_RANGE = math.radians(30), math.radians(20)
 
@@ -224,9 +223,7 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
     source_views = renderer.synthesis(result.source_latent.expand(len(views), -1, -1), views)["image"]
     edited_views = renderer.synthesis(result.edited_latent.expand(len(views), -1, -1), views)["image"]
     # The exact edit: the reconstruction with the requested attributes moved exactly to their targets.
-    no_identity = torch.zeros(1, len(IDENTITY_PARAMS))
-    exact_delta = coordinates_from(no_identity, [target]) - coordinates_from(no_identity, [case.source])
-    exact_edit = result.source_latent + encode(exact_delta, bases)
+    exact_edit = result.source_latent + encode(attribute_change(case.source, target), bases)
     exact_views = renderer.synthesis(exact_edit.expand(len(views), -1, -1), views)["image"]
     identity_network = pipeline.identity_encoder
     source_features = identity_network(source_views)

@@ -124,6 +124,13 @@ def coordinates_from(identity: torch.Tensor, attributes: Sequence[Mapping[str, o
 
 
 
+def attribute_change(source: Mapping[str, object], target: Mapping[str, object]) -> torch.Tensor:
+    """Coordinates (1, K) that move a head with attributes `source` to `target`, identity untouched
+    (codes are linear, so adding them to any latent's coordinates is the exact edit)."""
+    no_identity = torch.zeros(1, len(IDENTITY_PARAMS))
+    return coordinates_from(no_identity, [target]) - coordinates_from(no_identity, [source])
+
+
 def _attribute_codes(attributes: Attributes) -> list[float]:
     codes = [1.0 if attributes[name] else -1.0 for name in BINARY_ATTRIBUTES]
     for name, values in CATEGORICAL_ATTRIBUTES.items():
