@@ -367,3 +367,55 @@ def test_modulated_conv2d_matches_definition(batch, up, kernel, demodulate):
     f = setup_filter((1, 3, 3, 1)).double()
     out = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, resample_filter=f)
     torch.testing.assert_close(out, reference_modulated_conv(x, weight, styles, demodulate, up, f))
+
+
+def test_large_inference_convolutions_go_through_nnpack_and_match_onednn():
+    from ip2n.ops import fast_conv
+
+    if not fast_conv.nnpack_ready():
+        pytest.skip("this torch build has no NNPACK")
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 64, 64)
+    weight = torch.randn(8, 16, 3, 3)
+    styles = torch.randn(1, 16)
+    with torch.no_grad():
+        assert fast_conv.uses_nnpack(x, weight)
+        fast = modulated_conv2d(x, weight, styles)
+        with fast_conv.exact_convolutions():
+            assert not fast_conv.uses_nnpack(x, weight)
+            exact = modulated_conv2d(x, weight, styles)
+    assert fast.is_contiguous() and exact.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(fast, exact)  # really another kernel...
+    torch.testing.assert_close(fast, exact, rtol=0, atol=1e-4 * float(exact.abs().max()))  # ...with the same values
+
+
+def test_convolutions_that_need_gradients_or_are_small_stay_on_onednn():
+    from ip2n.ops import fast_conv
+
+    big, small = torch.randn(1, 4, 64, 64), torch.randn(1, 4, 32, 32)
+    weight = torch.randn(4, 4, 3, 3)
+    assert not fast_conv.uses_nnpack(small, weight)
+    assert not fast_conv.uses_nnpack(big, torch.randn(4, 4, 1, 1))
+    assert not fast_conv.uses_nnpack(big.double(), weight.double())
+    assert not fast_conv.uses_nnpack(big, weight.requires_grad_())
+    x = big.requires_grad_()
+    fast_conv.conv2d_same(x, weight, 1).sum().backward()  # autograd works as with F.conv2d
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize(("height", "padding"), [(70, 1), (67, 2)])
+def test_nnpack_convolution_in_bands_matches_one_pass(monkeypatch, height, padding):
+    from ip2n.ops import fast_conv
+
+    if not fast_conv.nnpack_ready():
+        pytest.skip("this torch build has no NNPACK")
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, height, 64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(5, 3, 2 * padding + 1, 2 * padding + 1)
+    # Bands of 16 rows: a last band shorter than the others, and borders at the top and bottom.
+    monkeypatch.setattr(fast_conv, "NNPACK_BAND_ELEMENTS", 2 * 3 * 64 * 16)
+    with torch.no_grad():
+        banded = fast_conv.conv2d_same(x, weight, padding)
+        exact = F.conv2d(x, weight, padding=padding)
+    assert banded.shape == exact.shape and banded.is_contiguous()
+    torch.testing.assert_close(banded, exact, rtol=0, atol=1e-4 * float(exact.abs().max()))

@@ -136,6 +136,33 @@ def test_latent_triplets_apply_exactly_the_requested_edit():
     assert grid_rows.source_latent.shape == (2, 64, 4, 4) and len(grid_rows.instructions) == 2
 
 
+def test_each_ablation_variant_turns_off_what_its_name_says(tmp_path):
+    from ip2n.synthetic.train_all import VARIANTS, WorldTrainingConfig, dit_training_config
+
+    config = WorldTrainingConfig.quick()
+    objectives = {variant: dit_training_config(variant, config, tmp_path).objective for variant in VARIANTS}
+    assert {v for v, o in objectives.items() if not o.token_position_randomization} == {"no_tpr", "single_edit_no_tpr"}
+    assert {v for v, o in objectives.items() if not o.identity_conditioning} == {"no_identity"}
+    assert {v for v, o in objectives.items() if o.identity_weight == 0} == {"no_identity"}
+    assert {v for v, o in objectives.items() if not o.source_conditioning} == {"img2img"}
+    with pytest.raises(ValueError, match="unknown variant 'no_text'"):
+        dit_training_config("no_text", config, tmp_path)
+
+
+def test_single_edit_triplets_hold_one_instruction_each():
+    from ip2n.synthetic.train_all import SINGLE_EDIT_COUNT_PROBABILITIES
+
+    coordinates, attributes = _random_coordinates(5, seed=4)
+    codes = encode(coordinates, row_bases(64))
+    identity = torch.nn.functional.normalize(torch.randn(5, 512), dim=1)
+    data = build_edit_data(coordinates, codes, identity, 16, seed=2, progress=False,
+                           count_probabilities=SINGLE_EDIT_COUNT_PROBABILITIES)
+    for sample in range(16):
+        edited = attributes_of(coordinates[int(data.rows[sample])][None] + data.coordinate_deltas[sample])[0]
+        source = attributes[int(data.rows[sample])]
+        assert sum(edited[name] != source[name] for name in ATTRIBUTE_NAMES) == 1
+
+
 class _SpyDiT(torch.nn.Module):
     """Records what the objective feeds the DiT; predicts zeros (epsilon ‖ variance channels)."""
 
@@ -247,7 +274,7 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert "holds no trained synthetic world" in capsys.readouterr().err
     # Ablations can be evaluated one by one (each is its own training); unknown or untrained ones are refused.
     assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr,bogus", "--out", str(tmp_path / "e4")]) != 0
-    assert "unknown ablation bogus; choose from no_tpr, no_identity, img2img" in capsys.readouterr().err
+    assert "unknown ablation bogus; choose from no_tpr, no_identity, img2img, single_edit, single_edit_no_tpr" in capsys.readouterr().err
     assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--out", str(tmp_path / "e5")]) != 0
     assert "no no_tpr ablation in" in capsys.readouterr().err
     (out / "ablations" / "no_tpr").mkdir(parents=True)

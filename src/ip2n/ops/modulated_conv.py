@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ip2n.ops.fast_conv import conv2d_same, uses_nnpack
 from ip2n.ops.filtering import filter2d
 
 DEMODULATION_EPS = 1e-8
@@ -55,9 +56,12 @@ def modulated_conv2d(
 ) -> torch.Tensor:
     """Modulated "same" convolution (padding k // 2), optionally upsampling 2× first.
 
-    x: (N, I, H, W), weight (O, I, k, k), styles (N, I) → (N, O, H·up, W·up), channels-last
-    memory format (the oneDNN CPU kernels for these convolutions, the depthwise filters and the
-    1×1 ToRGB convolutions are several times faster in it; the values are the same). A batch of
+    x: (N, I, H, W), weight (O, I, k, k), styles (N, I) → (N, O, H·up, W·up). Memory layout: oneDNN's
+    kernels for the upsampling and 3×3 convolutions (and the depthwise filters after them) are
+    several times faster in channels-last, so those run in it; large 3×3 convolutions at inference
+    go through NNPACK instead (`ip2n.ops.fast_conv`), which works in NCHW; a 1×1 convolution keeps
+    its input's layout (converting a 512² map costs ten times the convolution). The values do not
+    depend on the layout. A batch of
     one folds the styles into the kernel (cheaper than scaling the activations: the kernel is far
     smaller than a 512² map); larger batches scale the activations instead, so that all samples
     share one kernel and one batched convolution. `resample_filter` (fh, fw) is required for
@@ -67,7 +71,8 @@ def modulated_conv2d(
         raise ValueError(f"only up = 1 or 2 is supported, got {up}")
     if up == 2 and resample_filter is None:
         raise ValueError("upsampling needs a resample_filter")
-    x = x.contiguous(memory_format=torch.channels_last)
+    if up == 2 or (weight.shape[-1] > 1 and not uses_nnpack(x, weight)):
+        x = x.contiguous(memory_format=torch.channels_last)
     batch = x.shape[0]
     padding = weight.shape[-1] // 2
     coefficients = demodulation_coefficients(weight, styles) if demodulate else None  # (N, O)
@@ -87,5 +92,5 @@ def _conv(
     x: torch.Tensor, w: torch.Tensor, up: int, padding: int, resample_filter: torch.Tensor | None
 ) -> torch.Tensor:
     if up == 1:
-        return F.conv2d(x, w, padding=padding)
+        return conv2d_same(x, w, padding)
     return upsample_conv2d(x, w, resample_filter, padding=padding)

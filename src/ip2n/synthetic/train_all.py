@@ -52,10 +52,13 @@ TEXT_READER_FILE = "text_reader.safetensors"
 W_DIM = 64
 # The world's W+ offsets have std ≈ 0.2; the DiT diffuses them ×5 (≈ unit variance, see DiTConfig.latent_scale).
 LATENT_SCALE = 5.0
-VARIANTS = ("full", "no_tpr", "no_identity", "img2img")
+# "single_edit" and "single_edit_no_tpr" are the paper's own TPR ablation: every training triplet holds
+# one instruction (as the paper's data), with and without TPR, judged on 1–4-instruction sentences.
+VARIANTS = ("full", "no_tpr", "no_identity", "img2img", "single_edit", "single_edit_no_tpr")
 # Edits per DiT training triplet: 1–4, as the text tower's sentences. The on-disk data of `synth data`
 # keeps 1–3; the DiT meets four-edit sentences here so that long instructions are in its training.
 DIT_EDIT_COUNT_PROBABILITIES = (0.4, 0.3, 0.2, 0.1)
+SINGLE_EDIT_COUNT_PROBABILITIES = (1.0,)
 # The world model's sampling settings (world.json `edit_defaults`, the pipeline's defaults), chosen by a
 # sweep on validation cases (seed 7, not the evaluation's): at the paper's strength 0.3 the noised
 # source still shows its attributes and the edit rarely takes; 0.6 edits with identity cosine ≈ 0.85,
@@ -200,7 +203,7 @@ def dit_training_config(variant: str, config: WorldTrainingConfig, weights_dir: 
             generator_family="synthetic", generator="synthetic", weights_dir=str(weights_dir), init_seed=config.seed),
         objective=ObjectiveConfig(
             identity_weight=0.0 if variant == "no_identity" else 0.1, render_resolution=12, identity_max_samples=1,
-            token_position_randomization=variant != "no_tpr", identity_conditioning=variant != "no_identity",
+            token_position_randomization=variant not in ("no_tpr", "single_edit_no_tpr"), identity_conditioning=variant != "no_identity",
             source_conditioning=variant != "img2img"),
         optimization=OptimizationConfig(steps=config.dit_steps, batch_size=config.dit_batch_size, learning_rate=1e-3,
                                         ema_decay=0.995, max_grad_norm=1.0),
@@ -228,8 +231,9 @@ def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, co
     from ip2n.training import train
 
     codes, features = encode_bank(bank, weights_dir)
+    counts = SINGLE_EDIT_COUNT_PROBABILITIES if variant.startswith("single_edit") else DIT_EDIT_COUNT_PROBABILITIES
     data = build_edit_data(bank.coordinates, codes, features, config.triplets, seed=config.seed + 7,
-                           count_probabilities=DIT_EDIT_COUNT_PROBABILITIES)
+                           count_probabilities=counts)
     result = train(dit_training_config(variant, config, weights_dir), run_dir, data=data)
     return result.ema_weights
 

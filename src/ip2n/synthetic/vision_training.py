@@ -32,6 +32,7 @@ from ip2n.synthetic.latent import encode, identity_of, row_bases
 ARCFACE_SCALE = 32.0  # logit scale s of ArcFace
 ARCFACE_MARGIN = 0.3  # additive angle margin m (radians); smaller than face recognition's 0.5: few views per identity
 IDENTITY_REGRESSION_WEIGHT = 10.0  # the identity values' read-out loss next to the margin loss (see train_identity)
+IDENTITY_ANCHOR_WEIGHT = 10.0  # the pull of the features towards an embedding of the identity values (see train_identity)
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,11 @@ def train_identity(
     features that carry over to new faces (same-identity cosine 0.3 on held-out identities in a
     first run), so a linear read-out of the true identity values from the features is trained
     alongside (weight `IDENTITY_REGRESSION_WEIGHT`): it ties the features to face shape and colour
-    rather than to the training identities' labels. Views are mirrored at random (a mirrored
-    face is the same person).
+    rather than to the training identities' labels. The read-out alone still leaves the features
+    free to carry attributes in the directions it ignores (an exact beard or baldness edit kept a
+    cosine of 0.75 with its source), so the features are also pulled towards a learned linear
+    embedding of the identity values (weight `IDENTITY_ANCHOR_WEIGHT`), which attributes and pose
+    cannot move. Views are mirrored at random (a mirrored face is the same person).
     """
     model_config = identity_config(bank.images.shape[-1])
     with torch.random.fork_rng(devices=[]):
@@ -128,7 +132,8 @@ def train_identity(
     generator = torch.Generator().manual_seed(config.seed)
     head = ArcFaceHead(model_config.feature_dim, int(labels.max()) + 1, generator)
     readout = nn.Linear(model_config.feature_dim, values.shape[1])
-    wrapper = nn.ModuleDict({"network": network, "head": head, "readout": readout})
+    anchor = nn.Linear(values.shape[1], model_config.feature_dim)
+    wrapper = nn.ModuleDict({"network": network, "head": head, "readout": readout, "anchor": anchor})
     flips = torch.Generator().manual_seed(config.seed + 1)
 
     def loss_fn(rows: torch.Tensor) -> torch.Tensor:
@@ -137,7 +142,9 @@ def train_identity(
         pixels = torch.where(mirrored[:, None, None, None], pixels.flip(3), pixels)
         features = network(pixels)
         margin_loss = F.cross_entropy(head(features, labels[rows]), labels[rows])
-        return margin_loss + IDENTITY_REGRESSION_WEIGHT * F.mse_loss(readout(features), values[rows])
+        anchor_loss = 1 - F.cosine_similarity(features, anchor(values[rows]), dim=1).mean()
+        return (margin_loss + IDENTITY_REGRESSION_WEIGHT * F.mse_loss(readout(features), values[rows])
+                + IDENTITY_ANCHOR_WEIGHT * anchor_loss)
 
     history = _fit(wrapper, list(wrapper.parameters()), loss_fn, len(bank), config, "identity", progress)
     return network, model_config, history
