@@ -11,7 +11,7 @@ needs gradients (training keeps oneDNN and its autograd), square kernels of 3×3
 for comparisons that must be bit-for-bit those of `F.conv2d`.
 
 oneDNN gains more from a second thread than NNPACK does, so on two threads the gain shrinks: the
-super-resolution of a 512² view (random full-size weights) takes 1.6 s against 1.9 s.
+super-resolution of a 512² view (random full-size weights) takes about 1.7 s against 1.85 s.
 """
 
 from __future__ import annotations
