@@ -46,8 +46,8 @@ def add_parser(commands) -> None:
     train_all.add_argument("--out", required=True, help="folder for the trained weights (+ world.json)")
     train_all.add_argument("--work", help="folder for the head bank and DiT runs (default: OUT/work)")
     train_all.add_argument("--ablations", action="store_true",
-                           help="also train the ablation DiTs (no_tpr, no_identity, img2img, single_edit, single_edit_no_tpr) "
-                                "into OUT/ablations/ (about 30 minutes each)")
+                           help="also train the ablation DiTs (no_tpr, no_identity, img2img, single_edit, "
+                                "single_edit_no_tpr) into OUT/ablations/ (about 30 minutes each)")
     train_all.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of the whole recipe")
     train_all.add_argument("--install", action="store_true",
                            help="then copy the weights (float16) into the package as the built-in model")

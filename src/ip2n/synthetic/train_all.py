@@ -203,8 +203,8 @@ def dit_training_config(variant: str, config: WorldTrainingConfig, weights_dir: 
             generator_family="synthetic", generator="synthetic", weights_dir=str(weights_dir), init_seed=config.seed),
         objective=ObjectiveConfig(
             identity_weight=0.0 if variant == "no_identity" else 0.1, render_resolution=12, identity_max_samples=1,
-            token_position_randomization=variant not in ("no_tpr", "single_edit_no_tpr"), identity_conditioning=variant != "no_identity",
-            source_conditioning=variant != "img2img"),
+            token_position_randomization=variant not in ("no_tpr", "single_edit_no_tpr"),
+            identity_conditioning=variant != "no_identity", source_conditioning=variant != "img2img"),
         optimization=OptimizationConfig(steps=config.dit_steps, batch_size=config.dit_batch_size, learning_rate=1e-3,
                                         ema_decay=0.995, max_grad_norm=1.0),
         logging=LoggingConfig(log_every=50, checkpoint_every=500, progress_bar=True, sample_every=0),
