@@ -55,6 +55,7 @@ from ip2n.synthetic.data import sample_edit
 from ip2n.synthetic.generator import SyntheticHeadGenerator
 from ip2n.synthetic.instructions import compose_instruction
 from ip2n.synthetic.latent import attribute_change, attributes_of, decode, encode, identity_of
+from ip2n.synthetic.train_all import DIT_VARIANTS
 
 YAW_RANGE, PITCH_RANGE = math.radians(30), math.radians(20)
 
@@ -202,6 +203,7 @@ def _attribute_change(before: list[torch.Tensor], after: list[torch.Tensor], nam
 @torch.no_grad()
 def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: AttributeClassifier,
                   renderer: SyntheticHeadGenerator, index: int, variant: str = "full") -> CaseResult:
+    switches = DIT_VARIANTS[variant]  # the conditions this variant was trained with
     generator = torch.Generator().manual_seed(settings.seed * 7919 + index)
     poses = (torch.rand(settings.views + 1, 2, generator=generator) * 2 - 1) * torch.tensor([YAW_RANGE, PITCH_RANGE])
     cameras = camera_labels(poses[:, 0], poses[:, 1])  # (1 + V, 25): the input view, then the evaluation views
@@ -210,7 +212,7 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
     result = pipeline(
         to_pil(image), case.instruction, num_inference_steps=settings.num_inference_steps, strength=settings.strength,
         guidance_scale=settings.guidance_scale, image_guidance_scale=settings.image_guidance_scale,
-        generator=generator, identity_conditioning=variant != "no_identity", source_conditioning=variant != "img2img",
+        generator=generator, identity_conditioning=switches.identity, source_conditioning=switches.source_conditioning,
     )
     bases = renderer.backbone.bases
     edited = attributes_of(decode(result.edited_latent, bases))[0]

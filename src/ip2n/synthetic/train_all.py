@@ -52,13 +52,33 @@ TEXT_READER_FILE = "text_reader.safetensors"
 W_DIM = 64
 # The world's W+ offsets have std ≈ 0.2; the DiT diffuses them ×5 (≈ unit variance, see DiTConfig.latent_scale).
 LATENT_SCALE = 5.0
-# "single_edit" and "single_edit_no_tpr" are the paper's own TPR ablation: every training triplet holds
-# one instruction (as the paper's data), with and without TPR, judged on 1–4-instruction sentences.
-VARIANTS = ("full", "no_tpr", "no_identity", "img2img", "single_edit", "single_edit_no_tpr")
 # Edits per DiT training triplet: 1–4, as the text tower's sentences. The on-disk data of `synth data`
 # keeps 1–3; the DiT meets four-edit sentences here so that long instructions are in its training.
 DIT_EDIT_COUNT_PROBABILITIES = (0.4, 0.3, 0.2, 0.1)
 SINGLE_EDIT_COUNT_PROBABILITIES = (1.0,)
+
+
+@dataclass(frozen=True)
+class DiTVariant:
+    """What one DiT training of the world keeps (the full model) or turns off (an ablation)."""
+
+    token_position_randomization: bool = True
+    identity: bool = True  # identity embedding and identity loss
+    source_conditioning: bool = True  # False: the paper's img2img baseline
+    edit_counts: tuple[float, ...] = DIT_EDIT_COUNT_PROBABILITIES
+
+
+# "single_edit" and "single_edit_no_tpr" are the paper's own TPR ablation: every training triplet holds
+# one instruction (as the paper's data), with and without TPR, judged on 1–4-instruction sentences.
+DIT_VARIANTS = {
+    "full": DiTVariant(),
+    "no_tpr": DiTVariant(token_position_randomization=False),
+    "no_identity": DiTVariant(identity=False),
+    "img2img": DiTVariant(source_conditioning=False),
+    "single_edit": DiTVariant(edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES),
+    "single_edit_no_tpr": DiTVariant(token_position_randomization=False, edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES),
+}
+VARIANTS = tuple(DIT_VARIANTS)
 # The world model's sampling settings (world.json `edit_defaults`, the pipeline's defaults), chosen by a
 # sweep on validation cases (seed 7, not the evaluation's): at the paper's strength 0.3 the noised
 # source still shows its attributes and the edit rarely takes; 0.6 edits with identity cosine ≈ 0.85,
@@ -192,8 +212,9 @@ def dit_training_config(variant: str, config: WorldTrainingConfig, weights_dir: 
     """The training pipeline's config for the world's DiT (`variant` one of VARIANTS)."""
     from ip2n.training.config import LoggingConfig, ModelConfig, ObjectiveConfig, OptimizationConfig, TrainingConfig
 
-    if variant not in VARIANTS:
+    if variant not in DIT_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    switches = DIT_VARIANTS[variant]
     return TrainingConfig(
         model=ModelConfig(
             dit="tiny", dit_overrides={"hidden_size": 128, "depth": 4, "num_heads": 4, "in_channels": 2 * W_DIM,
@@ -202,9 +223,9 @@ def dit_training_config(variant: str, config: WorldTrainingConfig, weights_dir: 
             text_encoder="small", encoder="small", encoder_type="Encoder4Editing", identity="small",
             generator_family="synthetic", generator="synthetic", weights_dir=str(weights_dir), init_seed=config.seed),
         objective=ObjectiveConfig(
-            identity_weight=0.0 if variant == "no_identity" else 0.1, render_resolution=12, identity_max_samples=1,
-            token_position_randomization=variant not in ("no_tpr", "single_edit_no_tpr"),
-            identity_conditioning=variant != "no_identity", source_conditioning=variant != "img2img"),
+            identity_weight=0.1 if switches.identity else 0.0, render_resolution=12, identity_max_samples=1,
+            token_position_randomization=switches.token_position_randomization,
+            identity_conditioning=switches.identity, source_conditioning=switches.source_conditioning),
         optimization=OptimizationConfig(steps=config.dit_steps, batch_size=config.dit_batch_size, learning_rate=1e-3,
                                         ema_decay=0.995, max_grad_norm=1.0),
         logging=LoggingConfig(log_every=50, checkpoint_every=500, progress_bar=True, sample_every=0),
@@ -230,11 +251,11 @@ def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, co
     from ip2n.synthetic.edit_data import build_edit_data
     from ip2n.training import train
 
+    training_config = dit_training_config(variant, config, weights_dir)  # an unknown variant fails here
     codes, features = encode_bank(bank, weights_dir)
-    counts = SINGLE_EDIT_COUNT_PROBABILITIES if variant.startswith("single_edit") else DIT_EDIT_COUNT_PROBABILITIES
     data = build_edit_data(bank.coordinates, codes, features, config.triplets, seed=config.seed + 7,
-                           count_probabilities=counts)
-    result = train(dit_training_config(variant, config, weights_dir), run_dir, data=data)
+                           count_probabilities=DIT_VARIANTS[variant].edit_counts)
+    result = train(training_config, run_dir, data=data)
     return result.ema_weights
 
 
