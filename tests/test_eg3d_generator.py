@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -143,3 +144,26 @@ def test_scene_mesh_has_colours_inside_the_box(small, io):
     assert len(faces) > 0 and colors.shape == (len(vertices), 3)
     assert (abs(vertices) <= small.config.rendering.box_warp / 2 + 1e-6).all()
     assert colors.min() >= 0 and colors.max() <= 1
+
+
+def test_scene_orbit_keeps_only_the_frames_it_returns(small, io):
+    """`render(keys=...)` and the uint8 video orbit give the same pixels as a full render, holding only the frames."""
+    from ip2n.export.images import to_uint8_frames
+    from ip2n.scene import LatentScene
+
+    scene = LatentScene(small, io["ws"][:1])
+    cameras = orbit_cameras(3)
+    everything = scene.render(cameras)
+    assert {"image", "image_raw", "image_depth", "feature_image"} <= set(everything)
+    only_image = scene.render(cameras, keys=("image",))
+    assert set(only_image) == {"image"}
+    assert torch.equal(only_image["image"], everything["image"])
+    float_frames = scene.orbit(3, progress=False)
+    video_frames = scene.orbit_video_frames(3, progress=False)
+    assert float_frames.shape == (3, 3, 128, 128)
+    assert video_frames.dtype == np.uint8 and video_frames.shape == (3, 128, 128, 3)
+    assert np.array_equal(video_frames, to_uint8_frames(float_frames))
+    with pytest.raises(ValueError, match="at least one frame"):
+        scene.orbit_video_frames(0)
+    with pytest.raises(ValueError, match=r"unknown render output\(s\) \['normals'\]; available: .*'image'"):
+        scene.render(cameras[:1], keys=("image", "normals"))

@@ -369,7 +369,16 @@ def test_modulated_conv2d_matches_definition(batch, up, kernel, demodulate):
     torch.testing.assert_close(out, reference_modulated_conv(x, weight, styles, demodulate, up, f))
 
 
-def test_large_inference_convolutions_go_through_nnpack_and_match_onednn():
+@pytest.fixture
+def one_thread():
+    """NNPACK is only used when torch runs on one thread (on more, oneDNN is as fast)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_large_inference_convolutions_go_through_nnpack_and_match_onednn(one_thread):
     from ip2n.ops import fast_conv
 
     if not fast_conv.nnpack_ready():
@@ -389,11 +398,16 @@ def test_large_inference_convolutions_go_through_nnpack_and_match_onednn():
     torch.testing.assert_close(fast, exact, rtol=0, atol=1e-4 * float(exact.abs().max()))  # ...with the same values
 
 
-def test_convolutions_that_need_gradients_or_are_small_stay_on_onednn():
+def test_convolutions_that_need_gradients_or_are_small_stay_on_onednn(one_thread):
     from ip2n.ops import fast_conv
 
     big, small = torch.randn(1, 4, 64, 64), torch.randn(1, 4, 32, 32)
     weight = torch.randn(4, 4, 3, 3)
+    if fast_conv.nnpack_ready():
+        assert fast_conv.uses_nnpack(big, weight)  # the reference case: each change below turns NNPACK off
+        torch.set_num_threads(2)
+        assert not fast_conv.uses_nnpack(big, weight)  # more than NNPACK_MAX_THREADS threads: oneDNN
+        torch.set_num_threads(1)
     assert not fast_conv.uses_nnpack(small, weight)
     assert not fast_conv.uses_nnpack(big, torch.randn(4, 4, 1, 1))
     assert not fast_conv.uses_nnpack(big.double(), weight.double())
@@ -404,7 +418,7 @@ def test_convolutions_that_need_gradients_or_are_small_stay_on_onednn():
 
 
 @pytest.mark.parametrize(("height", "padding"), [(70, 1), (67, 2)])
-def test_nnpack_convolution_in_bands_matches_one_pass(monkeypatch, height, padding):
+def test_nnpack_convolution_in_bands_matches_one_pass(monkeypatch, one_thread, height, padding):
     from ip2n.ops import fast_conv
 
     if not fast_conv.nnpack_ready():

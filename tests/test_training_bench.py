@@ -46,3 +46,22 @@ def test_cli_bench_edit_refuses_a_negative_orbit_before_building_weights(capsys,
     monkeypatch.setattr(edit, "run_edit_benchmark", must_not_run)
     assert main(["bench", "edit", "--frames", "-1"]) != 0
     assert "--frames must be 0 (no orbit) or more, got -1" in capsys.readouterr().err
+
+
+def test_memory_readings_are_megabytes_of_this_process():
+    """Peak ≥ current ≥ file-backed part, all in MB (10⁶ bytes): a 200 MB buffer shows up as about 200."""
+    import sys
+
+    import numpy as np
+
+    from ip2n.bench.timing import current_rss_mb, file_backed_rss_mb, peak_rss_mb
+
+    before = current_rss_mb()
+    buffer = np.ones(200_000_000, dtype=np.uint8)  # touched, so resident
+    grown = current_rss_mb() - before
+    assert 180 < grown < 230, grown
+    assert peak_rss_mb() >= current_rss_mb() - 5  # the peak is sampled by the kernel in KiB, the current in pages
+    if sys.platform.startswith("linux"):
+        mapped = file_backed_rss_mb()
+        assert mapped is not None and 0 < mapped < current_rss_mb()
+    del buffer

@@ -7,10 +7,13 @@ and super-resolution.
 
 from __future__ import annotations
 
+from typing import Iterator, Sequence
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ip2n.export.images import to_uint8_frames
 from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL, marching_cubes
 from ip2n.generator.eg3d import TriPlaneGenerator
 from ip2n.rendering.cameras import camera_labels, orbit_cameras
@@ -39,19 +42,25 @@ class LatentScene:
         return self._planes
 
     def render(
-        self, cameras: torch.Tensor, *, superresolution: bool = True, progress: bool = False
+        self, cameras: torch.Tensor, *, superresolution: bool = True, progress: bool = False,
+        keys: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Render cameras (N, 25) one at a time → dict of (N, ...) CPU tensors (see `render_planes`)."""
-        frames: dict[str, list[torch.Tensor]] = {}
-        cameras = cameras.to(self.ws.device)
-        for camera in tqdm(cameras, desc="rendering views", unit="view", disable=not progress, leave=False):
-            with torch.inference_mode():
-                outputs = self.generator.render_planes(
-                    self.planes, self.ws, camera[None], superresolution=superresolution
-                )
-            for key, value in outputs.items():
-                frames.setdefault(key, []).append(value.cpu())
-        return {key: torch.cat(values) for key, values in frames.items()}
+        """Render cameras (N, 25) one at a time → dict of (N, ...) CPU tensors (see `render_planes`).
+
+        `keys` keeps only those outputs: a long orbit that keeps every feature map and depth costs
+        hundreds of MB it never uses.
+        """
+        collected: dict[str, torch.Tensor] = {}
+        for index, outputs in enumerate(self._render_each(cameras, superresolution, progress)):
+            unknown = set(keys or ()) - set(outputs)
+            if unknown:
+                raise ValueError(f"unknown render output(s) {sorted(unknown)}; available: {sorted(outputs)}")
+            for key in keys if keys is not None else outputs:
+                value = outputs[key]
+                if key not in collected:  # preallocated, so that no list of frames is concatenated (2× memory)
+                    collected[key] = torch.empty((len(cameras), *value.shape[1:]), dtype=value.dtype)
+                collected[key][index] = value[0]
+        return collected
 
     def view(self, yaw: float = 0.0, pitch: float = 0.0, **options) -> dict[str, torch.Tensor]:
         """One view at yaw/pitch in radians (0, 0 = frontal) → dict of (1, ...) tensors."""
@@ -62,10 +71,36 @@ class LatentScene:
         superresolution: bool = True,
     ) -> torch.Tensor:
         """Frames (n_frames, 3, H, W) in [-1, 1] along a closed orbit around the face."""
+        key = "image" if superresolution else "image_raw"
         cameras = orbit_cameras(n_frames, yaw_range, pitch_range)
-        return self.render(cameras, superresolution=superresolution, progress=progress)[
-            "image" if superresolution else "image_raw"
-        ]
+        return self.render(cameras, superresolution=superresolution, progress=progress, keys=(key,))[key]
+
+    def orbit_video_frames(
+        self, n_frames: int, *, yaw_range: float = 0.35, pitch_range: float = 0.25, progress: bool = True,
+    ) -> np.ndarray:
+        """The orbit as video frames (n_frames, H, W, 3) uint8, each converted as soon as it is rendered.
+
+        A quarter of the memory of `orbit`'s float frames, and no full-length float temporaries.
+        """
+        cameras = orbit_cameras(n_frames, yaw_range, pitch_range)
+        frames: np.ndarray | None = None
+        for index, outputs in enumerate(self._render_each(cameras, True, progress)):
+            frame = to_uint8_frames(outputs["image"])[0]
+            if frames is None:
+                frames = np.empty((n_frames, *frame.shape), dtype=np.uint8)
+            frames[index] = frame
+        assert frames is not None, "orbit_cameras returns at least one camera"
+        return frames
+
+    def _render_each(self, cameras: torch.Tensor, superresolution: bool, progress: bool) -> Iterator[dict]:
+        """Outputs of one camera at a time, as (1, ...) CPU tensors."""
+        cameras = cameras.to(self.ws.device)
+        for camera in tqdm(cameras, desc="rendering views", unit="view", disable=not progress, leave=False):
+            with torch.inference_mode():
+                outputs = self.generator.render_planes(
+                    self.planes, self.ws, camera[None], superresolution=superresolution
+                )
+            yield {key: value.cpu() for key, value in outputs.items()}
 
     def density_grid(self, resolution: int = 256) -> np.ndarray:
         """Raw decoder density on a resolution³ lattice over the tri-plane box → (R, R, R) indexed [z, y, x].

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ip2n.bench.editing import write_random_editing_weights
-from ip2n.bench.timing import StageTimer, peak_rss_mb
+from ip2n.bench.timing import StageTimer, file_backed_rss_mb, peak_rss_mb
 from ip2n.checkpoints.generator_weights import CONVERTED_NAME, KIND, random_generator
 from ip2n.checkpoints.safetensors_io import save_weights
 from ip2n.pipeline.edit import EditPipeline
@@ -60,7 +60,11 @@ def _measure_pipeline(weights_dir: str, orbit_frames: int, image_path: str | Non
     result = _edit_and_view(pipeline, image, "put glasses on her and make her smile", 2, timer, "next edit")
     if orbit_frames:
         with timer.stage(f"{orbit_frames}-frame orbit of the edit (tri-planes reused)"):
-            result.scene("edited").orbit(orbit_frames, progress=False)
+            result.scene("edited").orbit_video_frames(orbit_frames, progress=False)
+    mapped = file_backed_rss_mb()
+    if mapped is not None:  # how much of the resident memory is the memory-mapped weight files
+        timer.rows.append({"stage": "resident now: memory-mapped files (weights, libraries)", "seconds": 0.0,
+                           "peak_rss_mb": round(mapped)})
     return timer.rows
 
 

@@ -53,7 +53,7 @@ def run_render_benchmark(
 
     scene = LatentScene(generator, ws)
     with timer.stage(f"{orbit_frames}-frame orbit (incl. backbone once)"):
-        scene.orbit(orbit_frames, progress=True)
+        scene.orbit_video_frames(orbit_frames, progress=True)
     with timer.stage(f"density grid {grid_resolution}³"):
         density = scene.density_grid(grid_resolution)
     with timer.stage("marching cubes + vertex colours"):

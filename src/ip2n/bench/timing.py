@@ -11,9 +11,9 @@ from typing import Iterator
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB."""
+    """Peak resident memory of this process so far, in MB (10⁶ bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e6 if sys.platform == "darwin" else peak / 1e3  # bytes on macOS, KiB elsewhere
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6  # bytes on macOS, KiB elsewhere
 
 
 def current_rss_mb() -> float:
@@ -24,6 +24,20 @@ def current_rss_mb() -> float:
         return pages * resource.getpagesize() / 1e6
     except OSError:
         return peak_rss_mb()
+
+
+def file_backed_rss_mb() -> float | None:
+    """The part of the current resident memory that maps files, in MB (Linux only, else None).
+
+    Weights read from safetensors are memory-mapped: their pages count in the RSS, but they are
+    clean file pages that the kernel can drop and that processes loading the same files share.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        return int(fields["RssFile"].split()[0]) * 1024 / 1e6
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 @dataclass

@@ -105,13 +105,12 @@ def write_view(scene, out_dir: Path, yaw: float, pitch: float, raw: bool, timing
 
 
 def write_orbit(scene, path: Path, n_frames: int, fps: int, timings: dict) -> Path:
-    from ip2n.export.images import to_uint8_frames
     from ip2n.export.video import write_video
 
     start = time.perf_counter()
-    frames = scene.orbit(n_frames)
+    frames = scene.orbit_video_frames(n_frames)
     timings["orbit"] = round(time.perf_counter() - start, 3)
-    return write_video(to_uint8_frames(frames), path, fps=fps)
+    return write_video(frames, path, fps=fps)
 
 
 def write_mesh(scene, path: Path, resolution: int, level: str, timings: dict) -> Path:

@@ -1,17 +1,18 @@
-"""Stride-1 "same" convolutions through NNPACK's Winograd kernels at inference, where they beat oneDNN.
+"""Stride-1 "same" convolutions through NNPACK's Winograd kernels, where they beat oneDNN: inference on one thread.
 
 On AVX2 CPUs like the reference machine, NNPACK's 3×3 convolution of a 512² map with 128 channels
-takes a third of oneDNN's time on one thread (0.65 s against 1.8 s in channels-last), and its
-results differ from `F.conv2d`'s by about 1e-5 of their range. A 512² EG3D view spends most of its
-super-resolution time in two such convolutions, and the tri-plane backbone is made of them.
+takes 0.65 s on one thread against oneDNN's 1.1–1.8 s, and its results differ from `F.conv2d`'s by about
+1e-5 of their range. On one thread a 512² EG3D view then takes 0.5–1 s less (render and
+super-resolution 4.6–5.8 s against 5.5–6.2 s, tri-planes 1.7–1.9 s against 1.8–2.0 s).
 
-NNPACK is used only where it is known to help and to be right: float32 CPU tensors, nothing that
-needs gradients (training keeps oneDNN and its autograd), square kernels of 3×3 or more, at most
-256 × 256 channels, and maps of at least `NNPACK_MIN_PIXELS`. `exact_convolutions()` turns it off,
-for comparisons that must be bit-for-bit those of `F.conv2d`.
-
-oneDNN gains more from a second thread than NNPACK does, so on two threads the gain shrinks: the
-super-resolution of a 512² view (random full-size weights) takes about 1.7 s against 1.85 s.
+oneDNN gains far more from a second thread than NNPACK does: on two threads the same view takes as
+long either way (alternating in one process: 2.8–3.1 s against 2.95 s), while NNPACK's workspace,
+which torch allocates once and never frees, adds 100–300 MB to the peak memory. So NNPACK is used
+only when torch runs on `NNPACK_MAX_THREADS` thread(s), and only where it is known to help and to be
+right: float32 CPU tensors, nothing that needs gradients (training keeps oneDNN and its autograd),
+square kernels of 3×3 or more, at most 256 × 256 channels, and maps of at least
+`NNPACK_MIN_PIXELS`. `exact_convolutions()` turns it off, for comparisons that must be bit-for-bit
+those of `F.conv2d`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ NNPACK_MIN_PIXELS = 64 * 64  # smaller maps: oneDNN is as fast or faster (3×3, 
 NNPACK_MAX_CHANNEL_PAIRS = 256 * 256
 NNPACK_BAND_ELEMENTS = 128 * 64 * 512  # input values per band: 64 rows of a 128-channel 512² map (16 MB)
 NNPACK_MIN_BAND_ROWS = 16
+NNPACK_MAX_THREADS = 1  # with more torch threads oneDNN is as fast (see the module docstring)
 _enabled = [True]
 
 
@@ -60,6 +62,7 @@ def uses_nnpack(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.shape[0] * weight.shape[1] <= NNPACK_MAX_CHANNEL_PAIRS
         and x.shape[-2] * x.shape[-1] >= NNPACK_MIN_PIXELS
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and torch.get_num_threads() <= NNPACK_MAX_THREADS
         and nnpack_ready()
     )
 

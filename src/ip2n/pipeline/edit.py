@@ -87,16 +87,29 @@ PAPER_DEFAULTS = EditDefaults()
 RELEASED_SIZES = EditingPresets()
 
 
+@dataclass(frozen=True)
+class ModelPreset:
+    """A trained model that ships with ip2n: how to load it, and its sampling defaults without loading it."""
 
-def _builtin_synthetic(device: torch.device) -> "EditPipeline":
+    load: Callable[[torch.device], "EditPipeline"]
+    edit_defaults: Callable[[], EditDefaults]
+
+
+def _load_builtin_synthetic(device: torch.device) -> "EditPipeline":
     from ip2n.builtin import load_synthetic_pipeline  # imported on use: it builds on this module
 
     return load_synthetic_pipeline(device)
 
 
-# Trained models that ship with ip2n: name → loader(device). "synthetic" is the built-in synthetic
-# 3-D heads world (ip2n.builtin), the default of `ip2n edit` and `ip2n demo` without --weights.
-MODEL_PRESETS: dict[str, Callable[[torch.device], "EditPipeline"]] = {"synthetic": _builtin_synthetic}
+def _builtin_synthetic_defaults() -> EditDefaults:
+    from ip2n.builtin import builtin_edit_defaults
+
+    return builtin_edit_defaults()
+
+
+# name → preset. "synthetic" is the built-in synthetic 3-D heads world (ip2n.builtin), the default of
+# `ip2n edit` and `ip2n demo` without --weights.
+MODEL_PRESETS: dict[str, ModelPreset] = {"synthetic": ModelPreset(_load_builtin_synthetic, _builtin_synthetic_defaults)}
 DEFAULT_PRESET = "synthetic"
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
@@ -140,11 +153,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def preset_edit_defaults(name: str) -> EditDefaults:
     """The sampling defaults of built-in model `name`, without loading it (the CLI needs them first)."""
     check_preset(name)
-    if name == "synthetic":
-        from ip2n.builtin import builtin_edit_defaults
-
-        return builtin_edit_defaults()
-    return PAPER_DEFAULTS
+    return MODEL_PRESETS[name].edit_defaults()
 
 
 def check_preset(name: str) -> None:
@@ -294,7 +303,7 @@ class EditPipeline:
         """A built-in trained model by name (see `MODEL_PRESETS`)."""
         check_preset(name)
         start = time.perf_counter()
-        pipeline = MODEL_PRESETS[name](resolve_device(device))
+        pipeline = MODEL_PRESETS[name].load(resolve_device(device))
         pipeline.load_seconds = round(time.perf_counter() - start, 3)
         return pipeline
 

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ip2n import __version__
 from ip2n.atomic import atomic_path, write_text_atomic
-from ip2n.export.images import depth_to_pil, make_grid, save_image, to_pil, to_uint8_frames
+from ip2n.export.images import depth_to_pil, make_grid, save_image, to_pil
 from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL, MESH_FORMATS, marching_cubes, save_mesh
 from ip2n.export.video import VIDEO_FORMATS, write_video
 from ip2n.generator.eg3d import TriPlaneGenerator
@@ -200,9 +200,9 @@ class EditResult:
             save_image(make_grid([to_pil(image) for image in images], columns=views), written[-1])
         if video:
             with timed(timings, "orbit"):
-                frames = self.scene("edited").orbit(video_frames, progress=False)
+                frames = self.scene("edited").orbit_video_frames(video_frames, progress=False)
             written.append(out_dir / f"orbit.{video_format}")
-            write_video(to_uint8_frames(frames), written[-1], fps=fps)
+            write_video(frames, written[-1], fps=fps)
         if mesh:
             with timed(timings, "mesh"):
                 vertices, faces, colors, level = self._mesh(mesh_resolution, mesh_level)

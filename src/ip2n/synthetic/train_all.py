@@ -97,7 +97,7 @@ class WorldTrainingConfig:
     identity_steps: int = 1200
     attribute_steps: int = 600
     text_steps: int = 4000
-    dit_steps: int = 3000
+    dit_steps: int = 6000
     dit_batch_size: int = 64
     triplets: int = 40_000
     seed: int = 0
