@@ -71,6 +71,8 @@ def modulated_conv2d(
         raise ValueError(f"only up = 1 or 2 is supported, got {up}")
     if up == 2 and resample_filter is None:
         raise ValueError("upsampling needs a resample_filter")
+    # Only the layout is chosen here; `conv2d_same` decides again on the operands it really gets (the
+    # modulated kernel also needs gradients when the styles do, which `weight` alone does not show).
     if up == 2 or (weight.shape[-1] > 1 and not uses_nnpack(x, weight)):
         x = x.contiguous(memory_format=torch.channels_last)
     batch = x.shape[0]
