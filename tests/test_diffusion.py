@@ -7,7 +7,13 @@ import torch
 from safetensors.torch import load_file
 
 from ip2n.diffusion.dit import DiT, dit_config
-from ip2n.diffusion.guidance import DualGuidanceDenoiser, dual_guidance, forward_dual_guidance, guide_branch_outputs
+from ip2n.diffusion.guidance import (
+    DualGuidanceDenoiser,
+    dual_guidance,
+    forward_dual_guidance,
+    guide_branch_outputs,
+    needed_branches,
+)
 from ip2n.diffusion.latent_packing import pack_latent, unpack_latent
 from ip2n.diffusion.losses import (
     condition_dropout,
@@ -243,7 +249,7 @@ def test_forward_dual_guidance_matches_official(tiny_model, io, expected, text_s
     assert max_error(output, io[expected]) < TOLERANCE
 
 
-def test_denoiser_feeds_zero_identity_features_to_the_unconditional_branch(tiny_model, io):
+def test_denoiser_with_identity_matches_the_official_guided_output(tiny_model, io):
     with torch.no_grad():
         denoiser = DualGuidanceDenoiser(
             tiny_model, io["cfg_source"], io["context_prompts"], io["context_empty"], 2.5, 1.0, identity=io["idfeatures"]
@@ -251,6 +257,34 @@ def test_denoiser_feeds_zero_identity_features_to_the_unconditional_branch(tiny_
         output = denoiser(io["cfg_x_noisy"], io["t"])
     assert output.shape == (2, 1024, 4, 4)
     assert max_error(output, io["cfg_out"][:2]) < TOLERANCE
+
+
+def test_needed_branches_leaves_out_the_ones_with_zero_weight():
+    assert needed_branches(2.5, 1.0) == (0, 1)  # the paper's defaults: no unconditional branch
+    assert needed_branches(7.5, 1.5) == (0, 1, 2)
+    assert needed_branches(1.5, 1.5) == (0, 2)
+    assert needed_branches(1.0, 1.0) == (0,)
+    assert needed_branches(0.0, 0.0) == (0, 2)  # text + image always runs (its variance is the output's)
+
+
+@pytest.mark.parametrize(("text_scale", "image_scale"), [(2.5, 1.0), (7.5, 1.5), (1.5, 1.5), (1.0, 1.0), (3.0, 0.5)])
+def test_denoiser_runs_only_the_needed_branches_and_matches_all_three(tiny_model, io, text_scale, image_scale):
+    """Same guided output as the official three-branch batch (zero identity features in the
+    unconditional branch), from a DiT call on only the branches whose weight is not zero."""
+    x, t, y, context, identity = branch_batch(io)
+    rows_seen = []
+    hook = tiny_model.register_forward_pre_hook(lambda module, args: rows_seen.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            expected = forward_dual_guidance(tiny_model, x, t, y, context, text_scale, image_scale, identity)[:2]
+            rows_seen.clear()
+            denoiser = DualGuidanceDenoiser(tiny_model, io["cfg_source"], io["context_prompts"], io["context_empty"],
+                                            text_scale, image_scale, identity=io["idfeatures"])
+            output = denoiser(io["cfg_x_noisy"], io["t"])
+    finally:
+        hook.remove()
+    assert rows_seen == [2 * len(needed_branches(text_scale, image_scale))]
+    assert max_error(output, expected) < 1e-5
 
 
 def test_official_edit_loop(tiny_model, io, ddim50):

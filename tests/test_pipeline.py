@@ -242,7 +242,10 @@ def test_prompts_are_encoded_once_and_chained_edits_run_in_turn(pipeline):
         instructions = ["add glasses", "make him smile", "add glasses"]
         result = pipeline(image, instructions, chain=True, generator=torch.Generator().manual_seed(4))
         assert sum(encoded_rows) == 3  # two distinct instructions and the empty prompt
-        assert dit_calls == [3] * 45  # 3 runs × 15 steps, the three guidance branches batched
+        # 3 runs × 15 steps, the text + image and image-only branches batched (at image scale 1 the
+        # unconditional branch has weight zero and is not run)
+        assert result.settings.image_guidance_scale == 1.0
+        assert dit_calls == [2] * 45
         pipeline(image, instructions, chain=True)
         assert sum(encoded_rows) == 3  # all cached now
     finally:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ip2n.export.images import to_uint8_frames
 from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL, marching_cubes
 from ip2n.generator.eg3d import TriPlaneGenerator
+from ip2n.heap import release_free_heap
 from ip2n.rendering.cameras import camera_labels, orbit_cameras
 
 
@@ -100,6 +101,9 @@ class LatentScene:
                 outputs = self.generator.render_planes(
                     self.planes, self.ws, camera[None], superresolution=superresolution
                 )
+            # The view's feature maps are freed now; handing their pages back keeps them out of the
+            # next stage's peak (`ip2n.heap`).
+            release_free_heap()
             yield {key: value.cpu() for key, value in outputs.items()}
 
     def density_grid(self, resolution: int = 256) -> np.ndarray:

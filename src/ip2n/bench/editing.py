@@ -24,14 +24,13 @@ from ip2n.checkpoints.editing_weights import (
 )
 from ip2n.checkpoints.safetensors_io import save_weights
 from ip2n.diffusion.dit import DiT, dit_config
-from ip2n.diffusion.guidance import DualGuidanceDenoiser
 from ip2n.diffusion.latent_packing import pack_latent
-from ip2n.diffusion.sampling import decode_timesteps, partial_ddim_decode
 from ip2n.diffusion.schedule import make_schedule
 from ip2n.encoding.identity import IdentityEncoder, extract_identity
 from ip2n.encoding.identity import preset as identity_preset
 from ip2n.encoding.preim3d import build_encoder
 from ip2n.encoding.preim3d import preset as encoder_preset
+from ip2n.pipeline.edit import edit_codes
 from ip2n.text.encoder import PromptEncoder, TextEncoder, text_encoder_config
 
 PROMPTS = ("put glasses on her", "make her smile")
@@ -107,9 +106,9 @@ def run_editing_benchmark(steps: int = 15) -> StageTimer:
             # Per edit: the new instruction is encoded, the empty prompt comes from the per-process cache.
             with timer.stage(f"{steps}-step guided partial DDIM incl. encoding a new instruction"):
                 encoded = prompts.encode_prompts([NEW_INSTRUCTION, ""])
-                denoiser = DualGuidanceDenoiser(dit, source, encoded[:1], encoded[1], 2.5, 1.0, identity=identity_features,
-                                                timesteps=decode_timesteps(strength, schedule))
-                partial_ddim_decode(denoiser, source, strength, schedule, generator=generator)
+                noise = torch.randn(source.shape, generator=generator)
+                edit_codes(dit, codes, encoded[:1], encoded[1], schedule, strength=strength, text_scale=2.5,
+                           image_scale=1.0, noise=noise, identity=identity_features)
         timer.rows.append({"stage": "resident memory of the 4 loaded models + activations (MB)", "seconds": 0.0,
                            "peak_rss_mb": round(current_rss_mb() - baseline)})
     return timer

@@ -348,6 +348,15 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
         self.final_layer = FinalLayer(hidden, config.patch_size, config.final_out_channels)
 
+    def per_step_linears(self) -> list[nn.Linear]:
+        """The linear layers applied to the tokens at every denoising step (the adaLN modulations
+        and the context's keys/values are computed once per edit, see the precompute methods)."""
+        layers: list[nn.Linear] = []
+        for block in self.blocks:
+            layers += [block.attn.qkv, block.attn.proj, block.cross_attn.to_q, block.cross_attn.to_out[0],
+                       block.mlp.fc1, block.mlp.fc2]
+        return [*layers, self.final_layer.linear]
+
     def precompute_context(self, context: torch.Tensor) -> CrossAttentionCache:
         """Text context (N, L, context_dim) → per-block cross-attention keys/values.
 

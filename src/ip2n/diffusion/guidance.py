@@ -5,7 +5,10 @@ The three branches, in this batch order (each N samples):
 2. image only:    the empty-prompt context, the source latent, the identity features;
 3. unconditional: the empty-prompt context, a zero source latent, zero identity FEATURES.
 
-Guided epsilon: ``e = e_u + s_T·(e_ti − e_i) + s_I·(e_i − e_u)``.
+Guided epsilon: ``e = e_u + s_T·(e_ti − e_i) + s_I·(e_i − e_u)``. Expanded, that is
+``s_T·e_ti + (s_I − s_T)·e_i + (1 − s_I)·e_u``: at the paper's image scale 1 the unconditional
+branch has weight zero, so the sampling denoiser (`DualGuidanceDenoiser`) does not run it, which
+takes a third off the DiT's work per step (likewise the image-only branch when s_I = s_T).
 
 The unconditional identity follows the official inference: zero features go through the identity
 MLP, whose output is then its bias path, not zero. Training's condition dropout instead zeroes the
@@ -38,6 +41,13 @@ def dual_guidance(
 ) -> torch.Tensor:
     """Combine the three branch epsilons (same shapes) into the guided epsilon."""
     return eps_uncond + text_scale * (eps_text_image - eps_image) + image_scale * (eps_image - eps_uncond)
+
+
+def needed_branches(text_scale: float, image_scale: float) -> tuple[int, ...]:
+    """Indices (0 text + image, 1 image only, 2 unconditional) of the branches the guided epsilon
+    depends on. The text + image branch is always run: its variance channels are the output's."""
+    weights = (text_scale, image_scale - text_scale, 1.0 - image_scale)
+    return (0,) + tuple(branch for branch in (1, 2) if weights[branch] != 0.0)
 
 
 def guide_branch_outputs(raw: torch.Tensor, text_scale: float, image_scale: float, eps_channels: int) -> torch.Tensor:
@@ -74,10 +84,12 @@ def forward_dual_guidance(
 
 
 class DualGuidanceDenoiser:
-    """A sampling ``ModelFn`` that runs the three guidance branches for fixed edit conditions.
+    """A sampling ``ModelFn`` that runs the guidance branches for fixed edit conditions.
 
     Built once per edit: it stacks the branch conditions and projects the text contexts to
-    cross-attention keys/values up front, so each denoising step is a single DiT call on 3N samples.
+    cross-attention keys/values up front, so each denoising step is a single DiT call on up to 3N
+    samples. Branches whose weight in the guided epsilon is zero (`needed_branches`) are left out:
+    with the default image scale 1 that is the unconditional one, i.e. 2N samples per step.
 
     - source_latent (N, C, H, W): packed source codes.
     - text_context (N, L, D): the instruction embedding; null_context (N, L, D) or (L, D): the
@@ -106,10 +118,16 @@ class DualGuidanceDenoiser:
         self.model = model
         self.text_scale = text_scale
         self.image_scale = image_scale
-        self.branch_sources = torch.cat([source_latent, source_latent, torch.zeros_like(source_latent)])  # (3N, C, H, W)
-        self.context_cache = model.precompute_context(torch.cat([text_context, null_context, null_context]))
-        self.labels = torch.full((NUM_BRANCHES * batch,), label, dtype=torch.int64, device=source_latent.device)
-        self.identity = None if identity is None else torch.cat([identity, identity, torch.zeros_like(identity)])
+        self.branches = needed_branches(text_scale, image_scale)
+
+        def stacked(text_image: torch.Tensor, image: torch.Tensor, unconditional: torch.Tensor) -> torch.Tensor:
+            per_branch = (text_image, image, unconditional)
+            return torch.cat([per_branch[branch] for branch in self.branches])
+
+        self.branch_sources = stacked(source_latent, source_latent, torch.zeros_like(source_latent))  # (runs·N, C, H, W)
+        self.context_cache = model.precompute_context(stacked(text_context, null_context, null_context))
+        self.labels = torch.full((len(self.branches) * batch,), label, dtype=torch.int64, device=source_latent.device)
+        self.identity = None if identity is None else stacked(identity, identity, torch.zeros_like(identity))
         self.conditioning_by_timestep: dict[int, ConditioningCache] = {}
         # ā by original timestep (respacing keeps these values), to turn v predictions into epsilon.
         self.base_alphas_cumprod = make_schedule().alphas_cumprod if model.config.prediction_type == "v" else None
@@ -126,21 +144,20 @@ class DualGuidanceDenoiser:
             self.conditioning_by_timestep[timestep] = cache.rows(slice(step * rows, (step + 1) * rows))
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        branch_x = torch.cat([x.repeat(NUM_BRANCHES, 1, 1, 1), self.branch_sources], dim=1)  # (3N, 2C, H, W)
+        runs = len(self.branches)
+        branch_x = torch.cat([x.repeat(runs, 1, 1, 1), self.branch_sources], dim=1)  # (runs·N, 2C, H, W)
         timestep = int(t[0])
         conditioning = self.conditioning_by_timestep.get(timestep) if bool((t == timestep).all()) else None
-        guided = forward_dual_guidance(
-            self.model,
-            branch_x,
-            t.repeat(NUM_BRANCHES),
-            self.labels,
-            self.context_cache,
-            self.text_scale,
-            self.image_scale,
-            self.identity,
-            conditioning,
-        )
-        guided = guided[: x.shape[0]]
+        raw = self.model(branch_x, t.repeat(runs), self.labels, self.context_cache, self.identity,
+                         conditioning=conditioning)
+        eps_channels = self.model.config.out_channels
+        eps = dict(zip(self.branches, raw[:, :eps_channels].chunk(runs), strict=True))
+        # A left-out branch has weight zero, so any stand-in cancels exactly; standing in the branch it
+        # would be subtracted from makes its terms vanish without rounding (e.g. s_I = 1: e_u := e_i).
+        eps.setdefault(1, eps.get(2, eps[0]))
+        eps.setdefault(2, eps[1])
+        guided_eps = dual_guidance(eps[0], eps[1], eps[2], self.text_scale, self.image_scale)
+        guided = torch.cat([guided_eps, raw[: x.shape[0], eps_channels:]], dim=1)  # text + image branch's variance
         if self.model.config.prediction_type == "v":  # the sampler works with epsilon
             channels = x.shape[1]
             alphas_cumprod = self.base_alphas_cumprod[t.cpu()]

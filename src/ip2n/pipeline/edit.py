@@ -50,6 +50,7 @@ from ip2n.diffusion.schedule import DiffusionSchedule, make_schedule
 from ip2n.encoding.identity import IdentityEncoder, extract_identity
 from ip2n.encoding.preprocess import encoder_input
 from ip2n.generator.eg3d import TriPlaneGenerator
+from ip2n.ops.packed_linear import packed_linears
 from ip2n.pipeline.inputs import check_instructions, edit_prompts, load_image, prepare_image
 from ip2n.pipeline.result import EditResult, EditSettings, timed
 from ip2n.text.encoder import PromptEncoder, TextEncoder
@@ -217,7 +218,11 @@ def edit_codes(
         dit, condition, text_context, null_context, text_scale, image_scale, identity,
         timesteps=decode_timesteps(strength, schedule),
     )
-    decoded = partial_ddim_decode(denoiser, source, strength, schedule, noise=noise)
+    # Every step multiplies the same weights with a few rows (branches × samples × tokens): packing
+    # them once for the loop saves about a quarter of the DiT's time on a CPU (`ip2n.ops.packed_linear`).
+    rows = len(denoiser.branches) * source.shape[0] * dit.config.grid_size**2
+    with packed_linears(dit.per_step_linears(), rows):
+        decoded = partial_ddim_decode(denoiser, source, strength, schedule, noise=noise)
     return unpack_latent(decoded.final / scale)
 
 
