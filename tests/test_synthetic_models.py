@@ -228,9 +228,10 @@ def test_evaluation_figures_are_computed_per_count():
     from ip2n.synthetic.evaluate import CaseResult, summarize
 
     def case(count, success, changed):
-        return CaseResult(count, success, not success, changed, 10, 3 if success else 1, 4, 0.02, 0.9,
-                          exact_edit_identity_cosine=0.8 if success else 0.7, identity_drift=0.03 * count,
-                          reconstruction_error=0.01, reconstruction_attributes=1.0)
+        return CaseResult(count, success, not success, changed, 10, 3 if success else 1, 4,
+                          exact_success_classifier=count == 1, exact_altered_views=4 if success else 2,
+                          dependency=0.02, identity_cosine=0.9, exact_edit_identity_cosine=0.8 if success else 0.7,
+                          identity_drift=0.03 * count, reconstruction_error=0.01, reconstruction_attributes=1.0)
 
     summary = summarize([case(1, True, 0), case(1, False, 1), case(2, True, 2)])
     assert summary["by_count"]["1"]["success_truth"] == 0.5 and summary["by_count"]["2"]["success_truth"] == 1.0
@@ -238,6 +239,9 @@ def test_evaluation_figures_are_computed_per_count():
     assert summary["all"]["AA"] == pytest.approx(7 / 12)
     assert summary["all"]["AD_percent"] == pytest.approx(2.0)
     assert summary["all"]["exact_edit_identity_cosine"] == pytest.approx(2.3 / 3)
+    assert summary["by_count"]["1"]["exact_success_classifier"] == 1.0
+    assert summary["by_count"]["2"]["exact_success_classifier"] == 0.0
+    assert summary["all"]["exact_AA"] == pytest.approx(10 / 12)
     assert summary["by_count"]["1"]["identity_drift_truth"] == pytest.approx(0.03)
 
 

@@ -138,7 +138,7 @@ def run_eval(args) -> int:
     from ip2n.builtin import WEIGHTS_DIR, edit_defaults, load_synthetic_pipeline
     from ip2n.pipeline.edit import edit_schedule
     from ip2n.synthetic.evaluate import EvalSettings, evaluate, instruction_losses, make_cases, read_instruction_cases
-    from ip2n.synthetic.train_all import ATTRIBUTES_FILE, VARIANTS, load_attribute_classifier
+    from ip2n.synthetic.train_all import ATTRIBUTES_FILE, DIT_VARIANTS, VARIANTS, load_attribute_classifier
 
     weights = Path(args.weights) if args.weights else WEIGHTS_DIR
     if not (weights / ATTRIBUTES_FILE).is_file():
@@ -188,7 +188,8 @@ def run_eval(args) -> int:
     for variant, dit_dir in variants.items():
         pipeline = load_synthetic_pipeline("cpu", weights, dit_dir)
         results[variant] = evaluate(pipeline, cases, settings, classifier, variant)
-        results[variant]["instruction_losses"] = instruction_losses(pipeline, seed=args.seed)
+        results[variant]["instruction_losses"] = instruction_losses(
+            pipeline, seed=args.seed, identity_conditioning=DIT_VARIANTS[variant].identity)
     write_text_atomic(out_dir / "eval.json", json.dumps(results, indent=2) + "\n")
     source = f"{args.instructions} ({len(cases)} instructions)" if args.instructions else \
         f"{'held-out' if args.phrasings == 'heldout' else 'training-split'} phrasings, {args.cases} cases per count {counts}"
