@@ -96,6 +96,11 @@ class EvalSettings:
         return replace(self, **{name: getattr(defaults, name) for name in names if getattr(self, name) is None})
 
 
+def random_poses(count: int, generator: torch.Generator) -> torch.Tensor:
+    """(count, 2) yaw, pitch uniform in ±YAW_RANGE, ±PITCH_RANGE: the evaluation's views."""
+    return (torch.rand(count, 2, generator=generator) * 2 - 1) * torch.tensor([YAW_RANGE, PITCH_RANGE])
+
+
 def _one_hot_counts(count: int) -> tuple[float, ...]:
     return tuple(1.0 if k + 1 == count else 0.0 for k in range(max(count, 1)))
 
@@ -210,7 +215,7 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
                   renderer: SyntheticHeadGenerator, index: int, variant: str = "full") -> CaseResult:
     switches = DIT_VARIANTS[variant]  # the conditions this variant was trained with
     generator = torch.Generator().manual_seed(settings.seed * 7919 + index)
-    poses = (torch.rand(settings.views + 1, 2, generator=generator) * 2 - 1) * torch.tensor([YAW_RANGE, PITCH_RANGE])
+    poses = random_poses(settings.views + 1, generator)
     cameras = camera_labels(poses[:, 0], poses[:, 1])  # (1 + V, 25): the input view, then the evaluation views
     true_source = renderer.encode_heads(case.identity, [case.source])
     image = renderer.synthesis(true_source, cameras[:1])["image"][0]
@@ -324,7 +329,7 @@ def instruction_losses(pipeline, samples: int = 128, seed: int = 0, identity_con
     scale, device = dit.config.latent_scale, pipeline.device
     identity_features = None
     if identity_conditioning:
-        poses = (torch.rand(samples, 2, generator=generator) * 2 - 1) * torch.tensor([YAW_RANGE, PITCH_RANGE])
+        poses = random_poses(samples, generator)
         cameras = camera_labels(poses[:, 0], poses[:, 1]).to(device)
         # One head at a time: batched, the procedural renderer is many times slower per head.
         identity_features = torch.cat([
