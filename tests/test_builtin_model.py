@@ -141,6 +141,19 @@ def test_the_built_in_dit_reads_the_instruction():
     assert without_identity["right"] > 5 * loss["right"], (without_identity, loss)
 
 
+def test_instruction_losses_hold_back_the_source_from_an_img2img_model(pipeline, monkeypatch):
+    """The img2img baseline was trained with zeros for the source: its losses must be measured so."""
+    inputs = []
+    forward = pipeline.dit.forward
+    monkeypatch.setattr(pipeline.dit, "forward", lambda x, *args, **kwargs: (inputs.append(x), forward(x, *args, **kwargs))[1])
+    source_channels = slice(pipeline.dit.config.in_channels // 2, None)
+    instruction_losses(pipeline, samples=4, identity_conditioning=False, source_conditioning=False)
+    assert len(inputs) == 3 and not any(x[:, source_channels].any() for x in inputs)
+    inputs.clear()
+    instruction_losses(pipeline, samples=4, identity_conditioning=False)
+    assert len(inputs) == 3 and all(x[:, source_channels].abs().sum(dim=(1, 2, 3)).gt(0).all() for x in inputs)
+
+
 def test_synth_eval_writes_the_report(tmp_path, capsys):
     instructions = tmp_path / "mine.jsonl"
     instructions.write_text('{"instruction": "could you put some specs on him", "edits": {"eyeglasses": true}}\n')

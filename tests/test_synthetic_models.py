@@ -136,6 +136,39 @@ def test_latent_triplets_apply_exactly_the_requested_edit():
     assert grid_rows.source_latent.shape == (2, 64, 4, 4) and len(grid_rows.instructions) == 2
 
 
+def test_recombined_sources_keep_the_inversion_error_on_a_new_head():
+    coordinates, attributes = _random_coordinates(6, seed=5)
+    bases = row_bases(64)
+    average = encode(prior_mean_coordinates(), bases)
+    error = 0.05 * torch.randn(6, 14, 64, generator=torch.Generator().manual_seed(0))  # the encoder's error per view
+    codes = encode(coordinates, bases) - average + error
+    identity = torch.nn.functional.normalize(torch.randn(6, 512), dim=1)
+    plain = build_edit_data(coordinates, codes, identity, 40, seed=3, progress=False)
+    data = build_edit_data(coordinates, codes, identity, 40, seed=3, recombined_fraction=0.5, progress=False)
+    assert not plain.recombined.any() and not plain.source_shifts.any()
+    assert 10 <= int(data.recombined.sum()) <= 30
+    batch = data.batch(list(range(40)), torch.device("cpu"))
+    for sample in range(40):
+        row = int(data.rows[sample])
+        source = unpack_latent(batch.source_latent[sample:sample + 1]) + average
+        true_source = source - error[row]  # what the recombined head is, without the inversion error
+        truth = decode(true_source, bases)
+        if data.recombined[sample]:
+            # a new person (identity values moved), the same inversion error, no identity-loss target
+            assert float((identity_of(truth) - identity_of(coordinates[row][None])).abs().max()) > 0.1
+            assert not batch.edited_identity[sample].any()
+        else:
+            assert torch.allclose(truth, coordinates[row][None], atol=1e-5)
+            assert torch.equal(batch.edited_identity[sample], identity[row])
+        assert torch.equal(batch.source_identity[sample], identity[row])  # the condition: the rendered view's
+        # the edit is still exactly the requested change of the (recombined) source's attributes
+        source_attributes = attributes_of(truth)[0]
+        edited = attributes_of(decode(unpack_latent(batch.edited_latent[sample:sample + 1]) + average - error[row], bases))[0]
+        assert 1 <= sum(edited[name] != source_attributes[name] for name in ATTRIBUTE_NAMES) <= 3
+    with pytest.raises(ValueError, match="recombined_fraction must be between 0 and 1"):
+        build_edit_data(coordinates, codes, identity, 4, seed=3, recombined_fraction=1.5, progress=False)
+
+
 def test_each_ablation_variant_turns_off_what_its_name_says(tmp_path):
     from ip2n.synthetic.train_all import VARIANTS, WorldTrainingConfig, dit_training_config
 

@@ -110,6 +110,33 @@ def test_resume_refuses_a_different_config(tmp_path, data_root):
         train(config.replace(optimization={"learning_rate": 0.5}), tmp_path / "run", resume=True)
 
 
+def test_learning_rate_decays_linearly_to_zero_over_the_last_steps(tmp_path, data_root, monkeypatch):
+    from ip2n.training.config import OptimizationConfig
+
+    schedule = OptimizationConfig(steps=10, learning_rate=1e-3, lr_decay_steps=4)
+    assert [schedule.learning_rate_at(step) for step in range(10)] == pytest.approx(
+        [1e-3] * 6 + [1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert OptimizationConfig(steps=3, learning_rate=1e-3).learning_rate_at(2) == 1e-3  # default: constant
+    with pytest.raises(ValueError, match="lr_decay_steps must be between 0 and steps"):
+        OptimizationConfig(steps=3, lr_decay_steps=4)
+
+    # the loop applies it: the learning rate each AdamW step used
+    used = []
+    real_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    config = tiny_config(data_root, optimization={"steps": 4, "batch_size": 2, "learning_rate": 1e-3,
+                                                  "lr_decay_steps": 2})
+    train(config, tmp_path / "run", stop_after=2)
+    # a resumed run may extend the budget and its decay (fine-tuning with a decaying rate)
+    train(config.replace(optimization={"steps": 6, "lr_decay_steps": 4}), tmp_path / "run", resume=True)
+    assert used == pytest.approx([1e-3, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
+
+
 def test_ema_export_loads_in_the_edit_pipeline(tmp_path, data_root):
     config = tiny_config(data_root, optimization={"steps": 2, "batch_size": 2})
     result = train(config, tmp_path / "run")

@@ -124,6 +124,18 @@ def test_identity_loss_only_below_threshold_with_gradient_to_the_dit(networks, m
     assert not batch_losses(dit, batch, late, networks, SCHEDULE, config)["identity"].any()
 
 
+def test_rows_without_an_identity_target_take_no_identity_loss(networks):
+    from dataclasses import replace
+
+    batch = make_batch(2)
+    batch = replace(batch, edited_identity=torch.cat([torch.zeros(1, 512), batch.edited_identity[1:]]))
+    dit = randomize_(DiT(TINY_MODELS.dit_config()), seed=3).train()
+    draws = make_draws(2, [100, 200], [0.9, 0.9], [0.9, 0.9])
+    config = ObjectiveConfig(identity_weight=0.1, identity_threshold=600, render_resolution=16, identity_max_samples=1)
+    identity = batch_losses(dit, batch, draws, networks, SCHEDULE, config, training=True)["identity"]
+    assert identity[0] == 0 and identity[1] > 0  # the one rendered sample is the row that has a target
+
+
 def test_identity_loss_is_one_minus_cosine(networks):
     g = torch.Generator().manual_seed(5)
     pred = 0.1 * torch.randn(1, 512, 4, 4, generator=g)

@@ -47,7 +47,8 @@ def add_parser(commands) -> None:
     train_all.add_argument("--work", help="folder for the head bank and DiT runs (default: OUT/work)")
     train_all.add_argument("--ablations", action="store_true",
                            help="also train the ablation DiTs (no_tpr, no_identity, img2img, single_edit, "
-                                "single_edit_no_tpr) into OUT/ablations/ (about 30 minutes each)")
+                                "single_edit_no_tpr) and the recombined-sources experiment (recombined) into "
+                                "OUT/ablations/ (30-50 minutes each on two threads)")
     train_all.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of the whole recipe")
     train_all.add_argument("--install", action="store_true",
                            help="then copy the weights (float16) into the package as the built-in model")
@@ -188,8 +189,10 @@ def run_eval(args) -> int:
     for variant, dit_dir in variants.items():
         pipeline = load_synthetic_pipeline("cpu", weights, dit_dir)
         results[variant] = evaluate(pipeline, cases, settings, classifier, variant)
+        switches = DIT_VARIANTS[variant]
         results[variant]["instruction_losses"] = instruction_losses(
-            pipeline, seed=args.seed, identity_conditioning=DIT_VARIANTS[variant].identity)
+            pipeline, seed=args.seed, identity_conditioning=switches.identity,
+            source_conditioning=switches.source_conditioning)
     write_text_atomic(out_dir / "eval.json", json.dumps(results, indent=2) + "\n")
     source = f"{args.instructions} ({len(cases)} instructions)" if args.instructions else \
         f"{'held-out' if args.phrasings == 'heldout' else 'training-split'} phrasings, {args.cases} cases per count {counts}"

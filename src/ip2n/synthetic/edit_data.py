@@ -11,6 +11,19 @@ which keeps what the encoder makes of the face (identity, its small errors) and 
 the instruction asks for. No edited image has to be rendered, so a few minutes of CPU give tens of
 thousands of triplets. The identity-loss target is the source's identity features: edits must not
 change who it is. Instructions use the training split of the phrasings only.
+
+*Recombined sources* (`recombined_fraction`): the bank has only ~2 000 encoded views, and a DiT trained
+on them alone refuses some edits on new faces (it leaves the attribute untouched) that it makes
+on the exact latent of the same face. A recombined source keeps one view's inversion error
+E(image) − true latent and moves everything the world knows to a new random person:
+
+    source  = E(image) + enc(new identity and attributes) − enc(true identity and attributes)
+
+so each triplet gets a head nobody rendered, with an inversion error of the encoder's kind. Its
+identity features (the DiT's identity condition) stay those of the rendered view, and it has no
+identity-loss target (zero features: the objective skips such rows). Measured with half the
+triplets recombined (the `recombined` variant): the DiT fits new heads better, but it does not
+edit more of them successfully, so the built-in model does not use it (docs/synthetic_world.md).
 """
 
 from __future__ import annotations
@@ -21,9 +34,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ip2n.diffusion import pack_latent
+from ip2n.synthetic.attributes import sample_attributes, sample_identity
 from ip2n.synthetic.data import EDIT_COUNT_PROBABILITIES, sample_edit
 from ip2n.synthetic.instructions import compose_instruction
-from ip2n.synthetic.latent import attribute_change, attributes_of, encode, row_bases
+from ip2n.synthetic.latent import attribute_change, attributes_of, coordinates_from, encode, row_bases
 from ip2n.text import tokenize
 from ip2n.training.objective import Batch
 from ip2n.training.samples import SampleSet
@@ -37,6 +51,8 @@ class SyntheticEditData:
     source_identity: torch.Tensor  # (V, 512) identity features of the bank views
     rows: torch.Tensor  # (S,) int64 bank view of each sample
     coordinate_deltas: torch.Tensor  # (S, K) target − source coordinates (attribute codes only)
+    source_shifts: torch.Tensor  # (S, K) coordinates added to the view's encoding (zero unless recombined)
+    recombined: torch.Tensor  # (S,) bool: the source is a recombined one (no identity-loss target)
     tokens: torch.Tensor  # (S, 77) int64 instruction ids
     instructions: tuple[str, ...]  # (S,) the instructions as text
 
@@ -48,16 +64,18 @@ class SyntheticEditData:
         return (self.source_codes.shape[2], 4, 4)
 
     def _codes(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        source = self.source_codes[self.rows[indices]]  # (n, 14, w_dim)
-        bases = row_bases(source.shape[2])
+        bases = row_bases(self.source_codes.shape[2])
+        source = self.source_codes[self.rows[indices]] + encode(self.source_shifts[indices], bases)  # (n, 14, w_dim)
         return source, source + encode(self.coordinate_deltas[indices], bases)
 
     def batch(self, indices: list[int], device: torch.device) -> Batch:
         index = torch.tensor(indices, dtype=torch.int64)
         source, edited = self._codes(index)
-        identity = self.source_identity[self.rows[index]].to(device)
+        identity = self.source_identity[self.rows[index]]
+        target_identity = identity * ~self.recombined[index, None]  # zero: no identity-loss target
         return Batch(source_latent=pack_latent(source).to(device), edited_latent=pack_latent(edited).to(device),
-                     source_identity=identity, edited_identity=identity, tokens=self.tokens[index].to(device))
+                     source_identity=identity.to(device), edited_identity=target_identity.to(device),
+                     tokens=self.tokens[index].to(device))
 
     def sample_set(self, count: int, seed: int, device: torch.device) -> SampleSet:
         """The first `count` samples, with noise drawn from `seed` (for the training sample grids)."""
@@ -73,18 +91,29 @@ class SyntheticEditData:
 
 def build_edit_data(
     coordinates: torch.Tensor, source_codes: torch.Tensor, source_identity: torch.Tensor, samples: int, *,
-    seed: int, count_probabilities: tuple[float, ...] = EDIT_COUNT_PROBABILITIES, progress: bool = True,
+    seed: int, count_probabilities: tuple[float, ...] = EDIT_COUNT_PROBABILITIES, recombined_fraction: float = 0.0,
+    progress: bool = True,
 ) -> SyntheticEditData:
     """`samples` triplets: a random bank view (true `coordinates` (V, K)), a random visible edit of its
-    attributes (1–3 by default, as `ip2n synth data`), and a training-split instruction for it."""
+    attributes (1–3 by default, as `ip2n synth data`), and a training-split instruction for it.
+    A share `recombined_fraction` of them edit a recombined source instead (module docstring)."""
+    if not 0.0 <= recombined_fraction <= 1.0:
+        raise ValueError(f"recombined_fraction must be between 0 and 1, got {recombined_fraction}")
     generator = torch.Generator().manual_seed(seed)
+    # Its own generator: with no recombined sources the triplets are exactly those of earlier versions.
+    recombination = torch.Generator().manual_seed(seed + 1)
     attributes = attributes_of(coordinates)
     rows = torch.randint(len(attributes), (samples,), generator=generator)
-    deltas, instructions = torch.zeros(samples, coordinates.shape[1]), []
+    recombined = torch.rand(samples, generator=recombination) < recombined_fraction
+    deltas, shifts, instructions = torch.zeros(samples, coordinates.shape[1]), torch.zeros(samples, coordinates.shape[1]), []
     for sample, row in enumerate(tqdm(rows.tolist(), desc="edit triplets", unit="triplet", disable=not progress)):
         source = attributes[row]
+        if recombined[sample]:
+            source = sample_attributes(recombination)
+            shifts[sample] = coordinates_from(sample_identity(1, recombination), [source])[0] - coordinates[row]
         target, edits = sample_edit(source, generator, count_probabilities=count_probabilities)
         deltas[sample] = attribute_change(source, target)[0]
         instructions.append(compose_instruction(edits, generator, split="train"))
     return SyntheticEditData(source_codes=source_codes, source_identity=source_identity, rows=rows,
-                             coordinate_deltas=deltas, tokens=tokenize(instructions), instructions=tuple(instructions))
+                             coordinate_deltas=deltas, source_shifts=shifts, recombined=recombined,
+                             tokens=tokenize(instructions), instructions=tuple(instructions))

@@ -300,8 +300,8 @@ def evaluate(pipeline, cases: list[EvalCase], settings: EvalSettings, classifier
 
 
 @torch.no_grad()
-def instruction_losses(pipeline, samples: int = 128, seed: int = 0, identity_conditioning: bool = True
-                       ) -> dict[str, float]:
+def instruction_losses(pipeline, samples: int = 128, seed: int = 0, identity_conditioning: bool = True,
+                       source_conditioning: bool = True) -> dict[str, float]:
     """How much the DiT relies on the instruction: its denoising error with the right one, with
     another sample's ("shuffled") and with the empty prompt.
 
@@ -310,7 +310,8 @@ def instruction_losses(pipeline, samples: int = 128, seed: int = 0, identity_con
     `identity_conditioning` (as the pipeline edits) the identity features come from a render of the
     source at a random pose (yaw ±30°, pitch ±20°); without, they are off, which for a model
     trained with them is the rare dropped-identity condition: the built-in DiT's error there is
-    ten times its error with them. The error is the MSE of what the DiT predicts (ε or v). A
+    ten times its error with them. `source_conditioning` False gives the DiT zeros for the source,
+    as the img2img baseline was trained. The error is the MSE of what the DiT predicts (ε or v). A
     model that follows instructions has a far lower "right" error; one that ignores them has three
     equal errors (the defect of the first built-in model).
     """
@@ -336,6 +337,7 @@ def instruction_losses(pipeline, samples: int = 128, seed: int = 0, identity_con
             extract_identity(pipeline.identity_encoder, renderer.synthesis(source.to(device), camera[None])["image"])
             for source, camera in zip(sources, cameras)])
     source = pack_latent(torch.cat(sources).to(device) - pipeline.latent_avg) * scale  # (S, C, 4, 4)
+    condition = source if source_conditioning else torch.zeros_like(source)
     target = pack_latent(torch.cat(targets).to(device) - pipeline.latent_avg) * scale
     schedule = make_schedule()
     timesteps = torch.randint(0, schedule.num_steps, (samples,), generator=generator)
@@ -348,7 +350,7 @@ def instruction_losses(pipeline, samples: int = 128, seed: int = 0, identity_con
         context = pipeline.text_encoder(tokenize(texts).to(device))
 
         def model_fn(x_t: torch.Tensor, model_timesteps: torch.Tensor) -> torch.Tensor:
-            return dit(torch.cat([x_t, source], dim=1), model_timesteps, labels, context, identity=identity_features)
+            return dit(torch.cat([x_t, condition], dim=1), model_timesteps, labels, context, identity=identity_features)
 
         terms = training_losses(model_fn, target, timesteps, noise, schedule, prediction_type=dit.config.prediction_type)
         losses[name] = float(terms["mse"].mean())

@@ -66,6 +66,7 @@ class DiTVariant:
     identity: bool = True  # identity embedding and identity loss
     source_conditioning: bool = True  # False: the paper's img2img baseline
     edit_counts: tuple[float, ...] = DIT_EDIT_COUNT_PROBABILITIES
+    recombined_sources: float = 0.0  # share of triplets on recombined sources (`edit_data.py`)
 
 
 # "single_edit" and "single_edit_no_tpr" are the paper's own TPR ablation: every training triplet holds
@@ -77,6 +78,7 @@ DIT_VARIANTS = {
     "img2img": DiTVariant(source_conditioning=False),
     "single_edit": DiTVariant(edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES),
     "single_edit_no_tpr": DiTVariant(token_position_randomization=False, edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES),
+    "recombined": DiTVariant(recombined_sources=0.5),
 }
 VARIANTS = tuple(DIT_VARIANTS)
 # The world model's sampling settings (world.json `edit_defaults`, the pipeline's defaults), chosen by a
@@ -254,7 +256,8 @@ def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, co
     training_config = dit_training_config(variant, config, weights_dir)  # an unknown variant fails here
     codes, features = encode_bank(bank, weights_dir)
     data = build_edit_data(bank.coordinates, codes, features, config.triplets, seed=config.seed + 7,
-                           count_probabilities=DIT_VARIANTS[variant].edit_counts)
+                           count_probabilities=DIT_VARIANTS[variant].edit_counts,
+                           recombined_fraction=DIT_VARIANTS[variant].recombined_sources)
     result = train(training_config, run_dir, data=data)
     return result.ema_weights
 

@@ -98,6 +98,9 @@ class OptimizationConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     max_grad_norm: float | None = None  # None: no clipping (the official script does not clip)
+    # The learning rate falls linearly to 0 over the budget's last `lr_decay_steps` steps; 0 keeps it
+    # constant, as the official script. Part of the schedule, not of the model: a resumed run may change it.
+    lr_decay_steps: int = 0
     mixed_precision: str = "no"  # "bf16": autocast the DiT forward in bfloat16
 
     def __post_init__(self) -> None:
@@ -105,6 +108,15 @@ class OptimizationConfig:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_MODES}, got {self.mixed_precision!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
+        if not 0 <= self.lr_decay_steps <= self.steps:
+            raise ValueError(f"lr_decay_steps must be between 0 and steps ({self.steps}), got {self.lr_decay_steps}")
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of the update that takes the model from `step` to `step + 1`."""
+        decay_start = self.steps - self.lr_decay_steps
+        if step < decay_start:
+            return self.learning_rate
+        return self.learning_rate * max(self.steps - step, 0) / self.lr_decay_steps
 
 
 @dataclass(frozen=True)

@@ -168,12 +168,13 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _check_resumable(saved: dict, current: TrainingConfig) -> None:
-    """A run may be resumed with a different step budget or logging, nothing else."""
+    """A run may be resumed with a different step budget, learning-rate decay or logging, nothing else."""
     ignored = {"logging"}
+    schedule = {"steps": None, "lr_decay_steps": None}  # checkpoints from before lr_decay_steps lack the key
     saved_core = {k: v for k, v in saved.items() if k not in ignored}
     current_core = {k: v for k, v in current.to_dict().items() if k not in ignored}
-    saved_core["optimization"] = {**saved_core["optimization"], "steps": None}
-    current_core["optimization"] = {**current_core["optimization"], "steps": None}
+    saved_core["optimization"] = {**saved_core["optimization"], **schedule}
+    current_core["optimization"] = {**current_core["optimization"], **schedule}
     if saved_core != current_core:
         changed = sorted(k for k in current_core if saved_core.get(k) != current_core[k])
         raise ValueError(f"the checkpoint was made with a different config (sections: {', '.join(changed)}); "
@@ -298,6 +299,8 @@ def _train(
         loss = terms["loss"].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = optimization.learning_rate_at(step)
         if optimization.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(trainable, optimization.max_grad_norm)
         optimizer.step()

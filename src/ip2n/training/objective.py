@@ -34,7 +34,7 @@ class Batch:
     source_latent: torch.Tensor  # (N, 512, 4, 4) packed W+ offsets
     edited_latent: torch.Tensor  # (N, 512, 4, 4)
     source_identity: torch.Tensor  # (N, 512) unit ArcFace features of the source image (condition)
-    edited_identity: torch.Tensor  # (N, 512) unit ArcFace features of the edited image (identity-loss target)
+    edited_identity: torch.Tensor  # (N, 512) unit ArcFace features of the edited image (identity-loss target; zeros: none)
     tokens: torch.Tensor  # (N, 77) int64 instruction token ids (before TPR)
 
     def rows(self, selection: slice) -> Batch:
@@ -152,6 +152,7 @@ def batch_losses(
                             prediction_type=_dit_config(dit).prediction_type)
     identity = torch.zeros_like(terms["loss"])
     selected = schedule.model_timesteps(timesteps) < config.identity_threshold
+    selected &= batch.edited_identity.abs().sum(dim=1) > 0  # all-zero features: this row has no identity target
     if config.identity_weight > 0 and bool(selected.any()):
         rows = selected.nonzero().squeeze(1)[: config.identity_max_samples]
         per_sample = identity_loss(terms["pred_xstart"][rows].float() / scale, batch.edited_identity[rows], networks,
