@@ -52,6 +52,28 @@ def test_bank_views_share_identities_and_round_trip(bank, tmp_path):
     assert torch.equal(prefix.images, bank.images[:2])
 
 
+def test_out_of_fold_inversions_come_from_encoders_that_never_saw_the_identity(bank, monkeypatch):
+    from ip2n.synthetic import vision_training
+    from ip2n.synthetic.vision_training import VisionTrainingConfig, fold_encoder_steps, invert_held_out_fold
+
+    assert [fold_encoder_steps(1000, folds) for folds in (2, 3, 4)] == [500, 667, 750]
+    assert fold_encoder_steps(1, 2) == 1
+    odd = bank.select(bank.identity_index % 2 == 1)
+    assert odd.identity_index.tolist() == [1, 1] and torch.equal(odd.images, bank.images[2:4])
+
+    seen, train_encoder = [], vision_training.train_encoder
+
+    def spy(training_bank, *args, **kwargs):
+        seen.append(training_bank.identity_index.tolist())
+        return train_encoder(training_bank, *args, **kwargs)
+
+    monkeypatch.setattr(vision_training, "train_encoder", spy)
+    codes = {fold: invert_held_out_fold(bank, fold, 2, VisionTrainingConfig(2), w_dim=8) for fold in (0, 1)}
+    assert seen == [[1, 1], [0, 0, 2, 2]]  # fold 0 holds identities 0 and 2, fold 1 identity 1
+    assert codes[0].shape == (4, 14, 8) and codes[1].shape == (2, 14, 8)
+    assert bool(torch.isfinite(codes[0]).all()) and not torch.equal(codes[0][0], codes[0][1])
+
+
 def test_attribute_targets_round_trip_and_loss():
     coordinates, attributes = _random_coordinates(16)
     targets = attribute_targets(coordinates)
@@ -283,21 +305,26 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     import json
 
     from ip2n.cli import main
-    from ip2n.synthetic.train_all import SHIPPED_FILES, load_attribute_classifier
+    from ip2n.checkpoints.safetensors_io import load_weights
+    from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, load_attribute_classifier
 
     out = tmp_path / "world"
     assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1"]) == 0
     for name in SHIPPED_FILES:
         assert (out / name).is_file() and (out / name.replace(".safetensors", ".json")).is_file()
     manifest = json.loads((out / "world.json").read_text())
-    assert {"render_bank", "vision_and_text_models", "dit_full"} <= set(manifest["seconds"])
+    assert {"render_bank", "vision_and_text_models", "out_of_fold_inversions", "dit_full"} <= set(manifest["seconds"])
     assert {"encoder", "identity", "attributes", "text_encoder"} <= set(manifest["figures"])
+    assert {"validation_relative_mse", "out_of_fold_relative_mse"} <= set(manifest["figures"]["encoder"])
+    inversions = load_weights(out / "work" / WorldTrainingConfig.quick().inversions_file)[0]["codes"]
+    assert inversions.shape == (20, 14, 64)  # the 10 training identities' 2 views each, every one inverted
     assert manifest["edit_defaults"]["strength"] == 0.6  # the world's tuned sampling settings travel with it
     assert load_attribute_classifier(out / "attributes.safetensors")(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_LOGITS)
     # A second run finds every stage done and trains nothing again.
     before = {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES}
     assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1"]) == 0
     assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
+    assert "out_of_fold_relative_mse" in json.loads((out / "world.json").read_text())["figures"]["encoder"]
     capsys.readouterr()
     assert main(["synth", "eval", "--weights", str(out), "--cases", "1", "--counts", "1,3", "--out", str(tmp_path / "eval"),
                  "--threads", "1"]) == 0

@@ -56,6 +56,10 @@ class HeadBank:
         """Images of `rows` as float (n, 3, R, R) in [-1, 1]."""
         return self.images[rows].float().div(127.5).sub(1.0)
 
+    def select(self, mask: torch.Tensor) -> HeadBank:
+        """The views where `mask` (N,) is true, every tensor alike."""
+        return HeadBank(*(getattr(self, field.name)[mask] for field in dataclasses.fields(self)))
+
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         with atomic_path(path) as temporary:

@@ -4,13 +4,15 @@ The paper encodes both images of each (original, edited, instruction) triplet wi
 encoder. The world knows exactly how an edit moves the latent (codes are linear in the attribute
 values), so here the edited latent is the *encoded* source plus the exact edit:
 
-    source  = E(image)                        (the encoder's inversion of a rendered bank view)
+    source  = E(image)                        (an inversion of a rendered bank view)
     edited  = E(image) + enc(target) − enc(source attributes)
 
 which keeps what the encoder makes of the face (identity, its small errors) and changes only what
 the instruction asks for. No edited image has to be rendered, so a few minutes of CPU give tens of
 thousands of triplets. The identity-loss target is the source's identity features: edits must not
-change who it is. Instructions use the training split of the phrasings only.
+change who it is. Instructions use the training split of the phrasings only. `train-all` passes
+out-of-fold inversions as the codes (`vision_training.invert_held_out_fold`): each view inverted by
+an encoder that never saw its identity, so the sources are as imperfect as a new face's inversion.
 
 *Recombined sources* (`recombined_fraction`): the bank has only ~2 000 encoded views, and a DiT trained
 on them alone refuses some edits on new faces (it leaves the attribute untouched) that it makes

@@ -5,11 +5,13 @@ resumes where it stopped):
   1. render the head bank (`bank.py`), spread over worker processes;
   2. train the vision and text models in two single-threaded processes side by side:
      [inversion encoder, attribute classifier] and [text encoder, identity network];
-  3. encode the bank, build latent triplets (`edit_data.py`) and train the conditional DiT with the
-     training pipeline (`ip2n.training.train`: TPR, condition dropout, identity loss, EMA).
+  3. invert the bank's training views out of fold (`inversion_folds` encoders, each trained without
+     one fold's identities and inverting that fold; two single-threaded processes side by side);
+  4. build latent triplets on those inversions (`edit_data.py`) and train the conditional DiT with
+     the training pipeline (`ip2n.training.train`: TPR, condition dropout, identity loss, EMA).
 Weights land in OUT as converted safetensors + JSON (the files `EditPipeline.from_weights` and
 `ip2n weights check` read), plus `attributes.safetensors` (the classifier) and `world.json`
-(settings, timings and validation figures). Ablation variants of stage 3 (paper Table 3) go to
+(settings, timings and validation figures). Ablation variants of stage 4 (paper Table 3) go to
 OUT/ablations/<variant>/.
 """
 
@@ -37,6 +39,8 @@ from ip2n.synthetic.text_training import TextTrainingConfig, reading_accuracy, t
 from ip2n.synthetic.vision_training import (
     VisionTrainingConfig,
     attribute_accuracy,
+    fold_encoder_steps,
+    invert_held_out_fold,
     train_attribute_classifier,
     train_encoder,
     train_identity,
@@ -102,6 +106,9 @@ class WorldTrainingConfig:
     dit_steps: int = 6000
     dit_batch_size: int = 64
     triplets: int = 40_000
+    # > 1: the DiT's sources are out-of-fold inversions (each view inverted by an encoder trained on the
+    # other folds' identities, `invert_held_out_fold`); 0 or 1: the trained encoder's in-sample inversions.
+    inversion_folds: int = 2
     seed: int = 0
     workers: int = 2
 
@@ -110,6 +117,10 @@ class WorldTrainingConfig:
         """A few minutes end to end (tests, trying the command): tiny budgets, useless models."""
         return cls(identities=12, views_per_identity=2, validation_identities=2, encoder_steps=3, identity_steps=3,
                    attribute_steps=3, text_steps=3, dit_steps=3, dit_batch_size=8, triplets=64)
+
+    @property
+    def inversions_file(self) -> str:
+        return f"inversions-{self.inversion_folds}fold.safetensors"
 
 
 def save_model(out_dir: Path, component: str, model: torch.nn.Module, config: Any, source: str) -> Path:
@@ -130,8 +141,7 @@ def load_attribute_classifier(path: str | Path, device: str | torch.device = "cp
 
 def _split(bank: HeadBank, validation_identities: int) -> tuple[HeadBank, HeadBank]:
     held_out = bank.identity_index >= int(bank.identity_index.max()) + 1 - validation_identities
-    pick = lambda mask: HeadBank(*(getattr(bank, f.name)[mask] for f in dataclasses.fields(bank)))  # noqa: E731
-    return pick(~held_out), pick(held_out)
+    return bank.select(~held_out), bank.select(held_out)
 
 
 def _train_encoder_and_classifier(bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig) -> dict:
@@ -175,6 +185,29 @@ def _train_text_and_identity(bank_path: str, out_dir: str, work_dir: str, config
         save_model(out, "identity", network, identity_config, "ip2n synth train-all")
         seconds["identity"] = round(time.perf_counter() - start, 1)
     return seconds
+
+
+def _invert_fold(bank_path: str, fold: int, config: WorldTrainingConfig) -> torch.Tensor:
+    """Worker process (one thread): fold `fold`'s training views, inverted by an encoder that never saw them."""
+    torch.set_num_threads(1)
+    train, _ = _split(HeadBank.load(bank_path), config.validation_identities)
+    steps = fold_encoder_steps(config.encoder_steps, config.inversion_folds)
+    return invert_held_out_fold(train, fold, config.inversion_folds, VisionTrainingConfig(steps, seed=config.seed),
+                                w_dim=W_DIM)
+
+
+def out_of_fold_inversions(bank_path: Path, config: WorldTrainingConfig) -> torch.Tensor:
+    """Codes (N, 14, w_dim) of the bank's training views, each from an encoder trained without its
+    identity (the folds train side by side, one thread each)."""
+    folds = config.inversion_folds
+    train, _ = _split(HeadBank.load(bank_path), config.validation_identities)
+    with ProcessPoolExecutor(min(config.workers, folds), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_invert_fold, str(bank_path), fold, config) for fold in range(folds)]
+        fold_codes = [future.result() for future in futures]
+    codes = fold_codes[0].new_empty(len(train), *fold_codes[0].shape[1:])
+    for fold, values in enumerate(fold_codes):
+        codes[train.identity_index % folds == fold] = values
+    return codes
 
 
 @torch.no_grad()
@@ -248,13 +281,17 @@ def encode_bank(bank: HeadBank, weights_dir: Path, batch_size: int = 128) -> tup
     return torch.cat(codes), torch.cat(features)
 
 
-def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, config: WorldTrainingConfig) -> Path:
-    """Stage 3 for one variant → the EMA weights file (dit.safetensors in `run_dir`)."""
+def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, config: WorldTrainingConfig,
+              source_codes: torch.Tensor | None = None) -> Path:
+    """Stage 4 for one variant → the EMA weights file (dit.safetensors in `run_dir`). The sources are
+    `source_codes` (N, 14, w_dim) when given (out-of-fold inversions), else the trained encoder's."""
     from ip2n.synthetic.edit_data import build_edit_data
     from ip2n.training import train
 
     training_config = dit_training_config(variant, config, weights_dir)  # an unknown variant fails here
     codes, features = encode_bank(bank, weights_dir)
+    if source_codes is not None:
+        codes = source_codes
     data = build_edit_data(bank.coordinates, codes, features, config.triplets, seed=config.seed + 7,
                            count_probabilities=DIT_VARIANTS[variant].edit_counts,
                            recombined_fraction=DIT_VARIANTS[variant].recombined_sources)
@@ -297,12 +334,25 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
     figures.update(validation_figures(out_dir, work_dir, validation))
     write_manifest()
 
+    source_codes = None
+    if config.inversion_folds > 1:
+        inversions_path = work_dir / config.inversions_file
+        if not inversions_path.exists():
+            start = time.perf_counter()
+            save_weights(inversions_path, {"codes": out_of_fold_inversions(bank_path, config)},
+                         {"kind": "out_of_fold_inversions", "folds": config.inversion_folds})
+            seconds["out_of_fold_inversions"] = round(time.perf_counter() - start, 1)
+        source_codes = load_weights(inversions_path)[0]["codes"]
+        truth = true_codes(bank, W_DIM)
+        figures["encoder"]["out_of_fold_relative_mse"] = float((source_codes - truth).square().mean() / truth.var())
+        write_manifest()
+
     for variant in variants:
         target = out_dir if variant == "full" else out_dir / "ablations" / variant
         if (target / WEIGHT_FILES["dit"].converted).exists():
             continue
         start = time.perf_counter()
-        weights = train_dit(variant, bank, out_dir, work_dir / f"dit-{variant}", config)
+        weights = train_dit(variant, bank, out_dir, work_dir / f"dit-{variant}", config, source_codes)
         state_dict, metadata = load_weights(weights)
         save_weights(target / WEIGHT_FILES["dit"].converted, state_dict, metadata)
         seconds[f"dit_{variant}"] = round(time.perf_counter() - start, 1)

@@ -94,6 +94,32 @@ def train_encoder(
     return encoder, model_config, history
 
 
+def fold_encoder_steps(steps: int, folds: int) -> int:
+    """Steps for an encoder trained on (folds − 1) / folds of the views: as many passes over its
+    views as `steps` give the encoder trained on all of them."""
+    return max(1, round(steps * (folds - 1) / folds))
+
+
+def invert_held_out_fold(
+    bank: HeadBank, fold: int, folds: int, config: VisionTrainingConfig, *, w_dim: int, progress: bool = False
+) -> torch.Tensor:
+    """Codes (n, 14, w_dim) of the views of fold `fold` (identities whose index % folds == fold),
+    inverted by an encoder trained on the other folds only.
+
+    The encoder learns the bank by heart: its relative error is 0.18 on its training views and 0.60
+    on identities it never saw (identity values are then barely read at all). A DiT trained on its
+    in-sample inversions meets far cleaner sources than the inversions of new faces it edits; these
+    out-of-fold inversions carry the errors of unseen faces, as the paper's triplet images are new
+    to its pretrained encoder.
+    """
+    held_out = bank.identity_index % folds == fold
+    encoder, _, _ = train_encoder(bank.select(~held_out), config, w_dim=w_dim, progress=progress)
+    fold_views = bank.select(held_out)
+    with torch.no_grad():
+        encoder.eval()
+        return torch.cat([encoder(fold_views.pixels(slice(start, start + 256))) for start in range(0, len(fold_views), 256)])
+
+
 class ArcFaceHead(nn.Module):
     """Additive angular margin logits: s · cos(θ_y + m) for the true class, s · cos θ for the others."""
 
