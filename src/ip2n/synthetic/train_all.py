@@ -41,6 +41,7 @@ from ip2n.synthetic.vision_training import (
     attribute_accuracy,
     fold_encoder_steps,
     invert_held_out_fold,
+    run_on_views,
     train_attribute_classifier,
     train_encoder,
     train_identity,
@@ -268,17 +269,16 @@ def dit_training_config(variant: str, config: WorldTrainingConfig, weights_dir: 
     )
 
 
-def encode_bank(bank: HeadBank, weights_dir: Path, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes (N, 14, w_dim), identity features (N, 512)) of every bank view with the trained networks."""
+def bank_codes(bank: HeadBank, weights_dir: Path) -> torch.Tensor:
+    """Codes (N, 14, w_dim) of every bank view by the trained encoder (in-sample inversions)."""
     encoder, _ = load_preim3d_encoder(weights_dir)
-    identity = load_identity(weights_dir)
-    codes, features = [], []
-    with torch.no_grad():
-        for start in range(0, len(bank), batch_size):
-            pixels = bank.pixels(slice(start, start + batch_size))
-            codes.append(encoder.eval()(pixels))
-            features.append(extract_identity(identity.eval(), pixels))
-    return torch.cat(codes), torch.cat(features)
+    return run_on_views(encoder.eval(), bank)
+
+
+def bank_identity_features(bank: HeadBank, weights_dir: Path) -> torch.Tensor:
+    """Identity features (N, 512) of every bank view by the trained identity network."""
+    identity = load_identity(weights_dir).eval()
+    return run_on_views(lambda pixels: extract_identity(identity, pixels), bank)
 
 
 def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, config: WorldTrainingConfig,
@@ -289,10 +289,8 @@ def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, co
     from ip2n.training import train
 
     training_config = dit_training_config(variant, config, weights_dir)  # an unknown variant fails here
-    codes, features = encode_bank(bank, weights_dir)
-    if source_codes is not None:
-        codes = source_codes
-    data = build_edit_data(bank.coordinates, codes, features, config.triplets, seed=config.seed + 7,
+    codes = bank_codes(bank, weights_dir) if source_codes is None else source_codes
+    data = build_edit_data(bank.coordinates, codes, bank_identity_features(bank, weights_dir), config.triplets, seed=config.seed + 7,
                            count_probabilities=DIT_VARIANTS[variant].edit_counts,
                            recombined_fraction=DIT_VARIANTS[variant].recombined_sources)
     result = train(training_config, run_dir, data=data)

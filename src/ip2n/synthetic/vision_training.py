@@ -94,6 +94,12 @@ def train_encoder(
     return encoder, model_config, history
 
 
+@torch.no_grad()
+def run_on_views(network: Callable[[torch.Tensor], torch.Tensor], bank: HeadBank, batch_size: int = 128) -> torch.Tensor:
+    """`network` applied to every view of `bank` in batches of pixels in [-1, 1], outputs concatenated."""
+    return torch.cat([network(bank.pixels(slice(start, start + batch_size))) for start in range(0, len(bank), batch_size)])
+
+
 def fold_encoder_steps(steps: int, folds: int) -> int:
     """Steps for an encoder trained on (folds − 1) / folds of the views: as many passes over its
     views as `steps` give the encoder trained on all of them."""
@@ -114,10 +120,7 @@ def invert_held_out_fold(
     """
     held_out = bank.identity_index % folds == fold
     encoder, _, _ = train_encoder(bank.select(~held_out), config, w_dim=w_dim, progress=progress)
-    fold_views = bank.select(held_out)
-    with torch.no_grad():
-        encoder.eval()
-        return torch.cat([encoder(fold_views.pixels(slice(start, start + 256))) for start in range(0, len(fold_views), 256)])
+    return run_on_views(encoder.eval(), bank.select(held_out))
 
 
 class ArcFaceHead(nn.Module):
@@ -195,6 +198,5 @@ def train_attribute_classifier(
 @torch.no_grad()
 def attribute_accuracy(classifier: AttributeClassifier, bank: HeadBank, batch_size: int = 128) -> float:
     """Share of (view, attribute) predictions that match the truth."""
-    predictions = torch.cat([predicted_targets(classifier(bank.pixels(slice(start, start + batch_size))))
-                             for start in range(0, len(bank), batch_size)])
+    predictions = run_on_views(lambda pixels: predicted_targets(classifier(pixels)), bank, batch_size)
     return float((predictions == attribute_targets(bank.coordinates)).float().mean())
