@@ -169,3 +169,24 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
     assert "| exact edit (classifier only) |" in report
     assert figures["exact_success_classifier"] in (0.0, 1.0) and 0 <= figures["exact_AA"] <= 1
     assert Image.open(tmp_path / "eval" / "success_by_count.png").size == (720, 360)
+
+
+def test_synth_eval_tpr_shifts_the_prompts_at_inference(tmp_path, monkeypatch):
+    import ip2n.synthetic.evaluate as evaluation
+
+    randomized = []
+    embed = EditPipeline._embed
+
+    def spy(self, prompts, randomize, generator):
+        randomized.append(randomize)
+        return embed(self, prompts, randomize, generator)
+
+    monkeypatch.setattr(EditPipeline, "_embed", spy)
+    # The denoising-error table is not what this test is about (and costs a minute).
+    monkeypatch.setattr(evaluation, "instruction_losses", lambda *args, **kwargs: {"right": 0.1, "shuffled": 0.2, "empty": 0.3})
+    instructions = tmp_path / "mine.jsonl"
+    instructions.write_text('{"instruction": "make him smile", "edits": {"smile": true}}\n')
+    assert main(["synth", "eval", "--instructions", str(instructions), "--out", str(tmp_path / "eval"),
+                 "--threads", "2", "--tpr"]) == 0
+    assert randomized == [True]  # the one case's edit
+    assert "token positions randomised at inference (--tpr)" in (tmp_path / "eval" / "report.md").read_text()

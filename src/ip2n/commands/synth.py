@@ -83,6 +83,9 @@ def add_parser(commands) -> None:
     evaluation.add_argument("--strength", type=float, help="edit strength (default: the model's)")
     evaluation.add_argument("--cfg-text", type=float, help="text guidance (default: the model's)")
     evaluation.add_argument("--cfg-image", type=float, help="image guidance (default: the model's)")
+    evaluation.add_argument("--tpr", action="store_true",
+                            help="shift each instruction's tokens by a random offset at inference too, as the "
+                                 "official code does (default: off, as TPR-trained models are meant to be used)")
     add_threads_option(evaluation)
     evaluation.set_defaults(run=run_eval)
 
@@ -154,7 +157,8 @@ def run_eval(args) -> int:
         raise UserError("--cases must be at least 1 and --counts between 1 and 4")
     settings = EvalSettings(cases_per_count=args.cases, counts=counts, seed=args.seed, phrasings=args.phrasings,
                             num_inference_steps=args.steps,
-                            strength=args.strength, guidance_scale=args.cfg_text, image_guidance_scale=args.cfg_image)
+                            strength=args.strength, guidance_scale=args.cfg_text, image_guidance_scale=args.cfg_image,
+                            token_position_randomization=args.tpr)
     if args.instructions:
         try:
             cases = read_instruction_cases(args.instructions, args.seed)
@@ -201,7 +205,8 @@ def run_eval(args) -> int:
         "weights": str(weights), "instructions": source, "heads": "identities never seen in training",
         "views": f"{settings.views} random views per edit (yaw ±30°, pitch ±20°), 64² renders",
         "settings": f"{settings.num_inference_steps}-step schedule, strength {settings.strength}, text guidance "
-                    f"{settings.guidance_scale}, image guidance {settings.image_guidance_scale}, seed {args.seed}",
+                    f"{settings.guidance_scale}, image guidance {settings.image_guidance_scale}, seed {args.seed}"
+                    + (", token positions randomised at inference (--tpr)" if settings.token_position_randomization else ""),
     })
     print(json.dumps({variant: result["all"] for variant, result in results.items()}, indent=2))
     print(report)

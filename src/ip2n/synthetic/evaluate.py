@@ -89,6 +89,8 @@ class EvalSettings:
     strength: float | None = None
     guidance_scale: float | None = None
     image_guidance_scale: float | None = None
+    # Shift the prompt's tokens at inference too, as the official code does (off: SPEC §3's default).
+    token_position_randomization: bool = False
 
     def resolved(self, defaults) -> EvalSettings:
         """These settings with every unset sampling value taken from `defaults` (an `EditDefaults`)."""
@@ -223,6 +225,7 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
         to_pil(image), case.instruction, num_inference_steps=settings.num_inference_steps, strength=settings.strength,
         guidance_scale=settings.guidance_scale, image_guidance_scale=settings.image_guidance_scale,
         generator=generator, identity_conditioning=switches.identity, source_conditioning=switches.source_conditioning,
+        token_position_randomization=settings.token_position_randomization,
     )
     bases = renderer.backbone.bases
     edited = attributes_of(decode(result.edited_latent, bases))[0]

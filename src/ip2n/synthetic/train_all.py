@@ -211,6 +211,11 @@ def out_of_fold_inversions(bank_path: Path, config: WorldTrainingConfig) -> torc
     return codes
 
 
+def relative_mse(codes: torch.Tensor, truth: torch.Tensor) -> float:
+    """Inversion error as a fraction of the true latents' variance (0 = exact, 1 = no better than their mean)."""
+    return float((codes - truth).square().mean() / truth.var())
+
+
 @torch.no_grad()
 def validation_figures(out_dir: Path, work_dir: Path, validation: HeadBank) -> dict:
     """How well each trained model does on the held-out identities (and held-out phrasings)."""
@@ -220,7 +225,7 @@ def validation_figures(out_dir: Path, work_dir: Path, validation: HeadBank) -> d
     encoder, _ = load_preim3d_encoder(out_dir)
     codes, truth = encoder.eval()(validation.pixels(slice(None))), true_codes(validation, W_DIM)
     figures = {
-        "encoder": {"validation_relative_mse": float((codes - truth).square().mean() / truth.var())},
+        "encoder": {"validation_relative_mse": relative_mse(codes, truth)},
         "identity": identity_separation(load_identity(out_dir), validation),
         "attributes": {"validation_accuracy": attribute_accuracy(load_attribute_classifier(out_dir / ATTRIBUTES_FILE),
                                                                   validation)},
@@ -341,8 +346,7 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
                          {"kind": "out_of_fold_inversions", "folds": config.inversion_folds})
             seconds["out_of_fold_inversions"] = round(time.perf_counter() - start, 1)
         source_codes = load_weights(inversions_path)[0]["codes"]
-        truth = true_codes(bank, W_DIM)
-        figures["encoder"]["out_of_fold_relative_mse"] = float((source_codes - truth).square().mean() / truth.var())
+        figures["encoder"]["out_of_fold_relative_mse"] = relative_mse(source_codes, true_codes(bank, W_DIM))
         write_manifest()
 
     for variant in variants:
