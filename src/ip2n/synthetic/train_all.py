@@ -40,6 +40,7 @@ from ip2n.synthetic.vision_training import (
     VisionTrainingConfig,
     attribute_accuracy,
     fold_encoder_steps,
+    in_fold,
     invert_held_out_fold,
     run_on_views,
     train_attribute_classifier,
@@ -207,7 +208,7 @@ def out_of_fold_inversions(bank_path: Path, config: WorldTrainingConfig) -> torc
         fold_codes = [future.result() for future in futures]
     codes = fold_codes[0].new_empty(len(train), *fold_codes[0].shape[1:])
     for fold, values in enumerate(fold_codes):
-        codes[train.identity_index % folds == fold] = values
+        codes[in_fold(train, fold, folds)] = values
     return codes
 
 

@@ -106,11 +106,16 @@ def fold_encoder_steps(steps: int, folds: int) -> int:
     return max(1, round(steps * (folds - 1) / folds))
 
 
+def in_fold(bank: HeadBank, fold: int, folds: int) -> torch.Tensor:
+    """(N,) bool: the views of fold `fold` of `folds`, whole identities (index % folds == fold)."""
+    return bank.identity_index % folds == fold
+
+
 def invert_held_out_fold(
     bank: HeadBank, fold: int, folds: int, config: VisionTrainingConfig, *, w_dim: int, progress: bool = False
 ) -> torch.Tensor:
-    """Codes (n, 14, w_dim) of the views of fold `fold` (identities whose index % folds == fold),
-    inverted by an encoder trained on the other folds only.
+    """Codes (n, 14, w_dim) of the views of fold `fold` (`in_fold`), inverted by an encoder trained
+    on the other folds only.
 
     The encoder learns the bank by heart: its relative error is 0.18 on its training views and 0.60
     on identities it never saw (identity values are then barely read at all). A DiT trained on its
@@ -118,7 +123,7 @@ def invert_held_out_fold(
     out-of-fold inversions carry the errors of unseen faces, as the paper's triplet images are new
     to its pretrained encoder.
     """
-    held_out = bank.identity_index % folds == fold
+    held_out = in_fold(bank, fold, folds)
     encoder, _, _ = train_encoder(bank.select(~held_out), config, w_dim=w_dim, progress=progress)
     return run_on_views(encoder.eval(), bank.select(held_out))
 
