@@ -165,7 +165,8 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
     assert 0 <= figures["identity_drift_truth"] < 0.15  # the world's people differ by about 1.1
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "| full |" in report and "could" not in report  # figures, not raw instructions
-    assert "identity cosine of the exact edit" in report
+    assert "identity cosine of the exact edit" in report and "ID as the paper (input image)" in report
+    assert 0 < figures["input_identity_cosine"] < 1
     assert "| exact edit (classifier only) |" in report
     assert figures["exact_success_classifier"] in (0.0, 1.0) and 0 <= figures["exact_AA"] <= 1
     assert Image.open(tmp_path / "eval" / "success_by_count.png").size == (720, 360)

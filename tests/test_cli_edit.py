@@ -136,6 +136,8 @@ def test_image_conversions_through_the_command(weights_dir, tmp_path, capsys):
         assert _tree(out / name) == BASIC_FILES
     size = lambda name: json.loads((out / name / "result.json").read_text())["input_image_size"]  # noqa: E731
     assert size("rotated") == [256, 300] and size("large") == [4096, 2048] and size("gray16") == [256, 256]
+    stored = lambda name: json.loads((out / name / "result.json").read_text())["input_file_size"]  # noqa: E731
+    assert stored("rotated") == [300, 256] and stored("large") == [6000, 3000] and stored("gray16") == [256, 256]
 
 
 def test_official_prompt_list_batch(weights_dir, tmp_path, capsys):
@@ -193,6 +195,7 @@ def test_align_crops_real_photos_and_reports_faceless_ones(weights_dir, tmp_path
     assert sorted(path.name for path in out.iterdir()) == ["photo"]
     record = json.loads((out / "photo" / "result.json").read_text())
     assert record["settings"]["align"] and record["input_image_size"] == [512, 512]
+    assert record["input_file_size"] == [900, 700]  # the photo as given, before the aligned crop
     assert len(record["input_camera"]) == 25
 
 

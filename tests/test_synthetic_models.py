@@ -285,7 +285,8 @@ def test_evaluation_figures_are_computed_per_count():
     def case(count, success, changed):
         return CaseResult(count, success, not success, changed, 10, 3 if success else 1, 4,
                           exact_success_classifier=count == 1, exact_altered_views=4 if success else 2,
-                          dependency=0.02, identity_cosine=0.9, exact_edit_identity_cosine=0.8 if success else 0.7,
+                          dependency=0.02, identity_cosine=0.9, input_identity_cosine=0.6 if success else 0.5,
+                          exact_edit_identity_cosine=0.8 if success else 0.7,
                           identity_drift=0.03 * count, reconstruction_error=0.01, reconstruction_attributes=1.0)
 
     summary = summarize([case(1, True, 0), case(1, False, 1), case(2, True, 2)])
@@ -294,6 +295,7 @@ def test_evaluation_figures_are_computed_per_count():
     assert summary["all"]["AA"] == pytest.approx(7 / 12)
     assert summary["all"]["AD_percent"] == pytest.approx(2.0)
     assert summary["all"]["exact_edit_identity_cosine"] == pytest.approx(2.3 / 3)
+    assert summary["all"]["input_identity_cosine"] == pytest.approx(1.7 / 3)
     assert summary["by_count"]["1"]["exact_success_classifier"] == 1.0
     assert summary["by_count"]["2"]["exact_success_classifier"] == 0.0
     assert summary["all"]["exact_AA"] == pytest.approx(10 / 12)
@@ -309,10 +311,11 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, load_attribute_classifier
 
     out = tmp_path / "world"
-    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1"]) == 0
+    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
     for name in SHIPPED_FILES:
         assert (out / name).is_file() and (out / name.replace(".safetensors", ".json")).is_file()
     manifest = json.loads((out / "world.json").read_text())
+    assert manifest["config"]["text_position_randomization"] is False  # --no-text-tpr reached the recipe
     assert {"render_bank", "vision_and_text_models", "out_of_fold_inversions", "dit_full"} <= set(manifest["seconds"])
     assert {"encoder", "identity", "attributes", "text_encoder"} <= set(manifest["figures"])
     assert {"validation_relative_mse", "out_of_fold_relative_mse"} <= set(manifest["figures"]["encoder"])
@@ -322,7 +325,7 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert load_attribute_classifier(out / "attributes.safetensors")(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_LOGITS)
     # A second run finds every stage done and trains nothing again.
     before = {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES}
-    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1"]) == 0
+    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
     assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
     assert "out_of_fold_relative_mse" in json.loads((out / "world.json").read_text())["figures"]["encoder"]
     capsys.readouterr()
@@ -347,3 +350,10 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--cases", "1", "--counts", "1",
                  "--out", str(tmp_path / "e6"), "--threads", "1"]) == 0
     assert set(json.loads((tmp_path / "e6" / "eval.json").read_text())) == {"full", "no_tpr"}
+    # --skip-full evaluates the named ablations alone, and refuses to run with none named.
+    assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--skip-full", "--cases", "1",
+                 "--counts", "1", "--out", str(tmp_path / "e7"), "--threads", "1"]) == 0
+    assert set(json.loads((tmp_path / "e7" / "eval.json").read_text())) == {"no_tpr"}
+    assert main(["synth", "eval", "--weights", str(out), "--skip-full", "--out", str(tmp_path / "e8")]) != 0
+    assert "--skip-full leaves nothing to evaluate without --ablations" in capsys.readouterr().err
+    assert not (tmp_path / "e8").exists()

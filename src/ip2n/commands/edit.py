@@ -361,7 +361,7 @@ def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
         "views": args.views, "video": args.video, "video_frames": args.frames, "video_format": args.video_format,
         "fps": args.fps, "mesh": args.mesh, "mesh_resolution": args.mesh_resolution, "mesh_level": args.mesh_level,
         "metadata": {
-            "command": "edit", "input": str(item.image),
+            "command": "edit", "input": str(item.image), "input_file_size": _stored_size(item.image),
             "weights" if args.weights else "model": args.weights or args.model,
             "device": str(device), "model_load_seconds": pipeline.load_seconds,
         },
@@ -374,6 +374,15 @@ def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
     result = pipeline(item.image, item.instructions, strength=strength, guidance_scale=text_scale,
                       image_guidance_scale=image_scale, generator=torch.Generator().manual_seed(args.seed), **options)
     result.save(folder, **save_options)
+
+
+def _stored_size(path: Path) -> list[int]:
+    """[width, height] as stored in the file. result.json's `input_image_size` is the image the model
+    saw, which differs after EXIF rotation, the reduction of very large photos or --align's crop."""
+    from PIL import Image
+
+    with Image.open(path) as image:  # reads the header only; the file was decoded and checked before
+        return list(image.size)
 
 
 def _sweep_one(pipeline, item: EditItem, folder: Path, args, options: dict, save_options: dict) -> None:

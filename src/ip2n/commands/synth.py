@@ -6,6 +6,8 @@ built-in model's weights); `eval` measures editing quality against the world's g
 
 from __future__ import annotations
 
+import argparse
+
 from ip2n.commands.common import UserError, add_threads_option, apply_threads, prepare_output_dir
 
 
@@ -53,6 +55,10 @@ def add_parser(commands) -> None:
     train_all.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of the whole recipe")
     train_all.add_argument("--install", action="store_true",
                            help="then copy the weights (float16) into the package as the built-in model")
+    train_all.add_argument("--text-tpr", action=argparse.BooleanOptionalAction, default=True,
+                           help="token position randomisation while the text tower learns (default: on, the "
+                                "shipped tower); --no-text-tpr trains it as CLIP was, prompts always at the start, "
+                                "the setting in which the DiT's own TPR matters (docs/synthetic_world.md)")
     train_all.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_threads_option(train_all)
     train_all.set_defaults(run=run_train_all)
@@ -70,6 +76,10 @@ def add_parser(commands) -> None:
     evaluation.add_argument("--ablations", nargs="?", const="all", metavar="VARIANT,...",
                             help="also evaluate WEIGHTS/ablations/<variant>/dit.safetensors (from train-all "
                                  "--ablations): all of them, or the comma-separated variants named")
+    evaluation.add_argument("--skip-full", action="store_true",
+                            help="with --ablations: evaluate only the ablations, not the full model as well "
+                                 "(saves its 6-7 minutes per 25 cases; the evaluation is deterministic, so an "
+                                 "earlier report's full-model figures still hold for the same settings)")
     evaluation.add_argument("--instructions", metavar="FILE",
                             help='JSON lines {"instruction": "...", "edits": {"attribute": value}} instead of the held-out phrasings')
     evaluation.add_argument("--cases", type=int, default=50, metavar="N", help="cases per number of edits (default 50)")
@@ -85,7 +95,7 @@ def add_parser(commands) -> None:
     evaluation.add_argument("--cfg-image", type=float, help="image guidance (default: the model's)")
     evaluation.add_argument("--tpr", action="store_true",
                             help="shift each instruction's tokens by a random offset at inference too, as the "
-                                 "official code does (default: off, as TPR-trained models are meant to be used)")
+                                 "official code does (default: off; the paper's TPR shifts tokens in training only)")
     add_threads_option(evaluation)
     evaluation.set_defaults(run=run_eval)
 
@@ -123,7 +133,7 @@ def run_train_all(args) -> int:
     from ip2n.synthetic.train_all import VARIANTS, WorldTrainingConfig, export_builtin, train_world
 
     config = WorldTrainingConfig.quick() if args.quick else WorldTrainingConfig()
-    config = dataclasses.replace(config, seed=args.seed)
+    config = dataclasses.replace(config, seed=args.seed, text_position_randomization=args.text_tpr)
     variants = VARIANTS if args.ablations else ("full",)
     manifest = train_world(out_dir, Path(args.work) if args.work else out_dir / "work", config, variants)
     print(json.dumps({"seconds": manifest["seconds"], "figures": manifest["figures"]}, indent=2))
@@ -166,7 +176,10 @@ def run_eval(args) -> int:
             raise UserError(str(exc)) from None
     else:
         cases = make_cases(settings)
-    variants = {"full": None}
+    if args.skip_full and not args.ablations:
+        raise UserError("--skip-full leaves nothing to evaluate without --ablations; name the ablations "
+                        "(e.g. --ablations no_tpr) or drop --skip-full")
+    variants = {} if args.skip_full else {"full": None}
     if args.ablations:
         chosen = VARIANTS[1:] if args.ablations == "all" else tuple(args.ablations.split(","))
         unknown = [variant for variant in chosen if variant not in VARIANTS[1:]]

@@ -105,6 +105,11 @@ class WorldTrainingConfig:
     identity_steps: int = 1200
     attribute_steps: int = 600
     text_steps: int = 4000
+    # TPR while the text tower itself learns. On, its token features hardly depend on where a prompt sits
+    # (cosine 0.98 between a prompt's tokens and the same tokens 20 places later), so the DiT cannot tell
+    # positions apart and its own TPR changes nothing. Off, as for CLIP (prompts always at the start),
+    # they do (0.43), and the DiT's TPR matters as in the paper's Fig. 5 (docs/synthetic_world.md).
+    text_position_randomization: bool = True
     dit_steps: int = 6000
     dit_batch_size: int = 64
     triplets: int = 40_000
@@ -173,8 +178,9 @@ def _train_text_and_identity(bank_path: str, out_dir: str, work_dir: str, config
     out, seconds = Path(out_dir), {}
     if not (out / WEIGHT_FILES["text_encoder"].converted).exists():
         start = time.perf_counter()
-        text_encoder, reader, _ = train_text_encoder(TextTrainingConfig(steps=config.text_steps, seed=config.seed),
-                                                     progress=False)
+        text_encoder, reader, _ = train_text_encoder(
+            TextTrainingConfig(steps=config.text_steps, seed=config.seed,
+                               token_position_randomization=config.text_position_randomization), progress=False)
         # The read-out is not part of the model; kept to measure how well the encoder reads instructions.
         save_weights(Path(work_dir) / TEXT_READER_FILE, reader.head.state_dict(), {"kind": "text_reader"})
         save_model(out, "text_encoder", text_encoder, text_encoder.config, "ip2n synth train-all")
