@@ -159,14 +159,21 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
     instructions.write_text('{"instruction": "could you put some specs on him", "edits": {"eyeglasses": true}}\n')
     status = main(["synth", "eval", "--instructions", str(instructions), "--out", str(tmp_path / "eval"), "--threads", "2"])
     assert status == 0
-    figures = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]["all"]
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
+    figures = evaluation["all"]
     assert figures["cases"] == 1 and 0 <= figures["identity_cosine"] <= 1
+    # each case's own row, for pairwise comparisons of variants
+    (row,) = evaluation["cases"]
+    assert row["instruction"] == "could you put some specs on him" and row["edits"] == {"eyeglasses": True}
+    assert row["count"] == 1 and row["identity_cosine"] == pytest.approx(figures["identity_cosine"])
     assert 0 <= figures["exact_edit_identity_cosine"] <= 1
     assert 0 <= figures["identity_drift_truth"] < 0.15  # the world's people differ by about 1.1
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "| full |" in report and "could" not in report  # figures, not raw instructions
     assert "identity cosine of the exact edit" in report and "ID as the paper (input image)" in report
     assert 0 < figures["input_identity_cosine"] < 1
+    assert "identity error against the true head: edit / reconstruction" in report
+    assert 0 < figures["reconstruction_identity_error_truth"] < 1 and 0 < figures["identity_error_truth"] < 1
     assert "| exact edit (classifier only) |" in report
     assert figures["exact_success_classifier"] in (0.0, 1.0) and 0 <= figures["exact_AA"] <= 1
     assert Image.open(tmp_path / "eval" / "success_by_count.png").size == (720, 360)

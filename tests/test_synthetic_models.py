@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from ip2n.diffusion import unpack_latent
+from ip2n.diffusion import pack_latent, unpack_latent
 from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, sample_attributes, sample_identity
 from ip2n.synthetic.bank import HeadBank, render_bank
 from ip2n.synthetic.classifier import (
@@ -191,14 +191,40 @@ def test_recombined_sources_keep_the_inversion_error_on_a_new_head():
         build_edit_data(coordinates, codes, identity, 4, seed=3, recombined_fraction=1.5, progress=False)
 
 
+def test_true_targets_edit_the_true_head_not_the_inversion():
+    coordinates, attributes = _random_coordinates(6, seed=6)
+    bases = row_bases(64)
+    average = encode(prior_mean_coordinates(), bases)
+    truth = encode(coordinates, bases) - average
+    error = 0.05 * torch.randn(6, 14, 64, generator=torch.Generator().manual_seed(1))  # the encoder's error per view
+    identity = torch.nn.functional.normalize(torch.randn(6, 512), dim=1)
+    plain = build_edit_data(coordinates, truth + error, identity, 30, seed=3, progress=False)
+    data = build_edit_data(coordinates, truth + error, identity, 30, seed=3, target_codes=truth, progress=False)
+    assert torch.equal(data.rows, plain.rows) and data.instructions == plain.instructions  # the same triplets
+    batch, plain_batch = data.batch(list(range(30)), torch.device("cpu")), plain.batch(list(range(30)), torch.device("cpu"))
+    assert torch.equal(batch.source_latent, plain_batch.source_latent)  # the source is still the inversion
+    for sample in range(30):
+        row = int(data.rows[sample])
+        edited = decode(unpack_latent(batch.edited_latent[sample:sample + 1]) + average, bases)
+        # the target is the true head, edited: the inversion's error is gone, identity values exact
+        assert torch.allclose(identity_of(edited), identity_of(coordinates[row][None]), atol=1e-5)
+        assert torch.allclose(batch.edited_latent[sample] - plain_batch.edited_latent[sample],
+                              -pack_latent(error[row][None])[0], atol=1e-5)
+        changed = {name for name in ATTRIBUTE_NAMES if attributes_of(edited)[0][name] != attributes[row][name]}
+        assert 1 <= len(changed) <= 3
+    with pytest.raises(ValueError, match=r"target_codes must have the shape of source_codes \(6, 14, 64\)"):
+        build_edit_data(coordinates, truth, identity, 4, seed=3, target_codes=truth[:, :8], progress=False)
+
+
 def test_each_ablation_variant_turns_off_what_its_name_says(tmp_path):
     from ip2n.synthetic.train_all import VARIANTS, WorldTrainingConfig, dit_training_config
 
     config = WorldTrainingConfig.quick()
     objectives = {variant: dit_training_config(variant, config, tmp_path).objective for variant in VARIANTS}
     assert {v for v, o in objectives.items() if not o.token_position_randomization} == {"no_tpr", "single_edit_no_tpr"}
-    assert {v for v, o in objectives.items() if not o.identity_conditioning} == {"no_identity"}
-    assert {v for v, o in objectives.items() if o.identity_weight == 0} == {"no_identity"}
+    without_identity = {"no_identity", "true_targets_no_identity"}
+    assert {v for v, o in objectives.items() if not o.identity_conditioning} == without_identity
+    assert {v for v, o in objectives.items() if o.identity_weight == 0} == without_identity
     assert {v for v, o in objectives.items() if not o.source_conditioning} == {"img2img"}
     with pytest.raises(ValueError, match="unknown variant 'no_text'"):
         dit_training_config("no_text", config, tmp_path)
@@ -287,7 +313,8 @@ def test_evaluation_figures_are_computed_per_count():
                           exact_success_classifier=count == 1, exact_altered_views=4 if success else 2,
                           dependency=0.02, identity_cosine=0.9, input_identity_cosine=0.6 if success else 0.5,
                           exact_edit_identity_cosine=0.8 if success else 0.7,
-                          identity_drift=0.03 * count, reconstruction_error=0.01, reconstruction_attributes=1.0)
+                          identity_drift=0.03 * count, identity_error=0.2 if success else 0.4,
+                          reconstruction_identity_error=0.3, reconstruction_error=0.01, reconstruction_attributes=1.0)
 
     summary = summarize([case(1, True, 0), case(1, False, 1), case(2, True, 2)])
     assert summary["by_count"]["1"]["success_truth"] == 0.5 and summary["by_count"]["2"]["success_truth"] == 1.0
@@ -300,6 +327,22 @@ def test_evaluation_figures_are_computed_per_count():
     assert summary["by_count"]["2"]["exact_success_classifier"] == 0.0
     assert summary["all"]["exact_AA"] == pytest.approx(10 / 12)
     assert summary["by_count"]["1"]["identity_drift_truth"] == pytest.approx(0.03)
+    assert summary["by_count"]["1"]["identity_error_truth"] == pytest.approx(0.3)
+    assert summary["all"]["reconstruction_identity_error_truth"] == pytest.approx(0.3)
+
+
+def test_resuming_train_all_needs_the_same_settings(tmp_path):
+    from ip2n.synthetic.train_all import WorldTrainingConfig, check_resumable
+
+    config = WorldTrainingConfig.quick()
+    check_resumable(None, config, tmp_path)  # a new run
+    check_resumable({**dataclasses.asdict(config), "workers": 1}, config, tmp_path)  # how stages run, not what they make
+    older = {key: value for key, value in dataclasses.asdict(config).items() if key != "text_position_randomization"}
+    check_resumable(older, config, tmp_path)  # a setting older versions did not record had its default (on)
+    with pytest.raises(ValueError, match="text_position_randomization True → False"):
+        check_resumable(older, dataclasses.replace(config, text_position_randomization=False), tmp_path)
+    with pytest.raises(ValueError, match=r"holds a train-all run started with other settings \(dit_steps 3 → 4; seed 0 → 2\).*new --out"):
+        check_resumable(dataclasses.asdict(config), dataclasses.replace(config, dit_steps=4, seed=2), tmp_path)
 
 
 def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
@@ -308,7 +351,7 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
 
     from ip2n.cli import main
     from ip2n.checkpoints.safetensors_io import load_weights
-    from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, load_attribute_classifier
+    from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, load_attribute_classifier, train_world
 
     out = tmp_path / "world"
     assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
@@ -328,6 +371,16 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
     assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
     assert "out_of_fold_relative_mse" in json.loads((out / "world.json").read_text())["figures"]["encoder"]
+    # Resuming with other settings is refused before anything is touched: the finished stages would be kept.
+    capsys.readouterr()
+    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr", "--seed", "1"]) == 2
+    assert "started with other settings (seed 0 → 1)" in capsys.readouterr().err
+    assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
+    assert json.loads((out / "world.json").read_text())["config"]["seed"] == 0
+    # A bank left by a run of another size is refused as well (a new --out, the old --work).
+    other = dataclasses.replace(WorldTrainingConfig.quick(), identities=13, text_position_randomization=False)
+    with pytest.raises(ValueError, match="holds 24 views, not the 13 × 2 of these settings"):
+        train_world(tmp_path / "other", out / "work", other)
     capsys.readouterr()
     assert main(["synth", "eval", "--weights", str(out), "--cases", "1", "--counts", "1,3", "--out", str(tmp_path / "eval"),
                  "--threads", "1"]) == 0

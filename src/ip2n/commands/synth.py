@@ -50,8 +50,9 @@ def add_parser(commands) -> None:
     train_all.add_argument("--work", help="folder for the head bank and DiT runs (default: OUT/work)")
     train_all.add_argument("--ablations", action="store_true",
                            help="also train the ablation DiTs (no_tpr, no_identity, img2img, single_edit, "
-                                "single_edit_no_tpr) and the recombined-sources experiment (recombined) into "
-                                "OUT/ablations/ (30-50 minutes each on two threads)")
+                                "single_edit_no_tpr, true_targets, true_targets_no_identity) and the "
+                                "recombined-sources experiment (recombined) into OUT/ablations/ (30-50 minutes "
+                                "each on two threads)")
     train_all.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of the whole recipe")
     train_all.add_argument("--install", action="store_true",
                            help="then copy the weights (float16) into the package as the built-in model")

@@ -26,6 +26,15 @@ identity features (the DiT's identity condition) stay those of the rendered view
 identity-loss target (zero features: the objective skips such rows). Measured with half the
 triplets recombined (the `recombined` variant): the DiT fits new heads better, but it does not
 edit more of them successfully, so the built-in model does not use it (docs/synthetic_world.md).
+
+*True targets* (`target_codes`, the world's true codes of the bank views): the edited latent is the true
+latent of the edited head rather than the inversion plus the edit,
+
+    source  = E(image)        edited  = true latent of the head + enc(target) − enc(source attributes)
+
+so the DiT must also undo what the inversion lost, as in the paper, whose targets are inversions of
+other images whose errors the source's do not predict. That loss is what the paper's identity module
+compensates for; with the inversion's own identity kept in the target it has nothing to add.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ class SyntheticEditData:
     """Triplet samples over encoded bank views; the training loop's data (`len`, `batch`, `sample_set`)."""
 
     source_codes: torch.Tensor  # (V, 14, w_dim) encoder codes of the bank views, relative to the average latent
+    target_codes: torch.Tensor  # (V, 14, w_dim) the codes each edit starts from: source_codes, or the true codes
     source_identity: torch.Tensor  # (V, 512) identity features of the bank views
     rows: torch.Tensor  # (S,) int64 bank view of each sample
     coordinate_deltas: torch.Tensor  # (S, K) target − source coordinates (attribute codes only)
@@ -67,8 +77,10 @@ class SyntheticEditData:
 
     def _codes(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bases = row_bases(self.source_codes.shape[2])
-        source = self.source_codes[self.rows[indices]] + encode(self.source_shifts[indices], bases)  # (n, 14, w_dim)
-        return source, source + encode(self.coordinate_deltas[indices], bases)
+        shifts = encode(self.source_shifts[indices], bases)
+        source = self.source_codes[self.rows[indices]] + shifts  # (n, 14, w_dim)
+        edited = self.target_codes[self.rows[indices]] + shifts + encode(self.coordinate_deltas[indices], bases)
+        return source, edited
 
     def batch(self, indices: list[int], device: torch.device) -> Batch:
         index = torch.tensor(indices, dtype=torch.int64)
@@ -94,13 +106,17 @@ class SyntheticEditData:
 def build_edit_data(
     coordinates: torch.Tensor, source_codes: torch.Tensor, source_identity: torch.Tensor, samples: int, *,
     seed: int, count_probabilities: tuple[float, ...] = EDIT_COUNT_PROBABILITIES, recombined_fraction: float = 0.0,
-    progress: bool = True,
+    target_codes: torch.Tensor | None = None, progress: bool = True,
 ) -> SyntheticEditData:
     """`samples` triplets: a random bank view (true `coordinates` (V, K)), a random visible edit of its
     attributes (1–3 by default, as `ip2n synth data`), and a training-split instruction for it.
-    A share `recombined_fraction` of them edit a recombined source instead (module docstring)."""
+    A share `recombined_fraction` of them edit a recombined source instead; with `target_codes` (V, 14,
+    w_dim) the edits start from those codes (true targets) instead of `source_codes` (module docstring)."""
     if not 0.0 <= recombined_fraction <= 1.0:
         raise ValueError(f"recombined_fraction must be between 0 and 1, got {recombined_fraction}")
+    if target_codes is not None and target_codes.shape != source_codes.shape:
+        raise ValueError(f"target_codes must have the shape of source_codes {tuple(source_codes.shape)}, "
+                         f"got {tuple(target_codes.shape)}")
     generator = torch.Generator().manual_seed(seed)
     # Its own generator: with no recombined sources the triplets are exactly those of earlier versions.
     recombination = torch.Generator().manual_seed(seed + 1)
@@ -116,6 +132,7 @@ def build_edit_data(
         target, edits = sample_edit(source, generator, count_probabilities=count_probabilities)
         deltas[sample] = attribute_change(source, target)[0]
         instructions.append(compose_instruction(edits, generator, split="train"))
-    return SyntheticEditData(source_codes=source_codes, source_identity=source_identity, rows=rows,
-                             coordinate_deltas=deltas, source_shifts=shifts, recombined=recombined,
+    return SyntheticEditData(source_codes=source_codes,
+                             target_codes=source_codes if target_codes is None else target_codes,
+                             source_identity=source_identity, rows=rows, coordinate_deltas=deltas, source_shifts=shifts, recombined=recombined,
                              tokens=tokenize(instructions), instructions=tuple(instructions))

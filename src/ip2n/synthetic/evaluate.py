@@ -22,6 +22,9 @@ source reconstruction and edit are then rendered at 4 further random views. Figu
 - **identity drift (truth)**: mean absolute change of the identity coordinates (head shape, skin
   tone, eye colour...) between the source reconstruction and the edit, in the world's units
   (identities are drawn from a standard normal: two random people differ by about 1.1);
+- **identity error against the truth**: the same mean absolute difference, between the true head's
+  identity coordinates and the edit's (and, for reference, the reconstruction's): what the inversion
+  lost and whether the edit gave it back;
 - **reconstruction**: relative latent error of the encoder and the share of source attributes
   the encoded latent gets right.
 """
@@ -32,7 +35,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -185,6 +188,8 @@ class CaseResult:
     input_identity_cosine: float  # the paper's ID: the input image against each edited view
     exact_edit_identity_cosine: float  # the same for the exact edit of the reconstruction: the ceiling
     identity_drift: float  # mean |Δ identity coordinates| between reconstruction and edit (truth)
+    identity_error: float  # mean |identity coordinates of the edit − the true head's|
+    reconstruction_identity_error: float  # the same for the reconstruction
     reconstruction_error: float  # relative latent MSE of the encoder on the source
     reconstruction_attributes: float  # share of source attributes read right from the encoded latent
 
@@ -249,6 +254,8 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
     input_cosine = (identity_network(image[None]) * edited_features).sum(dim=1)
     exact_cosine = (source_features * identity_network(exact_views)).sum(dim=1)
     drift = identity_of(decode(result.edited_latent - result.source_latent, bases)).abs().mean()
+    edited_identity, reconstructed_identity = (identity_of(decode(latent, bases))
+                                               for latent in (result.edited_latent, result.source_latent))
     before, after = _probabilities(classifier(source_views)), _probabilities(classifier(edited_views))
     seen = torch.stack([_classifier_sees(after, name, case.edits[name]) for name in requested])  # (E, V)
     exact = _probabilities(classifier(exact_views))
@@ -266,6 +273,8 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
         exact_altered_views=int(seen_exact.sum()),
         dependency=float(dependency), identity_cosine=float(cosine.mean()), input_identity_cosine=float(input_cosine.mean()),
         exact_edit_identity_cosine=float(exact_cosine.mean()), identity_drift=float(drift),
+        identity_error=float((edited_identity - case.identity).abs().mean()),
+        reconstruction_identity_error=float((reconstructed_identity - case.identity).abs().mean()),
         reconstruction_error=float(true_latent_error),
         reconstruction_attributes=sum(encoded[name] == case.source[name] for name in ATTRIBUTE_NAMES) / len(ATTRIBUTE_NAMES),
     )
@@ -289,6 +298,8 @@ def summarize(results: list[CaseResult]) -> dict:
             "input_identity_cosine": sum(r.input_identity_cosine for r in rows) / len(rows),
             "exact_edit_identity_cosine": sum(r.exact_edit_identity_cosine for r in rows) / len(rows),
             "identity_drift_truth": sum(r.identity_drift for r in rows) / len(rows),
+            "identity_error_truth": sum(r.identity_error for r in rows) / len(rows),
+            "reconstruction_identity_error_truth": sum(r.reconstruction_identity_error for r in rows) / len(rows),
             "reconstruction_relative_error": sum(r.reconstruction_error for r in rows) / len(rows),
             "reconstruction_attributes": sum(r.reconstruction_attributes for r in rows) / len(rows),
         }
@@ -301,10 +312,14 @@ def summarize(results: list[CaseResult]) -> dict:
 
 def evaluate(pipeline, cases: list[EvalCase], settings: EvalSettings, classifier: AttributeClassifier,
              variant: str = "full", progress: bool = True) -> dict:
+    """`summarize`'s figures for `cases`, plus every case's own row (instruction, edits, figures) under "cases"."""
     renderer = SyntheticHeadGenerator(bank_generator_config()).eval()
     results = [evaluate_case(pipeline, case, settings, classifier, renderer, index, variant)
                for index, case in enumerate(tqdm(cases, desc=f"evaluating {variant}", unit="edit", disable=not progress))]
-    return summarize(results)
+    # Every case's own figures too: variants edit the same cases, so they can be compared pair by pair.
+    rows = [{"instruction": case.instruction, "edits": dict(case.edits), **asdict(result)}
+            for case, result in zip(cases, results)]
+    return {**summarize(results), "cases": rows}
 
 
 @torch.no_grad()

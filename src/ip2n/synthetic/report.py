@@ -84,13 +84,15 @@ def write_report(out_dir: Path, results: Mapping[str, dict], context: Mapping[st
     lines += ["", "![success by count](success_by_count.png)", "", "## Attributes and identity", "",
               "| variant | other attributes changed (truth) | AA | AD | identity cosine (mean / min) | "
               "identity cosine of the exact edit | ID as the paper (input image) | identity drift (truth) | "
-              "encoder: relative latent error | encoder: attributes read |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "identity error against the true head: edit / reconstruction | "
+              "encoder: relative latent error | encoder: attributes read |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant in variants:
         f = results[variant]["all"]
         lines.append(f"| {variant} | {_percent(f['other_attributes_changed_truth'])} | {_percent(f['AA'])} | "
                      f"{f['AD_percent']:.2f} % | {f['identity_cosine']:.3f} / {f['identity_cosine_min']:.3f} | "
                      f"{f['exact_edit_identity_cosine']:.3f} | {f['input_identity_cosine']:.3f} | "
                      f"{f['identity_drift_truth']:.3f} | "
+                     f"{f['identity_error_truth']:.3f} / {f['reconstruction_identity_error_truth']:.3f} | "
                      f"{f['reconstruction_relative_error']:.4f} | {_percent(f['reconstruction_attributes'])} |")
     lines += ["", "The exact edit is the reconstruction with precisely the requested attributes changed: the world's "
               "identity network also reacts to attributes, so its cosine is the ceiling an editor can reach. "
@@ -98,7 +100,8 @@ def write_report(out_dir: Path, results: Mapping[str, dict], context: Mapping[st
               "compares the input image (its own camera) with each edited view, so it also counts what the "
               "inversion lost and the change of viewpoint. "
               "Identity drift is the mean absolute change of the true identity coordinates (two random people "
-              "differ by about 1.1).", "", "![identity and dependency](identity_and_dependency.png)", ""]
+              "differ by about 1.1); the identity error is the same difference between the true head and the "
+              "edit (or the reconstruction): what the inversion lost, and whether the edit gave it back.", "", "![identity and dependency](identity_and_dependency.png)", ""]
     if all("instruction_losses" in results[v] for v in variants):
         lines += ["## Does the DiT read the instruction?", "",
                   "Denoising error on fresh triplets with the right instruction, another sample's, and the empty "

@@ -73,6 +73,7 @@ class DiTVariant:
     source_conditioning: bool = True  # False: the paper's img2img baseline
     edit_counts: tuple[float, ...] = DIT_EDIT_COUNT_PROBABILITIES
     recombined_sources: float = 0.0  # share of triplets on recombined sources (`edit_data.py`)
+    true_targets: bool = False  # edited latent = the true latent of the edited head (`edit_data.py`)
 
 
 # "single_edit" and "single_edit_no_tpr" are the paper's own TPR ablation: every training triplet holds
@@ -85,6 +86,9 @@ DIT_VARIANTS = {
     "single_edit": DiTVariant(edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES),
     "single_edit_no_tpr": DiTVariant(token_position_randomization=False, edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES),
     "recombined": DiTVariant(recombined_sources=0.5),
+    # The identity module where the paper needs it: targets that do not keep the inversion's identity.
+    "true_targets": DiTVariant(true_targets=True),
+    "true_targets_no_identity": DiTVariant(true_targets=True, identity=False),
 }
 VARIANTS = tuple(DIT_VARIANTS)
 # The world model's sampling settings (world.json `edit_defaults`, the pipeline's defaults), chosen by a
@@ -301,12 +305,34 @@ def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, co
     from ip2n.training import train
 
     training_config = dit_training_config(variant, config, weights_dir)  # an unknown variant fails here
+    switches = DIT_VARIANTS[variant]
     codes = bank_codes(bank, weights_dir) if source_codes is None else source_codes
+    targets = true_codes(bank, codes.shape[2]) if switches.true_targets else None
     data = build_edit_data(bank.coordinates, codes, bank_identity_features(bank, weights_dir), config.triplets, seed=config.seed + 7,
-                           count_probabilities=DIT_VARIANTS[variant].edit_counts,
-                           recombined_fraction=DIT_VARIANTS[variant].recombined_sources)
+                           count_probabilities=switches.edit_counts, recombined_fraction=switches.recombined_sources,
+                           target_codes=targets)
     result = train(training_config, run_dir, data=data)
     return result.ema_weights
+
+
+# Settings a resumed run may change: they decide how stages run, not what they produce.
+RESUMABLE_CHANGES = frozenset({"workers"})
+
+
+def check_resumable(previous: dict | None, config: WorldTrainingConfig, out_dir: Path) -> None:
+    """Refuse to resume a run started with other settings: its finished stages are kept as they are,
+    so world.json would record settings they were not trained with. `previous` is the `config` of
+    `out_dir`'s world.json (None: a new run); settings it lacks (older versions) had their defaults."""
+    if previous is None:
+        return
+    defaults = dataclasses.asdict(WorldTrainingConfig())
+    changed = [f"{key} {previous.get(key, defaults[key])!r} → {value!r}"
+               for key, value in dataclasses.asdict(config).items()
+               if key not in RESUMABLE_CHANGES and previous.get(key, defaults[key]) != value]
+    if changed:
+        raise ValueError(f"{out_dir} holds a train-all run started with other settings ({'; '.join(changed)}), "
+                         "whose finished stages would be kept; rerun with that run's settings to resume it, or "
+                         "give a new --out (and --work) to train from scratch")
 
 
 def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTrainingConfig,
@@ -317,6 +343,7 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
     work_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    check_resumable(manifest.get("config"), config, out_dir)
     manifest.update({"config": dataclasses.asdict(config), "threads": torch.get_num_threads(),
                      "edit_defaults": EDIT_DEFAULTS})
     seconds = manifest.setdefault("seconds", {})
@@ -327,6 +354,11 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
         start = time.perf_counter()
         render_bank(config.identities, config.views_per_identity, seed=config.seed, workers=config.workers).save(bank_path)
         seconds["render_bank"] = round(time.perf_counter() - start, 1)
+
+    whole_bank = HeadBank.load(bank_path)
+    if len(whole_bank) != config.identities * config.views_per_identity:
+        raise ValueError(f"{bank_path} holds {len(whole_bank)} views, not the {config.identities} × "
+                         f"{config.views_per_identity} of these settings: it belongs to another run; give a new --work")
 
     def write_manifest() -> None:
         write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -340,7 +372,7 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
     if any(trained):  # a resumed run that had nothing to train keeps the time of the run that did
         seconds.update({model: value for result in trained for model, value in result.items()})
         seconds["vision_and_text_models"] = round(time.perf_counter() - start, 1)
-    bank, validation = _split(HeadBank.load(bank_path), config.validation_identities)
+    bank, validation = _split(whole_bank, config.validation_identities)
     figures.update(validation_figures(out_dir, work_dir, validation))
     write_manifest()
 
