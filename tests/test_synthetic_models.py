@@ -331,6 +331,19 @@ def test_evaluation_figures_are_computed_per_count():
     assert summary["all"]["reconstruction_identity_error_truth"] == pytest.approx(0.3)
 
 
+def test_paired_differences_and_the_sign_test():
+    from ip2n.synthetic.evaluate import paired_difference, sign_test
+
+    assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)  # P(≤ 1 of 10) on either side
+    assert sign_test(1, 9) == sign_test(9, 1) and sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
+    baseline = [{"instruction": f"smile {i}", "edits": {"smile": True}, "identity_cosine": 0.8} for i in range(4)]
+    rows = [dict(row, identity_cosine=value) for row, value in zip(baseline, (0.9, 0.9, 0.8, 0.6))]
+    assert paired_difference(rows, baseline, "identity_cosine") == {
+        "mean_difference": pytest.approx(0.0), "higher": 2, "lower": 1, "cases": 4, "sign_test_p": 1.0}
+    with pytest.raises(ValueError, match="need two evaluations of the same cases"):
+        paired_difference(rows[::-1], baseline, "identity_cosine")
+
+
 def test_resuming_train_all_needs_the_same_settings(tmp_path):
     from ip2n.synthetic.train_all import WorldTrainingConfig, check_resumable
 
@@ -403,6 +416,9 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--cases", "1", "--counts", "1",
                  "--out", str(tmp_path / "e6"), "--threads", "1"]) == 0
     assert set(json.loads((tmp_path / "e6" / "eval.json").read_text())) == {"full", "no_tpr"}
+    # The stand-in is the full model's own DiT: case by case, nothing differs.
+    paired = (tmp_path / "e6" / "report.md").read_text().split("## Case by case against full")[1]
+    assert "| no_tpr | +0.000 (0 / 0, p = 1) |" in paired
     # --skip-full evaluates the named ablations alone, and refuses to run with none named.
     assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--skip-full", "--cases", "1",
                  "--counts", "1", "--out", str(tmp_path / "e7"), "--threads", "1"]) == 0

@@ -310,6 +310,37 @@ def summarize(results: list[CaseResult]) -> dict:
     return {"all": figures(results), "by_count": {str(k): figures(v) for k, v in sorted(by_count.items())}}
 
 
+# Per-case figures compared variant against variant in the report (field of CaseResult → its name there).
+PAIRED_FIGURES = {
+    "success_truth": "success (truth)",
+    "changed_others_truth": "other attributes changed (per case)",
+    "identity_cosine": "identity cosine",
+    "input_identity_cosine": "ID as the paper",
+    "identity_error": "identity error against the true head",
+}
+
+
+def sign_test(higher: int, lower: int) -> float:
+    """Two-sided exact sign-test p-value of `higher` against `lower` paired cases (ties left out)."""
+    pairs = higher + lower
+    if pairs == 0:
+        return 1.0
+    tail = sum(math.comb(pairs, k) for k in range(min(higher, lower) + 1)) / 2 ** pairs
+    return min(1.0, 2 * tail)
+
+
+def paired_difference(rows: list[dict], baseline: list[dict], key: str) -> dict:
+    """`key` of `rows` minus `baseline`'s, case by case (the "cases" rows of two variants evaluated on the
+    same cases): the mean difference, how many cases are higher / lower, and the sign test's p-value.
+    Paired, because the cases' own difficulty varies far more than what tells two variants apart."""
+    if [(r["instruction"], r["edits"]) for r in rows] != [(r["instruction"], r["edits"]) for r in baseline]:
+        raise ValueError("paired figures need two evaluations of the same cases (same instructions and edits)")
+    differences = [float(row[key]) - float(base[key]) for row, base in zip(rows, baseline)]
+    higher, lower = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+    return {"mean_difference": sum(differences) / max(len(differences), 1), "higher": higher, "lower": lower,
+            "cases": len(differences), "sign_test_p": sign_test(higher, lower)}
+
+
 def evaluate(pipeline, cases: list[EvalCase], settings: EvalSettings, classifier: AttributeClassifier,
              variant: str = "full", progress: bool = True) -> dict:
     """`summarize`'s figures for `cases`, plus every case's own row (instruction, edits, figures) under "cases"."""

@@ -50,6 +50,24 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
+def _paired_section(results: Mapping[str, dict], variants: list[str]) -> list[str]:
+    """Each further variant against the first, case by case (they all edit the same cases)."""
+    from ip2n.synthetic.evaluate import PAIRED_FIGURES, paired_difference
+
+    baseline = variants[0]
+    lines = [f"## Case by case against {baseline}", "",
+             f"Mean difference (variant − {baseline}) over the same cases, the cases where it is higher / lower, "
+             "and the two-sided sign test's p-value: what separates two variants from the noise of the cases.", "",
+             "| variant | " + " | ".join(PAIRED_FIGURES.values()) + " |", "|---|" + "---|" * len(PAIRED_FIGURES)]
+    for variant in variants[1:]:
+        cells = []
+        for key in PAIRED_FIGURES:
+            d = paired_difference(results[variant]["cases"], results[baseline]["cases"], key)
+            cells.append(f"{d['mean_difference']:+.3f} ({d['higher']} / {d['lower']}, p = {d['sign_test_p']:.2g})")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_report(out_dir: Path, results: Mapping[str, dict], context: Mapping[str, str]) -> Path:
     """report.md (+ PNG charts) in `out_dir` from {variant: summarize(...)}; `context` lines go on top."""
     variants = list(results)
@@ -102,6 +120,8 @@ def write_report(out_dir: Path, results: Mapping[str, dict], context: Mapping[st
               "Identity drift is the mean absolute change of the true identity coordinates (two random people "
               "differ by about 1.1); the identity error is the same difference between the true head and the "
               "edit (or the reconstruction): what the inversion lost, and whether the edit gave it back.", "", "![identity and dependency](identity_and_dependency.png)", ""]
+    if len(variants) > 1 and all("cases" in results[v] for v in variants):
+        lines += _paired_section(results, variants)
     if all("instruction_losses" in results[v] for v in variants):
         lines += ["## Does the DiT read the instruction?", "",
                   "Denoising error on fresh triplets with the right instruction, another sample's, and the empty "
