@@ -134,5 +134,6 @@ def build_edit_data(
         instructions.append(compose_instruction(edits, generator, split="train"))
     return SyntheticEditData(source_codes=source_codes,
                              target_codes=source_codes if target_codes is None else target_codes,
-                             source_identity=source_identity, rows=rows, coordinate_deltas=deltas, source_shifts=shifts, recombined=recombined,
-                             tokens=tokenize(instructions), instructions=tuple(instructions))
+                             source_identity=source_identity, rows=rows, coordinate_deltas=deltas,
+                             source_shifts=shifts, recombined=recombined, tokens=tokenize(instructions),
+                             instructions=tuple(instructions))

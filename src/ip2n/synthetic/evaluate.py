@@ -253,9 +253,9 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
     # lost by the inversion counts too; `cosine` compares the reconstruction at the same cameras.
     input_cosine = (identity_network(image[None]) * edited_features).sum(dim=1)
     exact_cosine = (source_features * identity_network(exact_views)).sum(dim=1)
-    drift = identity_of(decode(result.edited_latent - result.source_latent, bases)).abs().mean()
     edited_identity, reconstructed_identity = (identity_of(decode(latent, bases))
                                                for latent in (result.edited_latent, result.source_latent))
+    drift = (edited_identity - reconstructed_identity).abs().mean()  # decode is linear
     before, after = _probabilities(classifier(source_views)), _probabilities(classifier(edited_views))
     seen = torch.stack([_classifier_sees(after, name, case.edits[name]) for name in requested])  # (E, V)
     exact = _probabilities(classifier(exact_views))
