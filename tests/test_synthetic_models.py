@@ -52,6 +52,21 @@ def test_bank_views_share_identities_and_round_trip(bank, tmp_path):
     assert torch.equal(prefix.images, bank.images[:2])
 
 
+def test_a_second_view_set_shows_the_same_people_anew(bank):
+    extra = render_bank(2, 3, seed=5, resolution=32, workers=1, view_set=1, progress=False)
+    assert extra.identity_index.tolist() == [0, 0, 0, 1, 1, 1]
+    # The bank's first two identities, with other attributes and poses.
+    assert torch.equal(identity_of(extra.coordinates)[::3], identity_of(bank.coordinates)[:4:2])
+    assert not torch.equal(extra.coordinates[:2], bank.coordinates[:2]) and not torch.equal(extra.cameras[:2], bank.cameras[:2])
+    joined = bank.joined(extra)
+    assert len(joined) == 12 and torch.equal(joined.images[6:], extra.images)
+    assert joined.identity_index.tolist() == [0, 0, 1, 1, 2, 2, 0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="view_set must be one of"):
+        render_bank(1, 1, seed=5, view_set=2, progress=False)
+    with pytest.raises(ValueError, match="cannot join banks of"):
+        bank.joined(render_bank(1, 1, seed=5, resolution=16, workers=1, progress=False))
+
+
 def test_out_of_fold_inversions_come_from_encoders_that_never_saw_the_identity(bank, monkeypatch):
     from ip2n.synthetic import vision_training
     from ip2n.synthetic.vision_training import VisionTrainingConfig, fold_encoder_steps, invert_held_out_fold
@@ -354,6 +369,11 @@ def test_resuming_train_all_needs_the_same_settings(tmp_path):
     check_resumable(older, config, tmp_path)  # a setting older versions did not record had its default (on)
     with pytest.raises(ValueError, match="text_position_randomization True → False"):
         check_resumable(older, dataclasses.replace(config, text_position_randomization=False), tmp_path)
+    # Runs from before the identity network's extra views had none (not today's default).
+    older = {key: value for key, value in dataclasses.asdict(config).items() if key != "identity_extra_views"}
+    check_resumable(older, dataclasses.replace(config, identity_extra_views=0), tmp_path)
+    with pytest.raises(ValueError, match="identity_extra_views 0 → 1"):
+        check_resumable(older, config, tmp_path)
     with pytest.raises(ValueError, match=r"holds a train-all run started with other settings \(dit_steps 3 → 4; seed 0 → 2\).*new --out"):
         check_resumable(dataclasses.asdict(config), dataclasses.replace(config, dit_steps=4, seed=2), tmp_path)
 
@@ -377,6 +397,9 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert {"validation_relative_mse", "out_of_fold_relative_mse"} <= set(manifest["figures"]["encoder"])
     inversions = load_weights(out / "work" / WorldTrainingConfig.quick().inversions_file)[0]["codes"]
     assert inversions.shape == (20, 14, 64)  # the 10 training identities' 2 views each, every one inverted
+    # One more view of each training identity, for the identity network.
+    assert HeadBank.load(out / "work" / "identity_bank.safetensors").identity_index.tolist() == list(range(10))
+    assert "render_identity_views" in manifest["seconds"]
     assert manifest["edit_defaults"]["strength"] == 0.6  # the world's tuned sampling settings travel with it
     assert load_attribute_classifier(out / "attributes.safetensors")(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_LOGITS)
     # A second run finds every stage done and trains nothing again.
@@ -399,8 +422,28 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
                  "--threads", "1"]) == 0
     figures = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
     assert set(figures["by_count"]) == {"1", "3"} and figures["all"]["cases"] == 2
+    assert figures["identity_judge"] == "own"
     report = (tmp_path / "eval" / "report.md").read_text()
     assert report.startswith("# Editing quality in the synthetic world") and "strength 0.6," in report
+    # Another identity network as the judge: the same edits, other identity cosines.
+    from ip2n.encoding import IdentityEncoder
+    from ip2n.synthetic.train_all import save_model
+    from ip2n.synthetic.vision_training import identity_config
+
+    torch.manual_seed(1)
+    judge_dir = tmp_path / "judge"
+    save_model(judge_dir, "identity", IdentityEncoder(identity_config(64)), identity_config(64), "test")
+    assert main(["synth", "eval", "--weights", str(out), "--cases", "1", "--counts", "1,3", "--identity-judge",
+                 str(judge_dir), "--out", str(tmp_path / "judged"), "--threads", "1"]) == 0
+    judged = json.loads((tmp_path / "judged" / "eval.json").read_text())["full"]
+    assert judged["identity_judge"] == str(judge_dir)
+    assert judged["all"]["success_truth"] == figures["all"]["success_truth"]
+    assert judged["all"]["identity_drift_truth"] == pytest.approx(figures["all"]["identity_drift_truth"])
+    assert judged["all"]["identity_cosine"] != pytest.approx(figures["all"]["identity_cosine"])
+    assert f"identity judge: the identity network of {judge_dir}" in (tmp_path / "judged" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["synth", "eval", "--weights", str(out), "--identity-judge", str(tmp_path), "--out", str(tmp_path / "e9")]) != 0
+    assert "--identity-judge: " in capsys.readouterr().err and not (tmp_path / "e9").exists()
     assert main(["synth", "eval", "--weights", str(out), "--strength", "1.5", "--out", str(tmp_path / "eval3")]) != 0
     assert "strength must lie strictly between 0 and 1" in capsys.readouterr().err
     assert main(["synth", "eval", "--weights", str(tmp_path), "--out", str(tmp_path / "eval2")]) != 0

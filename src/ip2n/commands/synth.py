@@ -97,6 +97,10 @@ def add_parser(commands) -> None:
     evaluation.add_argument("--tpr", action="store_true",
                             help="shift each instruction's tokens by a random offset at inference too, as the "
                                  "official code does (default: off; the paper's TPR shifts tokens in training only)")
+    evaluation.add_argument("--identity-judge", metavar="DIR",
+                            help="measure the identity cosines with the identity network in DIR (another world's "
+                                 "weights folder) instead of the model's own: a fixed judge for comparing models "
+                                 "whose identity networks differ")
     add_threads_option(evaluation)
     evaluation.set_defaults(run=run_eval)
 
@@ -147,6 +151,16 @@ def run_train_all(args) -> int:
     return 0
 
 
+def _identity_judge(folder):
+    """The identity network of another world's weights folder (`--identity-judge`)."""
+    from ip2n.checkpoints.editing_weights import WEIGHT_FILES, load_identity
+
+    if not (folder / WEIGHT_FILES["identity"].converted).is_file():
+        raise UserError(f"--identity-judge: {folder} holds no identity network ({WEIGHT_FILES['identity'].converted} "
+                        "is missing); pass a weights folder of `ip2n synth train-all`")
+    return load_identity(folder).eval()
+
+
 def run_eval(args) -> int:
     apply_threads(args.threads)
     from pathlib import Path
@@ -177,6 +191,7 @@ def run_eval(args) -> int:
             raise UserError(str(exc)) from None
     else:
         cases = make_cases(settings)
+    identity_judge = _identity_judge(Path(args.identity_judge)) if args.identity_judge else None
     if args.skip_full and not args.ablations:
         raise UserError("--skip-full leaves nothing to evaluate without --ablations; name the ablations "
                         "(e.g. --ablations no_tpr) or drop --skip-full")
@@ -207,7 +222,8 @@ def run_eval(args) -> int:
         raise UserError(f"{exc} (--steps, --strength)") from None
     for variant, dit_dir in variants.items():
         pipeline = load_synthetic_pipeline("cpu", weights, dit_dir)
-        results[variant] = evaluate(pipeline, cases, settings, classifier, variant)
+        results[variant] = evaluate(pipeline, cases, settings, classifier, variant, identity_judge=identity_judge)
+        results[variant]["identity_judge"] = args.identity_judge or "own"
         switches = DIT_VARIANTS[variant]
         results[variant]["instruction_losses"] = instruction_losses(
             pipeline, seed=args.seed, identity_conditioning=switches.identity,
@@ -218,6 +234,8 @@ def run_eval(args) -> int:
     report = write_report(out_dir, results, {
         "weights": str(weights), "instructions": source, "heads": "identities never seen in training",
         "views": f"{settings.views} random views per edit (yaw ±30°, pitch ±20°), 64² renders",
+        "identity judge": f"the identity network of {args.identity_judge}" if args.identity_judge
+                          else "the model's own identity network",
         "settings": f"{settings.num_inference_steps}-step schedule, strength {settings.strength}, text guidance "
                     f"{settings.guidance_scale}, image guidance {settings.image_guidance_scale}, seed {args.seed}"
                     + (", token positions randomised at inference (--tpr)" if settings.token_position_randomization else ""),

@@ -32,6 +32,10 @@ from ip2n.synthetic.latent import coordinates_from
 # on than 128², and every attribute still shows.
 BANK_RESOLUTION = 64
 VIEWS_PER_TASK = 16
+# View set 1's seeds (`render_bank`'s `view_set`) lie 2³¹ above set 0's. The CPU generator keeps only a
+# seed's low 32 bits, so a larger stride would repeat set 0 (2⁴⁰ did), and this one allows two sets.
+VIEW_SET_STRIDE = 2 ** 31
+VIEW_SETS = 2
 
 
 def bank_generator_config(resolution: int = BANK_RESOLUTION) -> SyntheticHeadsConfig:
@@ -60,6 +64,13 @@ class HeadBank:
         """The views where `mask` (N,) is true, every tensor alike."""
         return HeadBank(*(getattr(self, field.name)[mask] for field in dataclasses.fields(self)))
 
+    def joined(self, other: HeadBank) -> HeadBank:
+        """This bank's views followed by `other`'s (same resolution; identity indices kept as they are)."""
+        if other.images.shape[1:] != self.images.shape[1:]:
+            raise ValueError(f"cannot join banks of {tuple(self.images.shape[1:])} and {tuple(other.images.shape[1:])} images")
+        return HeadBank(*(torch.cat([getattr(self, field.name), getattr(other, field.name)])
+                          for field in dataclasses.fields(self)))
+
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         with atomic_path(path) as temporary:
@@ -72,12 +83,12 @@ class HeadBank:
         return cls(**load_file(str(path)))
 
 
-def _view_spec(seed: int, index: int, views_per_identity: int) -> tuple[torch.Tensor, dict, float, float]:
-    """(identity (1, P), attributes, yaw, pitch) of view `index`: identity from its identity's seed,
-    attributes and pose from the view's own."""
+def _view_spec(seed: int, index: int, views_per_identity: int, view_set: int = 0) -> tuple[torch.Tensor, dict, float, float]:
+    """(identity (1, P), attributes, yaw, pitch) of view `index`: identity from its identity's seed
+    (the same in every view set), attributes and pose from the view's own."""
     identity_seed = torch.Generator().manual_seed(seed * 1_000_003 + index // views_per_identity)
     identity = sample_identity(1, identity_seed)
-    view = torch.Generator().manual_seed(seed * 1_000_003 + 500_000 + index)
+    view = torch.Generator().manual_seed(seed * 1_000_003 + 500_000 + index + view_set * VIEW_SET_STRIDE)
     attributes = sample_attributes(view)
     # The bank covers the evaluation's pose range evenly (yaw ±30°, pitch ±20°) rather than the
     # frontal-heavy data distribution: the encoder and classifiers must work at every view.
@@ -85,11 +96,12 @@ def _view_spec(seed: int, index: int, views_per_identity: int) -> tuple[torch.Te
     return identity, attributes, yaw, pitch
 
 
-def _render_views(seed: int, indices: list[int], views_per_identity: int, resolution: int) -> dict[str, torch.Tensor]:
+def _render_views(seed: int, indices: list[int], views_per_identity: int, resolution: int,
+                  view_set: int = 0) -> dict[str, torch.Tensor]:
     """Worker: render `indices` on one thread → tensors of `HeadBank` (identity_index included)."""
     torch.set_num_threads(1)
     model = SyntheticHeadGenerator(bank_generator_config(resolution)).eval()
-    specs = [_view_spec(seed, index, views_per_identity) for index in indices]
+    specs = [_view_spec(seed, index, views_per_identity, view_set) for index in indices]
     identity = torch.cat([spec[0] for spec in specs])
     coordinates = coordinates_from(identity, [spec[1] for spec in specs])
     cameras = camera_labels(torch.tensor([s[2] for s in specs]), torch.tensor([s[3] for s in specs]))
@@ -105,23 +117,29 @@ def _render_views(seed: int, indices: list[int], views_per_identity: int, resolu
 
 def render_bank(
     n_identities: int, views_per_identity: int, *, seed: int, resolution: int = BANK_RESOLUTION, workers: int = 2,
-    progress: bool = True,
+    view_set: int = 0, progress: bool = True,
 ) -> HeadBank:
-    """Render the bank (see the module docstring) with `workers` single-threaded processes."""
+    """Render the bank (see the module docstring) with `workers` single-threaded processes.
+
+    `view_set` > 0 draws other views (attributes and poses) of the same identities, the first
+    `n_identities` of every bank of this `seed`: more views of who they are, for the identity network.
+    """
     if n_identities < 1 or views_per_identity < 1:
         raise ValueError("a bank needs at least one identity and one view per identity")
+    if view_set not in range(VIEW_SETS):
+        raise ValueError(f"view_set must be one of {list(range(VIEW_SETS))}, got {view_set}")
     total = n_identities * views_per_identity
     tasks = [list(range(start, min(start + VIEWS_PER_TASK, total))) for start in range(0, total, VIEWS_PER_TASK)]
     parts: list[dict[str, torch.Tensor] | None] = [None] * len(tasks)
     with tqdm(total=total, desc="rendering heads", unit="view", disable=not progress) as bar:
         if workers <= 1:
             for number, task in enumerate(tasks):
-                parts[number] = _render_views(seed, task, views_per_identity, resolution)
+                parts[number] = _render_views(seed, task, views_per_identity, resolution, view_set)
                 bar.update(len(task))
         else:
             # spawn: forked children would inherit the parent's OpenMP state, which can deadlock them.
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_render_views, seed, task, views_per_identity, resolution): number
+                futures = {pool.submit(_render_views, seed, task, views_per_identity, resolution, view_set): number
                            for number, task in enumerate(tasks)}
                 for future in as_completed(futures):
                     parts[futures[future]] = future.result()

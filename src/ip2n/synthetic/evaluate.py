@@ -14,9 +14,10 @@ source reconstruction and edit are then rendered at 4 further random views. Figu
   over all views; **AD** (attribute dependency): mean absolute change of the classifier's
   probability for non-requested attributes between source and edited views, in percent;
 - **identity cosine**: identity-network cosine between the source reconstruction and the edit, per
-  view. The world's identity network is not blind to attributes (a beard or a bronze finish moves
+  view. The world's identity network is not blind to attributes (a bronze finish or baldness moves
   its features), so the same cosine for the *exact* edit (the reconstruction with precisely the
-  requested attributes changed) is reported beside it as the ceiling an editor can reach;
+  requested attributes changed) is reported beside it as the ceiling an editor can reach. The
+  judge is the model's own identity network unless another is given (`identity_judge`);
 - **classifier on the exact edit**: the classifier's success and AA on the exact edit's views, the
   most the classifier-judged figures can show (the classifier misses some edits that are there);
 - **identity drift (truth)**: mean absolute change of the identity coordinates (head shape, skin
@@ -220,7 +221,10 @@ def _attribute_change(before: list[torch.Tensor], after: list[torch.Tensor], nam
 
 @torch.no_grad()
 def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: AttributeClassifier,
-                  renderer: SyntheticHeadGenerator, index: int, variant: str = "full") -> CaseResult:
+                  renderer: SyntheticHeadGenerator, index: int, variant: str = "full",
+                  identity_judge: torch.nn.Module | None = None) -> CaseResult:
+    """One case's figures. `identity_judge` measures the identity cosines (default: the model's own
+    identity network); a fixed judge compares models whose identity networks differ."""
     switches = DIT_VARIANTS[variant]  # the conditions this variant was trained with
     generator = torch.Generator().manual_seed(settings.seed * 7919 + index)
     poses = random_poses(settings.views + 1, generator)
@@ -246,7 +250,7 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
     # The exact edit: the reconstruction with the requested attributes moved exactly to their targets.
     exact_edit = result.source_latent + encode(attribute_change(case.source, target), bases)
     exact_views = renderer.synthesis(exact_edit.expand(len(views), -1, -1), views)["image"]
-    identity_network = pipeline.identity_encoder
+    identity_network = pipeline.identity_encoder if identity_judge is None else identity_judge
     source_features, edited_features = identity_network(source_views), identity_network(edited_views)
     cosine = (source_features * edited_features).sum(dim=1)
     # The paper's ID compares the input photo itself (its own camera) with the edited views, so identity
@@ -342,10 +346,10 @@ def paired_difference(rows: list[dict], baseline: list[dict], key: str) -> dict:
 
 
 def evaluate(pipeline, cases: list[EvalCase], settings: EvalSettings, classifier: AttributeClassifier,
-             variant: str = "full", progress: bool = True) -> dict:
+             variant: str = "full", progress: bool = True, identity_judge: torch.nn.Module | None = None) -> dict:
     """`summarize`'s figures for `cases`, plus every case's own row (instruction, edits, figures) under "cases"."""
     renderer = SyntheticHeadGenerator(bank_generator_config()).eval()
-    results = [evaluate_case(pipeline, case, settings, classifier, renderer, index, variant)
+    results = [evaluate_case(pipeline, case, settings, classifier, renderer, index, variant, identity_judge)
                for index, case in enumerate(tqdm(cases, desc=f"evaluating {variant}", unit="edit", disable=not progress))]
     # Every case's own figures too: variants edit the same cases, so they can be compared pair by pair.
     rows = [{"instruction": case.instruction, "edits": dict(case.edits), **asdict(result)}
