@@ -175,6 +175,9 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
     assert "identity error against the true head: edit / reconstruction" in report
     assert 0 < figures["reconstruction_identity_error_truth"] < 1 and 0 < figures["identity_error_truth"] < 1
     assert "| exact edit (classifier only) |" in report
+    # An attribute the edit changed from the truth was either changed from the reconstruction or misread by the encoder.
+    assert row["changed_others_truth"] <= row["changed_others_reconstruction"] + row["misread_others"] <= 2 * row["others"]
+    assert "| changed from the reconstruction | misread by the encoder |" in report
     assert figures["exact_success_classifier"] in (0.0, 1.0) and 0 <= figures["exact_AA"] <= 1
     assert Image.open(tmp_path / "eval" / "success_by_count.png").size == (720, 360)
 

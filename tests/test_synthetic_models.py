@@ -46,6 +46,7 @@ def test_bank_views_share_identities_and_round_trip(bank, tmp_path):
     assert not torch.equal(bank.cameras[0], bank.cameras[1])
     assert -1 <= float(bank.pixels(slice(None)).min()) and float(bank.pixels(slice(None)).max()) <= 1
     loaded = HeadBank.load(bank.save(tmp_path / "bank.safetensors"))
+    assert HeadBank.views_in(tmp_path / "bank.safetensors") == 6  # read from the header alone
     assert all(torch.equal(getattr(loaded, f.name), getattr(bank, f.name)) for f in dataclasses.fields(bank))
     # Each view comes from its own seed: rendering a prefix of the bank gives the same views.
     prefix = render_bank(1, 2, seed=5, resolution=32, workers=1, progress=False)
@@ -323,17 +324,20 @@ def test_someone_elses_instructions_are_read_and_checked(tmp_path):
 def test_evaluation_figures_are_computed_per_count():
     from ip2n.synthetic.evaluate import CaseResult, summarize
 
-    def case(count, success, changed):
+    def case(count, success, changed, misread=0):
         return CaseResult(count, success, not success, changed, 10, 3 if success else 1, 4,
                           exact_success_classifier=count == 1, exact_altered_views=4 if success else 2,
                           dependency=0.02, identity_cosine=0.9, input_identity_cosine=0.6 if success else 0.5,
                           exact_edit_identity_cosine=0.8 if success else 0.7,
                           identity_drift=0.03 * count, identity_error=0.2 if success else 0.4,
-                          reconstruction_identity_error=0.3, reconstruction_error=0.01, reconstruction_attributes=1.0)
+                          reconstruction_identity_error=0.3, reconstruction_error=0.01, reconstruction_attributes=1.0,
+                          changed_others_reconstruction=changed - misread, misread_others=misread)
 
-    summary = summarize([case(1, True, 0), case(1, False, 1), case(2, True, 2)])
+    summary = summarize([case(1, True, 0), case(1, False, 1), case(2, True, 2, misread=2)])
     assert summary["by_count"]["1"]["success_truth"] == 0.5 and summary["by_count"]["2"]["success_truth"] == 1.0
     assert summary["all"]["other_attributes_changed_truth"] == pytest.approx(3 / 30)
+    assert summary["all"]["other_attributes_changed_reconstruction"] == pytest.approx(1 / 30)
+    assert summary["by_count"]["2"]["other_attributes_misread_by_encoder"] == pytest.approx(2 / 10)
     assert summary["all"]["AA"] == pytest.approx(7 / 12)
     assert summary["all"]["AD_percent"] == pytest.approx(2.0)
     assert summary["all"]["exact_edit_identity_cosine"] == pytest.approx(2.3 / 3)
@@ -378,7 +382,7 @@ def test_resuming_train_all_needs_the_same_settings(tmp_path):
         check_resumable(dataclasses.asdict(config), dataclasses.replace(config, dit_steps=4, seed=2), tmp_path)
 
 
-def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
+def test_train_all_then_eval_at_toy_size(tmp_path, capfd):
     """The one command behind the built-in weights, at toy budgets, then the evaluation on its output."""
     import json
 
@@ -388,6 +392,10 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
 
     out = tmp_path / "world"
     assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
+    # Every stage shows its progress, the worker processes' included (captured at the file descriptors).
+    progress = capfd.readouterr().err
+    for bar in ("rendering heads:", "encoder:", "attributes:", "text encoder:", "identity:", "edit triplets:", "train:"):
+        assert bar in progress, bar
     for name in SHIPPED_FILES:
         assert (out / name).is_file() and (out / name.replace(".safetensors", ".json")).is_file()
     manifest = json.loads((out / "world.json").read_text())
@@ -408,21 +416,23 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
     assert "out_of_fold_relative_mse" in json.loads((out / "world.json").read_text())["figures"]["encoder"]
     # Resuming with other settings is refused before anything is touched: the finished stages would be kept.
-    capsys.readouterr()
+    capfd.readouterr()
     assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr", "--seed", "1"]) == 2
-    assert "started with other settings (seed 0 → 1)" in capsys.readouterr().err
+    assert "started with other settings (seed 0 → 1)" in capfd.readouterr().err
     assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
     assert json.loads((out / "world.json").read_text())["config"]["seed"] == 0
     # A bank left by a run of another size is refused as well (a new --out, the old --work).
     other = dataclasses.replace(WorldTrainingConfig.quick(), identities=13, text_position_randomization=False)
     with pytest.raises(ValueError, match="holds 24 views, not the 13 × 2 of these settings"):
         train_world(tmp_path / "other", out / "work", other)
-    capsys.readouterr()
+    capfd.readouterr()
     assert main(["synth", "eval", "--weights", str(out), "--cases", "1", "--counts", "1,3", "--out", str(tmp_path / "eval"),
                  "--threads", "1"]) == 0
     figures = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
     assert set(figures["by_count"]) == {"1", "3"} and figures["all"]["cases"] == 2
     assert figures["identity_judge"] == "own"
+    for row in figures["cases"]:  # the two causes of a changed attribute, counted apart
+        assert row["changed_others_truth"] <= row["changed_others_reconstruction"] + row["misread_others"]
     report = (tmp_path / "eval" / "report.md").read_text()
     assert report.startswith("# Editing quality in the synthetic world") and "strength 0.6," in report
     # Another identity network as the judge: the same edits, other identity cosines.
@@ -441,18 +451,18 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
     assert judged["all"]["identity_drift_truth"] == pytest.approx(figures["all"]["identity_drift_truth"])
     assert judged["all"]["identity_cosine"] != pytest.approx(figures["all"]["identity_cosine"])
     assert f"identity judge: the identity network of {judge_dir}" in (tmp_path / "judged" / "report.md").read_text()
-    capsys.readouterr()
+    capfd.readouterr()
     assert main(["synth", "eval", "--weights", str(out), "--identity-judge", str(tmp_path), "--out", str(tmp_path / "e9")]) != 0
-    assert "--identity-judge: " in capsys.readouterr().err and not (tmp_path / "e9").exists()
+    assert "--identity-judge: " in capfd.readouterr().err and not (tmp_path / "e9").exists()
     assert main(["synth", "eval", "--weights", str(out), "--strength", "1.5", "--out", str(tmp_path / "eval3")]) != 0
-    assert "strength must lie strictly between 0 and 1" in capsys.readouterr().err
+    assert "strength must lie strictly between 0 and 1" in capfd.readouterr().err
     assert main(["synth", "eval", "--weights", str(tmp_path), "--out", str(tmp_path / "eval2")]) != 0
-    assert "holds no trained synthetic world" in capsys.readouterr().err
+    assert "holds no trained synthetic world" in capfd.readouterr().err
     # Ablations can be evaluated one by one (each is its own training); unknown or untrained ones are refused.
     assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr,bogus", "--out", str(tmp_path / "e4")]) != 0
-    assert "unknown ablation bogus; choose from no_tpr, no_identity, img2img, single_edit, single_edit_no_tpr" in capsys.readouterr().err
+    assert "unknown ablation bogus; choose from no_tpr, no_identity, img2img, single_edit, single_edit_no_tpr" in capfd.readouterr().err
     assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--out", str(tmp_path / "e5")]) != 0
-    assert "no no_tpr ablation in" in capsys.readouterr().err
+    assert "no no_tpr ablation in" in capfd.readouterr().err
     (out / "ablations" / "no_tpr").mkdir(parents=True)
     for name in ("dit.safetensors", "dit.json"):  # a stand-in: any DiT of the world will do for the plumbing
         (out / "ablations" / "no_tpr" / name).write_bytes((out / name).read_bytes())
@@ -467,5 +477,5 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capsys):
                  "--counts", "1", "--out", str(tmp_path / "e7"), "--threads", "1"]) == 0
     assert set(json.loads((tmp_path / "e7" / "eval.json").read_text())) == {"no_tpr"}
     assert main(["synth", "eval", "--weights", str(out), "--skip-full", "--out", str(tmp_path / "e8")]) != 0
-    assert "--skip-full leaves nothing to evaluate without --ablations" in capsys.readouterr().err
+    assert "--skip-full leaves nothing to evaluate without --ablations" in capfd.readouterr().err
     assert not (tmp_path / "e8").exists()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -81,6 +82,12 @@ class HeadBank:
     @classmethod
     def load(cls, path: str | os.PathLike) -> HeadBank:
         return cls(**load_file(str(path)))
+
+    @staticmethod
+    def views_in(path: str | os.PathLike) -> int:
+        """How many views the bank file holds, from its header alone (no image is read)."""
+        with safe_open(str(path), framework="pt") as bank_file:
+            return bank_file.get_slice("images").get_shape()[0]
 
 
 def _view_spec(seed: int, index: int, views_per_identity: int, view_set: int = 0) -> tuple[torch.Tensor, dict, float, float]:

@@ -9,7 +9,10 @@ source reconstruction and edit are then rendered at 4 further random views. Figu
   world's latent decodes exactly into attributes);
 - **success (classifier)**: the attribute classifier sees every requested value, in the majority of
   the 4 edited views;
-- **attribute dependency (truth)**: share of non-requested attributes whose value changed;
+- **attribute dependency (truth)**: share of non-requested attributes whose value changed, from the
+  true source to the edit. Two causes mix in it: attributes the encoder misread in the input
+  (reported on their own, reconstruction against truth) and attributes the editor changed (reported
+  on their own as the share changed from the *reconstruction* to the edit);
 - **AA** (attribute alteration, paper §4): share of requested attributes the classifier sees reached,
   over all views; **AD** (attribute dependency): mean absolute change of the classifier's
   probability for non-requested attributes between source and edited views, in percent;
@@ -193,6 +196,8 @@ class CaseResult:
     reconstruction_identity_error: float  # the same for the reconstruction
     reconstruction_error: float  # relative latent MSE of the encoder on the source
     reconstruction_attributes: float  # share of source attributes read right from the encoded latent
+    changed_others_reconstruction: int  # non-requested attributes the edit changed from the reconstruction's
+    misread_others: int  # non-requested attributes the encoder already got wrong (reconstruction ≠ truth)
 
 
 def _probabilities(logits: torch.Tensor) -> list[torch.Tensor]:
@@ -281,6 +286,8 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
         reconstruction_identity_error=float((reconstructed_identity - case.identity).abs().mean()),
         reconstruction_error=float(true_latent_error),
         reconstruction_attributes=sum(encoded[name] == case.source[name] for name in ATTRIBUTE_NAMES) / len(ATTRIBUTE_NAMES),
+        changed_others_reconstruction=sum(edited[name] != encoded[name] for name in visible),
+        misread_others=sum(encoded[name] != case.source[name] for name in visible),
     )
 
 
@@ -293,6 +300,8 @@ def summarize(results: list[CaseResult]) -> dict:
             "success_truth": sum(r.success_truth for r in rows) / len(rows),
             "success_classifier": sum(r.success_classifier for r in rows) / len(rows),
             "other_attributes_changed_truth": sum(r.changed_others_truth for r in rows) / max(others, 1),
+            "other_attributes_changed_reconstruction": sum(r.changed_others_reconstruction for r in rows) / max(others, 1),
+            "other_attributes_misread_by_encoder": sum(r.misread_others for r in rows) / max(others, 1),
             "AA": sum(r.altered_views for r in rows) / max(sum(r.requested_views for r in rows), 1),
             "exact_success_classifier": sum(r.exact_success_classifier for r in rows) / len(rows),
             "exact_AA": sum(r.exact_altered_views for r in rows) / max(sum(r.requested_views for r in rows), 1),
@@ -318,6 +327,7 @@ def summarize(results: list[CaseResult]) -> dict:
 PAIRED_FIGURES = {
     "success_truth": "success (truth)",
     "changed_others_truth": "other attributes changed (per case)",
+    "changed_others_reconstruction": "other attributes changed from the reconstruction (per case)",
     "identity_cosine": "identity cosine",
     "input_identity_cosine": "ID as the paper",
     "identity_error": "identity error against the true head",

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -50,7 +50,6 @@ from ip2n.synthetic.vision_training import (
     true_codes,
 )
 
-logger = logging.getLogger(__name__)
 
 ATTRIBUTES_FILE = "attributes.safetensors"
 ATTRIBUTES_KIND = "synthetic_attribute_classifier"
@@ -169,21 +168,29 @@ def _split(bank: HeadBank, validation_identities: int) -> tuple[HeadBank, HeadBa
     return bank.select(~held_out), bank.select(held_out)
 
 
+def _as_worker(line: int) -> None:
+    """Set up a worker process: one thread, and its progress bars on terminal line `line` (tqdm takes
+    defaults from TQDM_* variables), so the bars of workers running side by side do not overwrite
+    one another."""
+    torch.set_num_threads(1)
+    os.environ["TQDM_POSITION"] = str(line)
+
+
 def _train_encoder_and_classifier(bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig) -> dict:
     """Worker process A (one thread) → {model: seconds}."""
-    torch.set_num_threads(1)
+    _as_worker(0)
     out, seconds = Path(out_dir), {}
     train, _ = _split(HeadBank.load(bank_path), config.validation_identities)
     if not (out / WEIGHT_FILES["encoder"].converted).exists():
         start = time.perf_counter()
         encoder, encoder_config, _ = train_encoder(
-            train, VisionTrainingConfig(config.encoder_steps, seed=config.seed), w_dim=W_DIM, progress=False)
+            train, VisionTrainingConfig(config.encoder_steps, seed=config.seed), w_dim=W_DIM)
         save_model(out, "encoder", encoder, encoder_config, "ip2n synth train-all")
         seconds["encoder"] = round(time.perf_counter() - start, 1)
     if not (out / ATTRIBUTES_FILE).exists():
         start = time.perf_counter()
         classifier, classifier_config, _ = train_attribute_classifier(
-            train, VisionTrainingConfig(config.attribute_steps, seed=config.seed), progress=False)
+            train, VisionTrainingConfig(config.attribute_steps, seed=config.seed))
         save_weights(out / ATTRIBUTES_FILE, classifier.state_dict(),
                      {"kind": ATTRIBUTES_KIND, "config": classifier_config.to_dict(), "source": "ip2n synth train-all"})
         seconds["attributes"] = round(time.perf_counter() - start, 1)
@@ -192,13 +199,13 @@ def _train_encoder_and_classifier(bank_path: str, out_dir: str, work_dir: str, c
 
 def _train_text_and_identity(bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig) -> dict:
     """Worker process B (one thread) → {model: seconds}."""
-    torch.set_num_threads(1)
+    _as_worker(1)
     out, seconds = Path(out_dir), {}
     if not (out / WEIGHT_FILES["text_encoder"].converted).exists():
         start = time.perf_counter()
         text_encoder, reader, _ = train_text_encoder(
             TextTrainingConfig(steps=config.text_steps, seed=config.seed,
-                               token_position_randomization=config.text_position_randomization), progress=False)
+                               token_position_randomization=config.text_position_randomization))
         # The read-out is not part of the model; kept to measure how well the encoder reads instructions.
         save_weights(Path(work_dir) / TEXT_READER_FILE, reader.head.state_dict(), {"kind": "text_reader"})
         save_model(out, "text_encoder", text_encoder, text_encoder.config, "ip2n synth train-all")
@@ -209,7 +216,7 @@ def _train_text_and_identity(bank_path: str, out_dir: str, work_dir: str, config
         if config.identity_extra_views:
             train = train.joined(HeadBank.load(Path(work_dir) / IDENTITY_BANK_FILE))
         network, identity_config, _ = train_identity(
-            train, VisionTrainingConfig(config.identity_steps, seed=config.seed), progress=False)
+            train, VisionTrainingConfig(config.identity_steps, seed=config.seed))
         save_model(out, "identity", network, identity_config, "ip2n synth train-all")
         seconds["identity"] = round(time.perf_counter() - start, 1)
     return seconds
@@ -217,11 +224,11 @@ def _train_text_and_identity(bank_path: str, out_dir: str, work_dir: str, config
 
 def _invert_fold(bank_path: str, fold: int, config: WorldTrainingConfig) -> torch.Tensor:
     """Worker process (one thread): fold `fold`'s training views, inverted by an encoder that never saw them."""
-    torch.set_num_threads(1)
+    _as_worker(fold)
     train, _ = _split(HeadBank.load(bank_path), config.validation_identities)
     steps = fold_encoder_steps(config.encoder_steps, config.inversion_folds)
     return invert_held_out_fold(train, fold, config.inversion_folds, VisionTrainingConfig(steps, seed=config.seed),
-                                w_dim=W_DIM)
+                                w_dim=W_DIM, progress=True)
 
 
 def out_of_fold_inversions(bank_path: Path, train: HeadBank, config: WorldTrainingConfig) -> torch.Tensor:
@@ -334,9 +341,10 @@ def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, co
     return result.ema_weights
 
 
-def _check_bank_size(path: Path, bank: HeadBank, identities: int, views_per_identity: int) -> None:
-    if len(bank) != identities * views_per_identity:
-        raise ValueError(f"{path} holds {len(bank)} views, not the {identities} × {views_per_identity} of these "
+def _check_bank_size(path: Path, identities: int, views_per_identity: int) -> None:
+    views = HeadBank.views_in(path)
+    if views != identities * views_per_identity:
+        raise ValueError(f"{path} holds {views} views, not the {identities} × {views_per_identity} of these "
                          "settings: it belongs to another run; give a new --work")
 
 
@@ -382,8 +390,7 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
         start = time.perf_counter()
         render_bank(config.identities, config.views_per_identity, seed=config.seed, workers=config.workers).save(bank_path)
         seconds["render_bank"] = round(time.perf_counter() - start, 1)
-    whole_bank = HeadBank.load(bank_path)
-    _check_bank_size(bank_path, whole_bank, config.identities, config.views_per_identity)
+    _check_bank_size(bank_path, config.identities, config.views_per_identity)
     identity_bank_path = work_dir / IDENTITY_BANK_FILE
     if config.identity_extra_views:
         if not identity_bank_path.exists():
@@ -391,8 +398,7 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
             render_bank(config.training_identities, config.identity_extra_views, seed=config.seed, view_set=1,
                         workers=config.workers).save(identity_bank_path)
             seconds["render_identity_views"] = round(time.perf_counter() - start, 1)
-        _check_bank_size(identity_bank_path, HeadBank.load(identity_bank_path), config.training_identities,
-                         config.identity_extra_views)
+        _check_bank_size(identity_bank_path, config.training_identities, config.identity_extra_views)
 
     def write_manifest() -> None:
         write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -406,7 +412,7 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
     if any(trained):  # a resumed run that had nothing to train keeps the time of the run that did
         seconds.update({model: value for result in trained for model, value in result.items()})
         seconds["vision_and_text_models"] = round(time.perf_counter() - start, 1)
-    bank, validation = _split(whole_bank, config.validation_identities)
+    bank, validation = _split(HeadBank.load(bank_path), config.validation_identities)
     figures.update(validation_figures(out_dir, work_dir, validation))
     write_manifest()
 
