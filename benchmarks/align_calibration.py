@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     fitted = fit_constants(landmarks, current)
     left_out = []
     for index in range(len(paths)):
-        others = landmarks[:index] + landmarks[index + 1:]
+        others = landmarks[:index] + landmarks[index + 1 :]
         left_out.append(corner_error(transform_for(landmarks[index], fit_constants(others, fitted))))
 
     scale_errors = 100 * np.abs(np.array(scales) - 1)
@@ -106,13 +106,28 @@ def main(argv: list[str] | None = None) -> int:
     for label, values in rows.items():
         print(f"{label:42s} {values.mean():7.2f} {values.max():7.2f}")
     print(f"{'worst portrait':42s} {names[int(np.argmax(errors))]}")
-    print("constants in use: anchor y, z = {:.2f}, {:.2f}; side = {:.2f} mm; side per pitch = {:.4f}".format(*current))
-    print("fitted on all:    anchor y, z = {:.2f}, {:.2f}; side = {:.2f} mm; side per pitch = {:.4f}".format(*fitted))
+    print(
+        "constants in use: anchor y, z = {:.2f}, {:.2f}; side = {:.2f} mm; side per pitch = {:.4f}".format(
+            *current
+        )
+    )
+    print(
+        "fitted on all:    anchor y, z = {:.2f}, {:.2f}; side = {:.2f} mm; side per pitch = {:.4f}".format(
+            *fitted
+        )
+    )
     refitted = [corner_error(transform_for(points, fitted)) for points in landmarks]
-    print(f"corner displacement with the fitted constants: mean {np.mean(refitted):.2f}, max {np.max(refitted):.2f} px")
+    print(
+        f"corner displacement with the fitted constants: mean {np.mean(refitted):.2f}, max {np.max(refitted):.2f} px"
+    )
     if args.json:
-        report = {label: {"mean": float(values.mean()), "max": float(values.max())} for label, values in rows.items()}
-        report["fitted constants"] = dict(zip(("anchor_y", "anchor_z", "side_mm", "side_per_pitch"), fitted.tolist()))
+        report = {
+            label: {"mean": float(values.mean()), "max": float(values.max())}
+            for label, values in rows.items()
+        }
+        report["fitted constants"] = dict(
+            zip(("anchor_y", "anchor_z", "side_mm", "side_per_pitch"), fitted.tolist())
+        )
         args.json.write_text(json.dumps(report, indent=2))
     return 0
 

@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             if close is not None:
                 close()
     latency = result["latency_seconds"]
-    print(f"{result['requests']} concurrent edits, {result['failed']} failed, {result['wall_seconds']:.1f} s in all; "
-          f"latency p50 {latency['p50']:.2f} s, p90 {latency['p90']:.2f} s, max {latency['max']:.2f} s")
+    print(
+        f"{result['requests']} concurrent edits, {result['failed']} failed, {result['wall_seconds']:.1f} s in all; "
+        f"latency p50 {latency['p50']:.2f} s, p90 {latency['p90']:.2f} s, max {latency['max']:.2f} s"
+    )
     for error in result["errors"]:
         print(f"  failed: {error}")
     args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -100,10 +102,19 @@ def run_load(url: str, image: str, instruction: str, requests: int) -> dict:
     errors = [error for _, error in outcomes if error is not None]
     p50, p90 = np.percentile(seconds, [50, 90])
     return {
-        "url": url, "instruction": instruction, "requests": requests, "failed": len(errors), "errors": errors,
+        "url": url,
+        "instruction": instruction,
+        "requests": requests,
+        "failed": len(errors),
+        "errors": errors,
         "wall_seconds": round(wall, 3),
-        "latency_seconds": {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "max": max(seconds),
-                            "min": min(seconds), "mean": round(float(np.mean(seconds)), 3)},
+        "latency_seconds": {
+            "p50": round(float(p50), 3),
+            "p90": round(float(p90), 3),
+            "max": max(seconds),
+            "min": min(seconds),
+            "mean": round(float(np.mean(seconds)), 3),
+        },
         "per_request_seconds": seconds,
     }
 

@@ -62,7 +62,9 @@ def similarity(scale, degrees, centre_to):
 def place(canvas, portrait, matrix):
     """Paste `portrait` warped by `matrix` (portrait pixels → canvas pixels) onto `canvas`, in place."""
     inverse = tuple(np.linalg.inv(matrix)[:2].ravel())
-    warped = portrait.transform(canvas.size, Image.Transform.AFFINE, inverse, resample=Image.Resampling.BICUBIC)
+    warped = portrait.transform(
+        canvas.size, Image.Transform.AFFINE, inverse, resample=Image.Resampling.BICUBIC
+    )
     mask = Image.new("L", portrait.size, 255).transform(canvas.size, Image.Transform.AFFINE, inverse)
     canvas.paste(warped, (0, 0), mask)
     return canvas
@@ -186,7 +188,9 @@ def test_image_modes_and_exif_orientation(portraits, aligned, mode):
 @pytest.mark.parametrize("kind", ["flat", "noise"])
 def test_no_face(kind):
     photo = background((320, 240), noisy=kind == "noise", seed=3)
-    with pytest.raises(AlignmentError, match=r"no face found in holiday\.jpg: use a photo where the face is visible"):
+    with pytest.raises(
+        AlignmentError, match=r"no face found in holiday\.jpg: use a photo where the face is visible"
+    ):
         align_face(photo, name="holiday.jpg")
 
 
@@ -202,7 +206,9 @@ def test_several_faces_use_the_largest(portraits, aligned):
 
 
 def test_face_too_small(portraits):
-    photo = place(background((400, 300), noisy=False), portraits["00009_01"], similarity(120 / SIZE, 0.0, (200, 150)))
+    photo = place(
+        background((400, 300), noisy=False), portraits["00009_01"], similarity(120 / SIZE, 0.0, (200, 150))
+    )
     expected = r"the face in the image is only \d+ px wide; at least 80 px is needed: use a larger photo"
     with pytest.raises(AlignmentError, match=expected):
         align_face(photo)
@@ -242,7 +248,11 @@ def test_mirrored_portrait_flips_yaw(portraits, aligned):
         mirrored = align_face(portraits[name].transpose(Image.Transpose.FLIP_LEFT_RIGHT))
         yaw = aligned[name].yaw
         assert mirrored.yaw * yaw < 0, name
-        assert abs(mirrored.yaw + yaw) < math.radians(5), (name, math.degrees(yaw), math.degrees(mirrored.yaw))
+        assert abs(mirrored.yaw + yaw) < math.radians(5), (
+            name,
+            math.degrees(yaw),
+            math.degrees(mirrored.yaw),
+        )
         assert abs(mirrored.pitch - aligned[name].pitch) < math.radians(5), name
 
 
@@ -251,7 +261,9 @@ def test_mirrored_portrait_flips_yaw(portraits, aligned):
 
 def test_align_command_writes_crop_and_json(tmp_path, portraits, aligned, capsys):
     source = tmp_path / "photo.jpg"
-    canvas = place(background((900, 700), noisy=False), portraits["00080_01"], similarity(0.9, 12.0, (450, 330)))
+    canvas = place(
+        background((900, 700), noisy=False), portraits["00080_01"], similarity(0.9, 12.0, (450, 330))
+    )
     canvas.save(source, quality=95)
     out = tmp_path / "out" / "aligned.png"
     assert cli.main(["align", str(source), "-o", str(out)]) == 0

@@ -48,14 +48,20 @@ def test_the_preset_loads_float32_models_that_fit_together(pipeline):
 def _changes(pipeline, result, source):
     bases = pipeline.generator.backbone.bases
     edited = attributes_of(decode(result.edited_latent, bases))[0]
-    shown = [n for n in ATTRIBUTE_NAMES if n not in hidden_attributes(edited) and n not in hidden_attributes(source)]
+    shown = [
+        n
+        for n in ATTRIBUTE_NAMES
+        if n not in hidden_attributes(edited) and n not in hidden_attributes(source)
+    ]
     return edited, {n for n in shown if edited[n] != source[n]}
 
 
 def test_edits_keep_the_identity_and_are_reproducible(pipeline):
     identity, source, instruction = example_heads()[0]
     portrait = render_portrait(identity, source, yaw_degrees=10)
-    first, second = (pipeline(portrait, instruction, generator=torch.Generator().manual_seed(3)) for _ in range(2))
+    first, second = (
+        pipeline(portrait, instruction, generator=torch.Generator().manual_seed(3)) for _ in range(2)
+    )
     assert torch.equal(first.edited_latent, second.edited_latent)
     bases = pipeline.generator.backbone.bases
     drift = identity_of(decode(first.edited_latent - first.source_latent, bases)).abs().mean()
@@ -68,8 +74,11 @@ def test_edits_keep_the_identity_and_are_reproducible(pipeline):
 @pytest.mark.parametrize("example", range(len(EXAMPLES)))
 def test_the_examples_are_edited_as_asked(pipeline, example):
     identity, source, instruction = example_heads()[example]
-    result = pipeline(render_portrait(identity, source, yaw_degrees=10), instruction,
-                      generator=torch.Generator().manual_seed(0))
+    result = pipeline(
+        render_portrait(identity, source, yaw_degrees=10),
+        instruction,
+        generator=torch.Generator().manual_seed(0),
+    )
     edited, changed = _changes(pipeline, result, source)
     requested = EXAMPLE_EDITS[example]
     assert all(edited[name] == value for name, value in requested.items()), (instruction, edited)
@@ -80,15 +89,46 @@ def test_the_examples_are_edited_as_asked(pipeline, example):
     assert float(drift) < 0.15
 
 
-EXAMPLE_EDITS = ({"eyeglasses": True, "smile": True}, {"hair_color": "blond"}, {"bald": True, "beard": True},
-                 {"style": "bronze_statue"})
+EXAMPLE_EDITS = (
+    {"eyeglasses": True, "smile": True},
+    {"hair_color": "blond"},
+    {"bald": True, "beard": True},
+    {"style": "bronze_statue"},
+)
 
 
 def test_demo_edits_with_the_built_in_model(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--views", "2", "--frames", "2", "--mesh-resolution", "32", "--threads", "2"]) == 0
-    expected = {"input.png", "source.png", "edited.png", "depth.png", "edited_latent.npy", "views.png", "orbit.mp4",
-                "mesh.ply", "result.json", "truth.json"}
+    assert (
+        main(
+            [
+                "demo",
+                "-o",
+                str(out),
+                "--views",
+                "2",
+                "--frames",
+                "2",
+                "--mesh-resolution",
+                "32",
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
+    expected = {
+        "input.png",
+        "source.png",
+        "edited.png",
+        "depth.png",
+        "edited_latent.npy",
+        "views.png",
+        "orbit.mp4",
+        "mesh.ply",
+        "result.json",
+        "truth.json",
+    }
     assert {path.name for path in out.iterdir()} == expected
     source, edited = np.asarray(Image.open(out / "source.png")), np.asarray(Image.open(out / "edited.png"))
     assert source.shape == edited.shape == (128, 128, 3)
@@ -103,7 +143,20 @@ def test_edit_without_weights_uses_the_built_in_model(tmp_path, capsys, caplog):
     identity, source, _ = example_heads()[0]
     head = tmp_path / "head.png"
     render_portrait(identity, source).save(head)
-    status = main(["edit", str(head), "-i", "give him glasses", "-o", str(tmp_path / "out"), "--views", "1", "--seed", "1"])
+    status = main(
+        [
+            "edit",
+            str(head),
+            "-i",
+            "give him glasses",
+            "-o",
+            str(tmp_path / "out"),
+            "--views",
+            "1",
+            "--seed",
+            "1",
+        ]
+    )
     assert status == 0
     result = json.loads(next((tmp_path / "out").rglob("result.json")).read_text())
     assert result["model"] == "synthetic"
@@ -120,8 +173,12 @@ def test_the_built_in_model_samples_with_its_tuned_defaults(pipeline):
     identity, source, instruction = example_heads()[1]
     portrait = render_portrait(identity, source)
     implicit = pipeline(portrait, instruction, generator=torch.Generator().manual_seed(2))
-    explicit = pipeline(portrait, instruction, generator=torch.Generator().manual_seed(2),
-                        **dataclasses.asdict(pipeline.defaults))
+    explicit = pipeline(
+        portrait,
+        instruction,
+        generator=torch.Generator().manual_seed(2),
+        **dataclasses.asdict(pipeline.defaults),
+    )
     assert torch.equal(implicit.edited_latent, explicit.edited_latent)
     assert implicit.settings.strength == pipeline.defaults.strength
     override = pipeline(portrait, instruction, generator=torch.Generator().manual_seed(2), strength=0.1)
@@ -145,19 +202,36 @@ def test_instruction_losses_hold_back_the_source_from_an_img2img_model(pipeline,
     """The img2img baseline was trained with zeros for the source: its losses must be measured so."""
     inputs = []
     forward = pipeline.dit.forward
-    monkeypatch.setattr(pipeline.dit, "forward", lambda x, *args, **kwargs: (inputs.append(x), forward(x, *args, **kwargs))[1])
+    monkeypatch.setattr(
+        pipeline.dit, "forward", lambda x, *args, **kwargs: (inputs.append(x), forward(x, *args, **kwargs))[1]
+    )
     source_channels = slice(pipeline.dit.config.in_channels // 2, None)
     instruction_losses(pipeline, samples=4, identity_conditioning=False, source_conditioning=False)
     assert len(inputs) == 3 and not any(x[:, source_channels].any() for x in inputs)
     inputs.clear()
     instruction_losses(pipeline, samples=4, identity_conditioning=False)
-    assert len(inputs) == 3 and all(x[:, source_channels].abs().sum(dim=(1, 2, 3)).gt(0).all() for x in inputs)
+    assert len(inputs) == 3 and all(
+        x[:, source_channels].abs().sum(dim=(1, 2, 3)).gt(0).all() for x in inputs
+    )
 
 
 def test_synth_eval_writes_the_report(tmp_path, capsys):
     instructions = tmp_path / "mine.jsonl"
-    instructions.write_text('{"instruction": "could you put some specs on him", "edits": {"eyeglasses": true}}\n')
-    status = main(["synth", "eval", "--instructions", str(instructions), "--out", str(tmp_path / "eval"), "--threads", "2"])
+    instructions.write_text(
+        '{"instruction": "could you put some specs on him", "edits": {"eyeglasses": true}}\n'
+    )
+    status = main(
+        [
+            "synth",
+            "eval",
+            "--instructions",
+            str(instructions),
+            "--out",
+            str(tmp_path / "eval"),
+            "--threads",
+            "2",
+        ]
+    )
     assert status == 0
     evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
     figures = evaluation["all"]
@@ -176,7 +250,11 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
     assert 0 < figures["reconstruction_identity_error_truth"] < 1 and 0 < figures["identity_error_truth"] < 1
     assert "| exact edit (classifier only) |" in report
     # An attribute the edit changed from the truth was either changed from the reconstruction or misread by the encoder.
-    assert row["changed_others_truth"] <= row["changed_others_reconstruction"] + row["misread_others"] <= 2 * row["others"]
+    assert (
+        row["changed_others_truth"]
+        <= row["changed_others_reconstruction"] + row["misread_others"]
+        <= 2 * row["others"]
+    )
     assert "| changed from the reconstruction | misread by the encoder |" in report
     assert figures["exact_success_classifier"] in (0.0, 1.0) and 0 <= figures["exact_AA"] <= 1
     assert Image.open(tmp_path / "eval" / "success_by_count.png").size == (720, 360)
@@ -194,10 +272,28 @@ def test_synth_eval_tpr_shifts_the_prompts_at_inference(tmp_path, monkeypatch):
 
     monkeypatch.setattr(EditPipeline, "_embed", spy)
     # The denoising-error table is not what this test is about (and costs a minute).
-    monkeypatch.setattr(evaluation, "instruction_losses", lambda *args, **kwargs: {"right": 0.1, "shuffled": 0.2, "empty": 0.3})
+    monkeypatch.setattr(
+        evaluation,
+        "instruction_losses",
+        lambda *args, **kwargs: {"right": 0.1, "shuffled": 0.2, "empty": 0.3},
+    )
     instructions = tmp_path / "mine.jsonl"
     instructions.write_text('{"instruction": "make him smile", "edits": {"smile": true}}\n')
-    assert main(["synth", "eval", "--instructions", str(instructions), "--out", str(tmp_path / "eval"),
-                 "--threads", "2", "--tpr"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "eval",
+                "--instructions",
+                str(instructions),
+                "--out",
+                str(tmp_path / "eval"),
+                "--threads",
+                "2",
+                "--tpr",
+            ]
+        )
+        == 0
+    )
     assert randomized == [True]  # the one case's edit
     assert "token positions randomised at inference (--tpr)" in (tmp_path / "eval" / "report.md").read_text()

@@ -98,7 +98,9 @@ def test_default_focal_is_the_official_constant(cameras_json):
     assert cameras_json["focal_length_hardcoded"] == FFHQ_FOCAL
     assert cameras_json["radius"] == FFHQ_RADIUS and tuple(cameras_json["pivot"]) == FFHQ_PIVOT
     assert abs(fov_to_intrinsics(18.837)[0, 0, 0].item() - FFHQ_FOCAL) < 2e-3
-    assert torch.equal(focal_to_intrinsics()[0], torch.tensor([[FFHQ_FOCAL, 0, 0.5], [0, FFHQ_FOCAL, 0.5], [0, 0, 1]]))
+    assert torch.equal(
+        focal_to_intrinsics()[0], torch.tensor([[FFHQ_FOCAL, 0, 0.5], [0, FFHQ_FOCAL, 0.5], [0, 0, 1]])
+    )
 
 
 def test_pack_unpack_round_trip(cameras_json):

@@ -28,11 +28,11 @@ from ip2n.checkpoints import (
     read_eg3d_generator,
     read_module_state,
     read_torch_checkpoint,
+    safetensors_io,
     save_weights,
     select_dit_weights,
     split_prefix,
 )
-from ip2n.checkpoints import safetensors_io
 from ip2n.checkpoints.safe_unpickle import ModuleRecord, PersistentRecord, loads
 
 GENERATOR_FILES = ["network-snapshot-small.pkl", "G_ema-small.pkl"]
@@ -65,7 +65,9 @@ def snapshot(pickle_dir: Path):
 # --- official EG3D formats --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("file_name", "source_format"), list(zip(GENERATOR_FILES, ["network_pickle", "torch_module"])))
+@pytest.mark.parametrize(
+    ("file_name", "source_format"), list(zip(GENERATOR_FILES, ["network_pickle", "torch_module"]))
+)
 def test_generator_pickles_give_the_reference_state_dict(
     pickle_dir, fixtures_dir, reference_generator, snapshot_info, file_name, source_format
 ):
@@ -131,7 +133,10 @@ def test_generator_from_plain_state_dict_files(tmp_path, reference_generator):
     assert from_torch.init_kwargs == {} and from_torch.neural_rendering_resolution is None
     assert all(torch.equal(from_torch.state_dict[key], value) for key, value in reference_generator.items())
 
-    config = {"init_kwargs": {"z_dim": 512, "rendering_kwargs": {"box_warp": 1}}, "neural_rendering_resolution": 32}
+    config = {
+        "init_kwargs": {"z_dim": 512, "rendering_kwargs": {"box_warp": 1}},
+        "neural_rendering_resolution": 32,
+    }
     save_weights(tmp_path / "eg3d", reference_generator, config)
     converted = read_eg3d_generator(tmp_path / "eg3d.safetensors")
     assert converted.source_format == "safetensors"
@@ -194,7 +199,9 @@ def test_preim3d_and_irse50_checkpoints(tmp_path):
     state = _small_state(4, "encoder.body.0.")
     state.update(_small_state(5, "decoder.backbone."))
     opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 256, "start_from_latent_avg": True}
-    torch.save({"state_dict": state, "opts": opts, "latent_avg": torch.ones(14, 512)}, tmp_path / "preim3d.pt")
+    torch.save(
+        {"state_dict": state, "opts": opts, "latent_avg": torch.ones(14, 512)}, tmp_path / "preim3d.pt"
+    )
     checkpoint = read_torch_checkpoint(tmp_path / "preim3d.pt")
     assert checkpoint["opts"] == opts
     encoder = split_prefix(checkpoint["state_dict"], "encoder.")
@@ -212,7 +219,9 @@ def test_preim3d_and_irse50_checkpoints(tmp_path):
 
 
 def test_wrong_kind_of_checkpoint(tmp_path, pickle_dir):
-    torch.save({"ema": _small_state(7, "x_embedder.proj."), "args": argparse.Namespace()}, tmp_path / "dit.pt")
+    torch.save(
+        {"ema": _small_state(7, "x_embedder.proj."), "args": argparse.Namespace()}, tmp_path / "dit.pt"
+    )
     with pytest.raises(CheckpointError, match=r"dit\.pt.*DiT.*EG3D generator"):
         read_eg3d_generator(tmp_path / "dit.pt")
     torch.save(_small_state(8, "blocks.0."), tmp_path / "other.pt")
@@ -310,11 +319,11 @@ def test_torchscript_archives_are_refused(tmp_path):
         read_torch_checkpoint(path)
 
 
-
 def test_forced_weights_only_environment_is_explained(pickle_dir, monkeypatch):
     monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(CheckpointError, match="TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
         read_eg3d_generator(pickle_dir / "G_ema-small.pkl")
+
 
 # --- broken files -----------------------------------------------------------------------------
 
@@ -356,7 +365,10 @@ def test_broken_files_give_checkpoint_errors(tmp_path, pickle_dir, reader):
         with pytest.raises(CheckpointError) as failed:
             reader(path)
         assert type(failed.value) is CheckpointError, kind
-        assert str(path) in str(failed.value) and expectations[kind] in str(failed.value), (kind, str(failed.value))
+        assert str(path) in str(failed.value) and expectations[kind] in str(failed.value), (
+            kind,
+            str(failed.value),
+        )
 
 
 def test_damaged_zip_record_gives_checkpoint_error(tmp_path):

@@ -34,8 +34,16 @@ from test_pipeline import (
     preim3d_checkpoint,
 )
 
-ALL_FILES = {"source.png", "edited.png", "views.png", "depth.png", "edited_latent.npy", "orbit.mp4", "mesh.ply",
-             "result.json"}
+ALL_FILES = {
+    "source.png",
+    "edited.png",
+    "views.png",
+    "depth.png",
+    "edited_latent.npy",
+    "orbit.mp4",
+    "mesh.ply",
+    "result.json",
+}
 BASIC_FILES = {"source.png", "edited.png", "views.png", "depth.png", "edited_latent.npy", "result.json"}
 
 
@@ -69,13 +77,38 @@ def test_edit_writes_every_output_and_resumes(weights_dir, tmp_path, capsys):
     portrait(0).save(tmp_path / "anna.png")
     portrait(1, size=300).save(tmp_path / "ben.jpg", quality=95)
     out = tmp_path / "out"
-    command = ["edit", tmp_path / "anna.png", tmp_path / "ben.jpg", "-i", "make him smile", "-i", "add glasses",
-               "-o", out, "--weights", weights_dir, "--views", 3, "--video", "--frames", 3, "--mesh", "ply",
-               "--mesh-resolution", 24, "--mesh-level", "auto", "--seed", 5]
+    command = [
+        "edit",
+        tmp_path / "anna.png",
+        tmp_path / "ben.jpg",
+        "-i",
+        "make him smile",
+        "-i",
+        "add glasses",
+        "-o",
+        out,
+        "--weights",
+        weights_dir,
+        "--views",
+        3,
+        "--video",
+        "--frames",
+        3,
+        "--mesh",
+        "ply",
+        "--mesh-resolution",
+        24,
+        "--mesh-level",
+        "auto",
+        "--seed",
+        5,
+    ]
     status, stdout, stderr = run_ip2n(capsys, *command)
     assert status == 0, stderr
     assert "2 edited, 0 skipped" in stdout
-    assert _tree(out) == {"anna", "ben"} | {f"{name}/{file}" for name in ("anna", "ben") for file in ALL_FILES}
+    assert _tree(out) == {"anna", "ben"} | {
+        f"{name}/{file}" for name in ("anna", "ben") for file in ALL_FILES
+    }
 
     folder = out / "anna"
     for name in ("source.png", "edited.png"):
@@ -87,18 +120,27 @@ def test_edit_writes_every_output_and_resumes(weights_dir, tmp_path, capsys):
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
     record = json.loads((folder / "result.json").read_text())
     assert record["settings"]["prompts"] == ["make him smile and add glasses"]
-    assert (record["seed"], record["settings"]["strength"], record["settings"]["num_inference_steps"]) == (5, 0.3, 50)
+    assert (record["seed"], record["settings"]["strength"], record["settings"]["num_inference_steps"]) == (
+        5,
+        0.3,
+        50,
+    )
     assert record["input"] == str(tmp_path / "anna.png") and record["weights"] == str(weights_dir)
     assert {"ip2n_version", "torch_version", "python_version", "numpy_version"} <= set(record)
-    assert {"encode", "text", "diffusion", "render_edited", "views", "orbit", "mesh"} <= set(record["seconds"])
+    assert {"encode", "text", "diffusion", "render_edited", "views", "orbit", "mesh"} <= set(
+        record["seconds"]
+    )
     assert set(record["files"]) == ALL_FILES and record["outputs"]["video_frames"] == 3
 
     # The command is a thin wrapper: the same edit through the API gives the same latent.
     latent = np.load(folder / "edited_latent.npy")
     assert latent.shape == (1, 14, 512) and latent.dtype == np.float32
     pipeline = EditPipeline.from_weights(weights_dir)
-    expected = pipeline(Image.open(tmp_path / "anna.png").convert("RGB"), ["make him smile", "add glasses"],
-                        generator=torch.Generator().manual_seed(5)).edited_latent
+    expected = pipeline(
+        Image.open(tmp_path / "anna.png").convert("RGB"),
+        ["make him smile", "add glasses"],
+        generator=torch.Generator().manual_seed(5),
+    ).edited_latent
     assert np.abs(latent - expected.numpy()).max() <= 1e-6
 
     # Re-running skips finished inputs; removing a result.json redoes that input only.
@@ -128,8 +170,9 @@ def test_image_conversions_through_the_command(weights_dir, tmp_path, capsys):
     base.resize((300, 256)).save(inputs / "rotated.png", exif=exif)
     Image.new("RGB", (6000, 3000), (90, 120, 150)).save(inputs / "large.jpg")
     out = tmp_path / "out"
-    status, stdout, stderr = run_ip2n(capsys, "edit", inputs, "-i", "make her smile", "-o", out,
-                                      "--weights", weights_dir, "--views", 1)
+    status, stdout, stderr = run_ip2n(
+        capsys, "edit", inputs, "-i", "make her smile", "-o", out, "--weights", weights_dir, "--views", 1
+    )
     assert status == 0, stderr
     assert "6 edited, 0 skipped (finished earlier; delete a folder to redo it), 0 failed" in stdout
     for name in ("gray", "cmyk", "gray16", "alpha", "rotated", "large"):
@@ -137,16 +180,33 @@ def test_image_conversions_through_the_command(weights_dir, tmp_path, capsys):
     size = lambda name: json.loads((out / name / "result.json").read_text())["input_image_size"]  # noqa: E731
     assert size("rotated") == [256, 300] and size("large") == [4096, 2048] and size("gray16") == [256, 256]
     stored = lambda name: json.loads((out / name / "result.json").read_text())["input_file_size"]  # noqa: E731
-    assert stored("rotated") == [300, 256] and stored("large") == [6000, 3000] and stored("gray16") == [256, 256]
+    assert (
+        stored("rotated") == [300, 256] and stored("large") == [6000, 3000] and stored("gray16") == [256, 256]
+    )
 
 
 def test_official_prompt_list_batch(weights_dir, tmp_path, capsys):
     portrait(3).save(tmp_path / "face.png")
-    prompts = {"prompt": [["face.png", 2.5, 1.0, "make her smile"], ["face.png", 7.5, 1.5, "give her bangs"],
-                          ["missing.png", 2.5, 1.0, "add glasses"]]}
+    prompts = {
+        "prompt": [
+            ["face.png", 2.5, 1.0, "make her smile"],
+            ["face.png", 7.5, 1.5, "give her bangs"],
+            ["missing.png", 2.5, 1.0, "add glasses"],
+        ]
+    }
     (tmp_path / "prompts.json").write_text(json.dumps(prompts))
     out = tmp_path / "out"
-    command = ["edit", "--batch", tmp_path / "prompts.json", "-o", out, "--weights", weights_dir, "--views", 1]
+    command = [
+        "edit",
+        "--batch",
+        tmp_path / "prompts.json",
+        "-o",
+        out,
+        "--weights",
+        weights_dir,
+        "--views",
+        1,
+    ]
     status, stdout, stderr = run_ip2n(capsys, *command)
     assert status == 1
     assert "2 edited, 0 skipped (finished earlier; delete a folder to redo it), 1 failed" in stdout
@@ -154,7 +214,10 @@ def test_official_prompt_list_batch(weights_dir, tmp_path, capsys):
     assert sorted(path.name for path in out.iterdir()) == ["face", "face-2"]
     second = json.loads((out / "face-2" / "result.json").read_text())["settings"]
     assert (second["instructions"], second["guidance_scale"], second["image_guidance_scale"]) == (
-        ["give her bangs"], 7.5, 1.5)
+        ["give her bangs"],
+        7.5,
+        1.5,
+    )
     status, stdout, _ = run_ip2n(capsys, *command)
     assert status == 1 and "0 edited, 2 skipped" in stdout
 
@@ -166,21 +229,44 @@ def test_folder_batch_with_a_strength_sweep_and_chained_instructions(weights_dir
     portrait(5).save(folder / "b.png")
     (folder / "notes.txt").write_text("not an image, not picked up")
     out = tmp_path / "out"
-    status, _, stderr = run_ip2n(capsys, "edit", "--batch", folder, "-i", "add glasses", "-i", "make him old",
-                                 "--chain", "--strength", "0.2,0.4", "-o", out, "--weights", weights_dir, "--views", 1)
+    status, _, stderr = run_ip2n(
+        capsys,
+        "edit",
+        "--batch",
+        folder,
+        "-i",
+        "add glasses",
+        "-i",
+        "make him old",
+        "--chain",
+        "--strength",
+        "0.2,0.4",
+        "-o",
+        out,
+        "--weights",
+        weights_dir,
+        "--views",
+        1,
+    )
     assert status == 0, stderr
     for name in ("a", "b"):
         assert _tree(out / name) == {"sweep.png", "result.json"} | {
-            f"{combo}{file}" for combo in ("strength0.2_text2.5_image1", "strength0.4_text2.5_image1")
-            for file in ("", *(f"/{name}" for name in BASIC_FILES))}
+            f"{combo}{file}"
+            for combo in ("strength0.2_text2.5_image1", "strength0.4_text2.5_image1")
+            for file in ("", *(f"/{name}" for name in BASIC_FILES))
+        }
         assert Image.open(out / name / "sweep.png").width == 3 * 128 + 2 * 4
         record = json.loads((out / name / "strength0.4_text2.5_image1" / "result.json").read_text())
-        assert record["settings"]["prompts"] == ["add glasses", "make him old"] and record["settings"]["chain"]
+        assert (
+            record["settings"]["prompts"] == ["add glasses", "make him old"] and record["settings"]["chain"]
+        )
 
 
 def test_align_crops_real_photos_and_reports_faceless_ones(weights_dir, tmp_path, capsys):
     pytest.importorskip("ip2n.align", reason="face alignment (ip2n.align) is not installed")
-    portraits = sorted(Path(__file__).resolve().parents[2].joinpath("shared", "data", "portraits").glob("*.jpg"))
+    portraits = sorted(
+        Path(__file__).resolve().parents[2].joinpath("shared", "data", "portraits").glob("*.jpg")
+    )
     if not portraits:
         pytest.skip("no portraits in ../shared/data/portraits")
     canvas = Image.new("RGB", (900, 700), (40, 60, 80))
@@ -188,8 +274,21 @@ def test_align_crops_real_photos_and_reports_faceless_ones(weights_dir, tmp_path
     canvas.save(tmp_path / "photo.jpg", quality=95)
     Image.new("RGB", (400, 400), (128, 128, 128)).save(tmp_path / "blank.png")
     out = tmp_path / "out"
-    status, stdout, stderr = run_ip2n(capsys, "edit", tmp_path / "photo.jpg", tmp_path / "blank.png", "--align",
-                                      "-i", "make her smile", "-o", out, "--weights", weights_dir, "--views", 1)
+    status, stdout, stderr = run_ip2n(
+        capsys,
+        "edit",
+        tmp_path / "photo.jpg",
+        tmp_path / "blank.png",
+        "--align",
+        "-i",
+        "make her smile",
+        "-o",
+        out,
+        "--weights",
+        weights_dir,
+        "--views",
+        1,
+    )
     assert status == 1 and "1 edited, 0 skipped" in stdout and "1 failed" in stdout
     assert f"failed: {tmp_path / 'blank.png'}: " in stderr
     assert sorted(path.name for path in out.iterdir()) == ["photo"]
@@ -209,13 +308,25 @@ def _long_instruction() -> str:
 BAD_INPUTS = {
     "not an image": (lambda p: p.write_text("hello"), [], "is not an image file ip2n can read"),
     "truncated": (lambda p: p.write_bytes(_jpeg_bytes()[:2000]), [], "truncated or damaged"),
-    "huge": (lambda p: png_header_only(p, 40000, 40000), [], "too large; ip2n reads images of at most 100 megapixels"),
+    "huge": (
+        lambda p: png_header_only(p, 40000, 40000),
+        [],
+        "too large; ip2n reads images of at most 100 megapixels",
+    ),
     "too small": (lambda p: portrait(0, 40).save(p, format="PNG"), [], "too small to hold a usable face"),
     "missing image": (lambda p: None, [], "no such file"),
     "empty instruction": (None, ["-i", "  "], "the instruction is empty"),
     "no instruction": (None, ["-i"], None),
-    "long instruction": (None, ["-i", _long_instruction()], r"needs 86 tokens.*only 77.*cut off: 'a very old wizard"),
-    "unknown preset": (None, ["--model", "ffhq-best"], r"unknown model 'ffhq-best' \(built-in models: synthetic\)"),
+    "long instruction": (
+        None,
+        ["-i", _long_instruction()],
+        r"needs 86 tokens.*only 77.*cut off: 'a very old wizard",
+    ),
+    "unknown preset": (
+        None,
+        ["--model", "ffhq-best"],
+        r"unknown model 'ffhq-best' \(built-in models: synthetic\)",
+    ),
     "cuda unavailable": (None, ["--device", "cuda"], "CUDA was requested but is not available"),
     "bad strength": (None, ["--strength", "1.5"], "strength must lie strictly between 0 and 1"),
     "weights not a folder": (None, ["--weights", "nowhere"], "--weights nowhere is not a folder"),
@@ -224,7 +335,9 @@ BAD_INPUTS = {
 
 def _jpeg_bytes() -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(
+        buffer, "JPEG"
+    )
     return buffer.getvalue()
 
 
@@ -261,8 +374,9 @@ def test_output_folder_not_writable(weights_dir, tmp_path, capsys, case):
             pytest.skip("permissions do not stop root")
         out = tmp_path / "locked" / "out"
         out.parent.mkdir(mode=0o555)
-    status, _, stderr = run_ip2n(capsys, "edit", tmp_path / "face.png", "-i", "make her smile", "-o", out,
-                                 "--weights", weights_dir)
+    status, _, stderr = run_ip2n(
+        capsys, "edit", tmp_path / "face.png", "-i", "make her smile", "-o", out, "--weights", weights_dir
+    )
     assert status == 2
     assert f"cannot write to output folder {out}" in stderr and "choose a writable -o/--out" in stderr
 
@@ -286,17 +400,22 @@ def _broken_weights(weights_dir: Path, target: Path, case: str) -> None:
     elif case == "models that do not fit":
         # A converted encoder (it wins over preim3d.pt) that carries its own, tiny config: 32-d codes.
         config = encoder_preset("tiny", "WPlusEncoder")
-        state_dict = {key[len("encoder."):]: value for key, value in preim3d_checkpoint("tiny")["state_dict"].items()}
-        save_weights(target / "encoder.safetensors", state_dict,
-                     {"kind": "preim3d_encoder", "config": dataclasses.asdict(config)})
+        state_dict = {
+            key[len("encoder.") :]: value for key, value in preim3d_checkpoint("tiny")["state_dict"].items()
+        }
+        save_weights(
+            target / "encoder.safetensors",
+            state_dict,
+            {"kind": "preim3d_encoder", "config": dataclasses.asdict(config)},
+        )
 
 
 WEIGHT_PROBLEMS = {
     "missing files": r"incomplete:\n  - no PREIM3D inversion encoder.*expected encoder\.safetensors \(converted\) or "
-                     r"the official preim3d\.pt\.\n  - no IR-SE50 ArcFace.*model_ir_se50\.pth",
+    r"the official preim3d\.pt\.\n  - no IR-SE50 ArcFace.*model_ir_se50\.pth",
     "wrong file": r"model_ir_se50\.pth: .*not a state dict of tensors",
     "mismatched shapes": r"model_ir_se50\.pth: the weights do not fit the IR-SE ArcFace identity network.*"
-                         r"output_layer\.3\.weight",
+    r"output_layer\.3\.weight",
     "models that do not fit": r"do not fit together: the encoder predicts 14×32 codes, the generator takes 14×512",
 }
 
@@ -306,8 +425,17 @@ def test_weights_folder_problems(weights_dir, tmp_path, capsys, case):
     broken = tmp_path / "weights"
     _broken_weights(weights_dir, broken, case)
     portrait(0).save(tmp_path / "face.png")
-    status, _, stderr = run_ip2n(capsys, "edit", tmp_path / "face.png", "-i", "make her smile",
-                                 "-o", tmp_path / "out", "--weights", broken)
+    status, _, stderr = run_ip2n(
+        capsys,
+        "edit",
+        tmp_path / "face.png",
+        "-i",
+        "make her smile",
+        "-o",
+        tmp_path / "out",
+        "--weights",
+        broken,
+    )
     assert status == 2
     assert re.search(WEIGHT_PROBLEMS[case], stderr, flags=re.DOTALL), stderr
     assert not (tmp_path / "out").exists()
@@ -316,6 +444,22 @@ def test_weights_folder_problems(weights_dir, tmp_path, capsys, case):
 def test_help_lists_the_interface(capsys):
     status, stdout, _ = run_ip2n(capsys, "edit", "--help")
     assert status == 0
-    for option in ("-i", "--weights", "--model", "--align", "--no-align", "--steps", "--strength", "--cfg-text",
-                   "--cfg-image", "--seed", "--views", "--video", "--mesh", "--device", "--chain", "--batch"):
+    for option in (
+        "-i",
+        "--weights",
+        "--model",
+        "--align",
+        "--no-align",
+        "--steps",
+        "--strength",
+        "--cfg-text",
+        "--cfg-image",
+        "--seed",
+        "--views",
+        "--video",
+        "--mesh",
+        "--device",
+        "--chain",
+        "--batch",
+    ):
         assert option in stdout

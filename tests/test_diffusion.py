@@ -65,7 +65,9 @@ def max_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def branch_batch(io):
     """The official three-branch batch of the cfg_* fixtures: [text+image | image | unconditional]."""
     source = io["cfg_source"]
-    x = torch.cat([io["cfg_x_noisy"].repeat(3, 1, 1, 1), torch.cat([source, source, torch.zeros_like(source)])], dim=1)
+    x = torch.cat(
+        [io["cfg_x_noisy"].repeat(3, 1, 1, 1), torch.cat([source, source, torch.zeros_like(source)])], dim=1
+    )
     context = torch.cat([io["context_prompts"], io["context_empty"].expand(4, 77, 1024)])
     identity = torch.cat([io["idfeatures"], io["idfeatures"], torch.zeros_like(io["idfeatures"])])
     return x, io["t"].repeat(3), io["y"].repeat(3), context, identity
@@ -82,7 +84,14 @@ def test_base_schedule_is_bit_exact(ddim):
 
 
 @pytest.mark.parametrize(
-    "table", ["betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod"]
+    "table",
+    [
+        "betas",
+        "alphas_cumprod",
+        "alphas_cumprod_prev",
+        "sqrt_recip_alphas_cumprod",
+        "sqrt_recipm1_alphas_cumprod",
+    ],
 )
 def test_ddim50_tables_are_bit_exact(ddim, ddim50, table):
     assert getattr(ddim50, table).dtype == torch.float64
@@ -140,7 +149,9 @@ def timestep_dependent_model(x, t):
     return 0.1 * x + 0.001 * t.to(x.dtype).reshape(-1, 1, 1, 1)
 
 
-@pytest.mark.parametrize(("model_fn", "suffix"), [(scaled_sample_model, ""), (timestep_dependent_model, "_tdep")])
+@pytest.mark.parametrize(
+    ("model_fn", "suffix"), [(scaled_sample_model, ""), (timestep_dependent_model, "_tdep")]
+)
 def test_partial_ddim_decode_matches_official_loop(ddim, ddim50, model_fn, suffix):
     seen = []
 
@@ -171,7 +182,9 @@ def test_start_offset_zero_denoises_from_the_noised_index(ddim, ddim50):
 
 def test_partial_ddim_decode_draws_noise_from_the_generator(ddim, ddim50):
     def run(seed):
-        return partial_ddim_decode(scaled_sample_model, ddim["w"], 0.3, ddim50, generator=torch.Generator().manual_seed(seed)).final
+        return partial_ddim_decode(
+            scaled_sample_model, ddim["w"], 0.3, ddim50, generator=torch.Generator().manual_seed(seed)
+        ).final
 
     assert torch.equal(run(0), run(0))
     assert not torch.equal(run(0), run(1))
@@ -203,7 +216,9 @@ def test_pack_matches_fixture(ddim):
 
 
 def test_unpack_plus_latent_avg_matches_fixture(ddim):
-    assert torch.equal(unpack_latent(ddim["pack_packed"], ddim["pack_latent_avg"]), ddim["pack_unpacked_plus_avg"])
+    assert torch.equal(
+        unpack_latent(ddim["pack_packed"], ddim["pack_latent_avg"]), ddim["pack_unpacked_plus_avg"]
+    )
 
 
 def test_pack_unpack_round_trip():
@@ -237,13 +252,21 @@ def test_dual_guidance_formula_on_raw_branches(io):
 
 @pytest.mark.parametrize(
     ("expected", "text_scale", "image_scale", "with_identity"),
-    [("cfg_out", 2.5, 1.0, True), ("cfg_out_no_id", 2.5, 1.0, False), ("cfg_out_text7.5_img1.5", 7.5, 1.5, False)],
+    [
+        ("cfg_out", 2.5, 1.0, True),
+        ("cfg_out_no_id", 2.5, 1.0, False),
+        ("cfg_out_text7.5_img1.5", 7.5, 1.5, False),
+    ],
 )
-def test_forward_dual_guidance_matches_official(tiny_model, io, expected, text_scale, image_scale, with_identity):
+def test_forward_dual_guidance_matches_official(
+    tiny_model, io, expected, text_scale, image_scale, with_identity
+):
     x, t, y, context, identity = branch_batch(io)
     with torch.no_grad():
         raw_branches = tiny_model(x, t, y, context)
-        output = forward_dual_guidance(tiny_model, x, t, y, context, text_scale, image_scale, identity if with_identity else None)
+        output = forward_dual_guidance(
+            tiny_model, x, t, y, context, text_scale, image_scale, identity if with_identity else None
+        )
     assert max_error(raw_branches, io["cfg_raw_branches_no_id"]) < TOLERANCE
     assert output.shape == (6, 1024, 4, 4)
     assert max_error(output, io[expected]) < TOLERANCE
@@ -252,7 +275,13 @@ def test_forward_dual_guidance_matches_official(tiny_model, io, expected, text_s
 def test_denoiser_with_identity_matches_the_official_guided_output(tiny_model, io):
     with torch.no_grad():
         denoiser = DualGuidanceDenoiser(
-            tiny_model, io["cfg_source"], io["context_prompts"], io["context_empty"], 2.5, 1.0, identity=io["idfeatures"]
+            tiny_model,
+            io["cfg_source"],
+            io["context_prompts"],
+            io["context_empty"],
+            2.5,
+            1.0,
+            identity=io["idfeatures"],
         )
         output = denoiser(io["cfg_x_noisy"], io["t"])
     assert output.shape == (2, 1024, 4, 4)
@@ -267,8 +296,12 @@ def test_needed_branches_leaves_out_the_ones_with_zero_weight():
     assert needed_branches(0.0, 0.0) == (0, 2)  # text + image always runs (its variance is the output's)
 
 
-@pytest.mark.parametrize(("text_scale", "image_scale"), [(2.5, 1.0), (7.5, 1.5), (1.5, 1.5), (1.0, 1.0), (3.0, 0.5)])
-def test_denoiser_runs_only_the_needed_branches_and_matches_all_three(tiny_model, io, text_scale, image_scale):
+@pytest.mark.parametrize(
+    ("text_scale", "image_scale"), [(2.5, 1.0), (7.5, 1.5), (1.5, 1.5), (1.0, 1.0), (3.0, 0.5)]
+)
+def test_denoiser_runs_only_the_needed_branches_and_matches_all_three(
+    tiny_model, io, text_scale, image_scale
+):
     """Same guided output as the official three-branch batch (zero identity features in the
     unconditional branch), from a DiT call on only the branches whose weight is not zero."""
     x, t, y, context, identity = branch_batch(io)
@@ -276,10 +309,19 @@ def test_denoiser_runs_only_the_needed_branches_and_matches_all_three(tiny_model
     hook = tiny_model.register_forward_pre_hook(lambda module, args: rows_seen.append(args[0].shape[0]))
     try:
         with torch.no_grad():
-            expected = forward_dual_guidance(tiny_model, x, t, y, context, text_scale, image_scale, identity)[:2]
+            expected = forward_dual_guidance(tiny_model, x, t, y, context, text_scale, image_scale, identity)[
+                :2
+            ]
             rows_seen.clear()
-            denoiser = DualGuidanceDenoiser(tiny_model, io["cfg_source"], io["context_prompts"], io["context_empty"],
-                                            text_scale, image_scale, identity=io["idfeatures"])
+            denoiser = DualGuidanceDenoiser(
+                tiny_model,
+                io["cfg_source"],
+                io["context_prompts"],
+                io["context_empty"],
+                text_scale,
+                image_scale,
+                identity=io["idfeatures"],
+            )
             output = denoiser(io["cfg_x_noisy"], io["t"])
     finally:
         hook.remove()
@@ -291,7 +333,9 @@ def test_official_edit_loop(tiny_model, io, ddim50):
     seen = []
     with torch.no_grad():
         source = pack_latent(io["pipe_codes"])
-        denoiser = DualGuidanceDenoiser(tiny_model, source, io["context_prompts"][:1], io["context_empty"], 2.5, 1.0)
+        denoiser = DualGuidanceDenoiser(
+            tiny_model, source, io["context_prompts"][:1], io["context_empty"], 2.5, 1.0
+        )
 
         def recording_denoiser(x, t):
             seen.append(int(t[0]))
@@ -361,8 +405,14 @@ def test_a_perfect_v_model_has_zero_loss_and_recovers_x0():
     assert terms["vb"].abs().max() < 1e-6  # the bound sees the epsilon the v prediction implies
     torch.testing.assert_close(terms["pred_xstart"], x_start)
     # The MSE is taken on v: an error δ in v costs mean(δ²), whatever the noise level.
-    wrong = training_losses(lambda x_t, ts: torch.cat([v + 0.5, -torch.ones_like(v)], dim=1), x_start, t, noise,
-                            schedule, prediction_type="v")
+    wrong = training_losses(
+        lambda x_t, ts: torch.cat([v + 0.5, -torch.ones_like(v)], dim=1),
+        x_start,
+        t,
+        noise,
+        schedule,
+        prediction_type="v",
+    )
     torch.testing.assert_close(wrong["mse"], torch.full((3,), 0.25, dtype=torch.float64))
     with pytest.raises(ValueError, match="prediction_type"):
         training_losses(perfect, x_start, t, noise, schedule, prediction_type="x0")
@@ -371,7 +421,10 @@ def test_a_perfect_v_model_has_zero_loss_and_recovers_x0():
 def test_v_and_epsilon_conversions_agree_with_q_sample():
     schedule = make_schedule("")
     generator = torch.Generator().manual_seed(1)
-    x_start, noise = torch.randn(2, 3, 2, 2, generator=generator), torch.randn(2, 3, 2, 2, generator=generator)
+    x_start, noise = (
+        torch.randn(2, 3, 2, 2, generator=generator),
+        torch.randn(2, 3, 2, 2, generator=generator),
+    )
     t = torch.tensor([10, 700])
     x_t = q_sample(x_start, t, noise, schedule)
     abar = schedule.alphas_cumprod[t]
@@ -392,7 +445,9 @@ def test_denoiser_of_a_v_model_returns_the_epsilon_of_its_guided_v(tiny_model, i
     x, t = io["cfg_x_noisy"], io["t"]
     with torch.no_grad():
         arguments = (io["cfg_source"], io["context_prompts"], io["context_empty"], 2.5, 1.0)
-        guided_v = DualGuidanceDenoiser(tiny_model.eval(), *arguments)(x, t)  # same weights read as ε: the raw v
+        guided_v = DualGuidanceDenoiser(tiny_model.eval(), *arguments)(
+            x, t
+        )  # same weights read as ε: the raw v
         eps = DualGuidanceDenoiser(v_model.eval(), *arguments)(x, t)
     channels = x.shape[1]
     abar = make_schedule("").alphas_cumprod[t].float()
@@ -420,9 +475,13 @@ def test_vb_term_trains_only_the_variance_channels():
         torch.randn(2, 8, 4, 4),
         schedule,
     )
-    eps_grad, variance_grad = torch.autograd.grad(terms["vb"].sum(), [eps, variance_values], materialize_grads=True)
+    eps_grad, variance_grad = torch.autograd.grad(
+        terms["vb"].sum(), [eps, variance_values], materialize_grads=True
+    )
     assert eps_grad.abs().sum() == 0 and variance_grad.abs().sum() > 0
-    eps_grad, variance_grad = torch.autograd.grad(terms["mse"].sum(), [eps, variance_values], materialize_grads=True)
+    eps_grad, variance_grad = torch.autograd.grad(
+        terms["mse"].sum(), [eps, variance_values], materialize_grads=True
+    )
     assert eps_grad.abs().sum() > 0 and variance_grad.abs().sum() == 0
 
 
@@ -434,7 +493,9 @@ def test_training_step_on_the_dit_reaches_every_used_parameter(io):
             parameter.add_(0.01 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
     generator = torch.Generator().manual_seed(2)
     target = io["pipe_w"].repeat(2, 1, 1, 1)
-    dropped = condition_dropout(torch.tensor([0.5, 0.07]), io["context_prompts"], io["context_empty"], io["cfg_source"])
+    dropped = condition_dropout(
+        torch.tensor([0.5, 0.07]), io["context_prompts"], io["context_empty"], io["cfg_source"]
+    )
     y = label_dropout(torch.zeros(2, dtype=torch.int64), torch.tensor([0.5, 0.5]), null_label=1)
 
     def model_fn(x_t, timesteps):
@@ -455,7 +516,16 @@ def test_training_step_on_the_dit_reaches_every_used_parameter(io):
 
 @pytest.mark.parametrize(
     ("r", "text_dropped", "image_dropped"),
-    [(0.01, True, False), (0.049, True, False), (0.05, True, True), (0.09, True, True), (0.10, False, True), (0.149, False, True), (0.15, False, False), (0.9, False, False)],
+    [
+        (0.01, True, False),
+        (0.049, True, False),
+        (0.05, True, True),
+        (0.09, True, True),
+        (0.10, False, True),
+        (0.149, False, True),
+        (0.15, False, False),
+        (0.9, False, False),
+    ],
 )
 def test_condition_dropout_bands(io, r, text_dropped, image_dropped):
     context = io["context_prompts"][:1]
@@ -473,7 +543,11 @@ def test_dropout_draws_give_the_official_rates():
     dropped = condition_dropout(r, context, torch.ones(1, 1), torch.ones(r.shape[0], 1, 1, 1))
     text = dropped.context.flatten() == 1
     image = dropped.identity_keep == 0
-    for fraction in ((text & ~image).float().mean(), (text & image).float().mean(), (~text & image).float().mean()):
+    for fraction in (
+        (text & ~image).float().mean(),
+        (text & image).float().mean(),
+        (~text & image).float().mean(),
+    ):
         assert math.isclose(fraction.item(), 0.05, abs_tol=0.003)
 
 
@@ -494,10 +568,19 @@ def test_precomputed_conditioning_gives_the_official_edit(tiny_model, io, ddim50
     identity = io["idfeatures"][:1] if with_identity else None
     timesteps = decode_timesteps(0.3, ddim50)
     with torch.no_grad():
-        plain = DualGuidanceDenoiser(tiny_model, source, io["context_prompts"][:1], io["context_empty"], 2.5, 1.0,
-                                     identity=identity)
-        cached = DualGuidanceDenoiser(tiny_model, source, io["context_prompts"][:1], io["context_empty"], 2.5, 1.0,
-                                      identity=identity, timesteps=timesteps)
+        plain = DualGuidanceDenoiser(
+            tiny_model, source, io["context_prompts"][:1], io["context_empty"], 2.5, 1.0, identity=identity
+        )
+        cached = DualGuidanceDenoiser(
+            tiny_model,
+            source,
+            io["context_prompts"][:1],
+            io["context_empty"],
+            2.5,
+            1.0,
+            identity=identity,
+            timesteps=timesteps,
+        )
         assert sorted(cached.conditioning_by_timestep) == sorted(timesteps)
         expected = partial_ddim_decode(plain, source, 0.3, ddim50, noise=io["pipe_noise"])
         result = partial_ddim_decode(cached, source, 0.3, ddim50, noise=io["pipe_noise"])

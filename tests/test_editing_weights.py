@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers import randomize_ as _randomize_
 from ip2n.checkpoints import CheckpointError, save_weights
 from ip2n.checkpoints.editing_weights import (
     WEIGHT_FILES,
@@ -37,7 +38,6 @@ from ip2n.encoding import ENCODER_TYPES, IdentityEncoder, build_encoder, encoder
 from ip2n.encoding.preim3d import ENCODER_CLASSES
 from ip2n.text import DIT_CHECKPOINT_PREFIX, text_encoder_config, text_state_dict_from
 from ip2n.weight_report import shapes_from_manifest
-from helpers import randomize_ as _randomize_
 
 TOLERANCE = 1e-4
 # Same weights, same module: only kernel paths differ (safetensors tensors are not 64-byte aligned).
@@ -75,8 +75,13 @@ def _dit_checkpoint(fixtures_dir: Path, *, embed_text: bool = True) -> dict:
     return {
         "model": model,
         "ema": ema,
-        "opt": {"state": {}, "param_groups": [{"lr": 1e-4, "weight_decay": 0, "params": list(range(len(model)))}]},
-        "args": argparse.Namespace(model="DiT-B_G/1_pair", num_classes=1, global_batch_size=6, ckpt_every=30000),
+        "opt": {
+            "state": {},
+            "param_groups": [{"lr": 1e-4, "weight_decay": 0, "params": list(range(len(model)))}],
+        },
+        "args": argparse.Namespace(
+            model="DiT-B_G/1_pair", num_classes=1, global_batch_size=6, ckpt_every=30000
+        ),
     }
 
 
@@ -84,13 +89,20 @@ def _preim3d_checkpoint(encoder: torch.nn.Module, encoder_type: str) -> dict:
     """What PREIM3D's coach saves: the whole pSp state dict (encoder + generator copy) and opts."""
     state_dict = {"encoder." + key: value for key, value in encoder.state_dict().items()}
     state_dict["decoder.backbone.mapping.fc0.weight"] = torch.ones(4, 4)  # the generator copy is ignored
-    opts = {"encoder_type": encoder_type, "stylegan_size": 256, "encoder_number_layers": 50, "train_decoder": False}
+    opts = {
+        "encoder_type": encoder_type,
+        "stylegan_size": 256,
+        "encoder_number_layers": 50,
+        "train_decoder": False,
+    }
     return {"state_dict": state_dict, "opts": opts, "latent_avg": torch.zeros(14, 32)}
 
 
 def _identity_file_state(identity: IdentityEncoder) -> dict[str, torch.Tensor]:
     """An old-style IR-SE50 file: no BatchNorm num_batches_tracked entries."""
-    return {key: value for key, value in identity.state_dict().items() if not key.endswith("num_batches_tracked")}
+    return {
+        key: value for key, value in identity.state_dict().items() if not key.endswith("num_batches_tracked")
+    }
 
 
 @dataclass
@@ -137,7 +149,9 @@ def _assert_ready(model: torch.nn.Module) -> None:
 
 def _assert_dit_matches_official(model, dit_io) -> None:
     with torch.no_grad():
-        with_id = model(dit_io["x"], dit_io["t"], dit_io["y"], dit_io["context_prompts"], dit_io["idfeatures"])
+        with_id = model(
+            dit_io["x"], dit_io["t"], dit_io["y"], dit_io["context_prompts"], dit_io["idfeatures"]
+        )
         without_id = model(dit_io["x"], dit_io["t"], dit_io["y"], dit_io["context_prompts"])
     assert _max_error(with_id, dit_io["decode_out"]) <= TOLERANCE
     assert _max_error(without_id, dit_io["decode_out_no_id"]) <= TOLERANCE
@@ -181,7 +195,9 @@ def test_load_text_encoder_from_an_open_clip_file(fixtures_dir, tmp_path, text_i
 
 def test_dit_file_without_text_weights_asks_for_open_clip(fixtures_dir, tmp_path):
     torch.save(_dit_checkpoint(fixtures_dir, embed_text=False), tmp_path / "instructpix2nerf.pt")
-    with pytest.raises(CheckpointError, match=r"instructpix2nerf\.pt.*does not embed the OpenCLIP.*open_clip_pytorch"):
+    with pytest.raises(
+        CheckpointError, match=r"instructpix2nerf\.pt.*does not embed the OpenCLIP.*open_clip_pytorch"
+    ):
         load_text_encoder(tmp_path / "instructpix2nerf.pt", preset="tiny")
     with pytest.raises(CheckpointError, match="no OpenCLIP .* open_clip_model.safetensors"):
         load_text_encoder(tmp_path, preset="tiny")
@@ -203,7 +219,9 @@ def test_load_preim3d_encoder_builds_the_variant_in_opts(tmp_path, encoder_type)
 def test_load_identity_tolerates_missing_batchnorm_counters(official):
     identity = load_identity(official.directory / "model_ir_se50.pth", preset="small")
     _assert_ready(identity)
-    counters = {key: value for key, value in identity.state_dict().items() if key.endswith("num_batches_tracked")}
+    counters = {
+        key: value for key, value in identity.state_dict().items() if key.endswith("num_batches_tracked")
+    }
     assert counters and all(value.item() == 0 for value in counters.values())
     images = _images(256, seed=8)
     with torch.no_grad():
@@ -233,7 +251,10 @@ def test_converted_models_give_the_same_outputs(official, converted, dit_io, tex
     encoder_images, identity_images = _images(config.resolution, seed=9), _images(256, seed=10)
     with torch.no_grad():
         assert _max_error(encoder(encoder_images), official.encoder(encoder_images)) <= SAME_WEIGHTS_TOLERANCE
-        assert _max_error(identity(identity_images), official.identity(identity_images)) <= SAME_WEIGHTS_TOLERANCE
+        assert (
+            _max_error(identity(identity_images), official.identity(identity_images))
+            <= SAME_WEIGHTS_TOLERANCE
+        )
 
 
 def test_convert_takes_open_clip_file_when_the_dit_has_no_text(fixtures_dir, tmp_path, text_io):
@@ -257,7 +278,9 @@ def test_cli_convert_names_the_expected_files_when_the_folder_is_empty(tmp_path,
 
     assert main(["weights", "convert", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
     message = capsys.readouterr().err
-    assert "no official weight files" in message and "instructpix2nerf.pt" in message and "G_ema.pkl" in message
+    assert (
+        "no official weight files" in message and "instructpix2nerf.pt" in message and "G_ema.pkl" in message
+    )
 
 
 def test_cli_convert_and_check_a_generator_only_folder(fixtures_dir, tmp_path, capsys):
@@ -270,7 +293,11 @@ def test_cli_convert_and_check_a_generator_only_folder(fixtures_dir, tmp_path, c
     shutil.copy(fixtures_dir / "eg3d_pickle" / "G_ema-small.pkl", source / "G_ema.pkl")
     assert main(["weights", "convert", str(source), "-o", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "generator.json", "generator.safetensors", "latent_avg.json", "latent_avg.safetensors"]
+        "generator.json",
+        "generator.safetensors",
+        "latent_avg.json",
+        "latent_avg.safetensors",
+    ]
     capsys.readouterr()
     assert main(["weights", "check", str(tmp_path / "out")]) == 1  # the editing models are missing
     report = capsys.readouterr().out
@@ -288,11 +315,17 @@ def test_loaders_name_the_file_and_the_problem(official, converted, tmp_path):
     message = str(error.value)
     assert str(dit_file) in message and "hidden 64, depth 2" in message
     assert "170 missing, 61 with a wrong shape" in message and "missing: blocks.2.attn.qkv.weight" in message
-    with pytest.raises(CheckpointError, match=r"preim3d\.pt: this is a PREIM3D encoder checkpoint.*not a state dict"):
+    with pytest.raises(
+        CheckpointError, match=r"preim3d\.pt: this is a PREIM3D encoder checkpoint.*not a state dict"
+    ):
         load_identity(official.directory / "preim3d.pt", preset="small")
-    with pytest.raises(CheckpointError, match=r"encoder\.safetensors: it holds the weights of a preim3d_encoder"):
+    with pytest.raises(
+        CheckpointError, match=r"encoder\.safetensors: it holds the weights of a preim3d_encoder"
+    ):
         load_dit(converted / "encoder.safetensors")
-    with pytest.raises(CheckpointError, match="no IR-SE50 ArcFace .* identity.safetensors .* model_ir_se50.pth"):
+    with pytest.raises(
+        CheckpointError, match="no IR-SE50 ArcFace .* identity.safetensors .* model_ir_se50.pth"
+    ):
         load_identity(tmp_path)
     with pytest.raises(CheckpointError, match="nowhere does not exist"):
         load_identity(tmp_path / "nowhere")
@@ -306,8 +339,13 @@ def test_check_reports_every_model_ok(official, converted):
     assert [report.name for report in reports] == list(WEIGHT_FILES)
     assert all(report.ok for report in reports), [report.summary for report in reports if not report.ok]
     found = {report.name: report.file.name for report in reports}
-    assert found == {"generator": "G_ema.pkl", "dit": "instructpix2nerf.pt", "text_encoder": "instructpix2nerf.pt",
-                     "encoder": "preim3d.pt", "identity": "model_ir_se50.pth"}
+    assert found == {
+        "generator": "G_ema.pkl",
+        "dit": "instructpix2nerf.pt",
+        "text_encoder": "instructpix2nerf.pt",
+        "encoder": "preim3d.pt",
+        "identity": "model_ir_se50.pth",
+    }
     assert "Encoder4Editing" in reports[3].summary
     for report in check_weights_dir(converted, TINY)[1:]:
         assert report.ok and report.file.name == WEIGHT_FILES[report.name].converted, report.summary
@@ -358,13 +396,27 @@ class Breakage:
 BREAKAGES = [
     Breakage("missing file", _remove_encoder, "encoder", ("no PREIM3D", "preim3d.pt", "encoder.safetensors")),
     Breakage("truncated file", _truncate_dit, "dit", ("instructpix2nerf.pt", "truncated")),
-    Breakage("wrong file in place", _identity_file_as_encoder, "encoder",
-             ("preim3d.pt: this is a state dict", "but a PREIM3D encoder checkpoint")),
-    Breakage("wrong shape", _resize_identity_tensor, "identity",
-             ("shape mismatch: output_layer.3.weight: expected [512, 6272], found [512, 7]",)),
-    Breakage("missing key", _drop_dit_key, "dit", ("1 missing", "missing: blocks.1.norm3.weight (expected [64])")),
-    Breakage("truncated converted file", _truncated_converted_identity, "identity",
-             ("identity.safetensors", "damaged or incomplete")),
+    Breakage(
+        "wrong file in place",
+        _identity_file_as_encoder,
+        "encoder",
+        ("preim3d.pt: this is a state dict", "but a PREIM3D encoder checkpoint"),
+    ),
+    Breakage(
+        "wrong shape",
+        _resize_identity_tensor,
+        "identity",
+        ("shape mismatch: output_layer.3.weight: expected [512, 6272], found [512, 7]",),
+    ),
+    Breakage(
+        "missing key", _drop_dit_key, "dit", ("1 missing", "missing: blocks.1.norm3.weight (expected [64])")
+    ),
+    Breakage(
+        "truncated converted file",
+        _truncated_converted_identity,
+        "identity",
+        ("identity.safetensors", "damaged or incomplete"),
+    ),
 ]
 
 
@@ -423,7 +475,11 @@ def test_released_dit_and_text_layouts_match_the_manifests(fixtures_dir):
 
 def test_released_identity_layout_matches_the_manifest(fixtures_dir):
     expected = _manifest(fixtures_dir, "irse50.json")["state_dict"]
-    old_file = {key: value for key, value in _meta_tensors(expected).items() if not key.endswith("num_batches_tracked")}
+    old_file = {
+        key: value
+        for key, value in _meta_tensors(expected).items()
+        if not key.endswith("num_batches_tracked")
+    }
     assert set(identity_weights(old_file, identity_preset("ir_se50"))) == set(expected)
 
 

@@ -44,7 +44,10 @@ def test_full_size_state_dict_equals_official_manifest(fixtures_dir):
     manifest = json.loads((fixtures_dir / "manifests" / "eg3d_ffhq512_generator.json").read_text())
     with torch.device("meta"):
         generator = TriPlaneGenerator(preset("ffhq512"))
-    ours = {key: [list(value.shape), str(value.dtype).removeprefix("torch.")] for key, value in generator.state_dict().items()}
+    ours = {
+        key: [list(value.shape), str(value.dtype).removeprefix("torch.")]
+        for key, value in generator.state_dict().items()
+    }
     assert list(ours) == list(manifest["state_dict"])  # same keys, same order
     assert ours == manifest["state_dict"]
     assert sum(value.numel() for value in generator.parameters()) == manifest["num_parameters"]
@@ -52,7 +55,9 @@ def test_full_size_state_dict_equals_official_manifest(fixtures_dir):
 
 def test_config_from_official_kwargs_equals_preset(fixtures_dir):
     manifest = json.loads((fixtures_dir / "manifests" / "eg3d_ffhq512_generator.json").read_text())
-    assert EG3DConfig.from_official(manifest["init_kwargs"], manifest["neural_rendering_resolution"]) == preset("ffhq512")
+    assert EG3DConfig.from_official(
+        manifest["init_kwargs"], manifest["neural_rendering_resolution"]
+    ) == preset("ffhq512")
     small_kwargs = json.loads((fixtures_dir / "eg3d_small" / "config.json").read_text())["init_kwargs"]
     assert EG3DConfig.from_official(small_kwargs, 32) == preset("eg3d-small")
     assert EG3DConfig.from_dict(preset("ffhq512").to_dict()) == preset("ffhq512")
@@ -129,7 +134,9 @@ def test_density_lattice_equals_pointwise_queries(small, io):
         planes = small.synthesize_planes(io["ws"][:1])
         lattice = small.density_lattice(planes, resolution)
         points = grid_points(resolution, small.config.rendering.box_warp)
-        pointwise = small.query_planes(planes, points[None])["sigma"].reshape(resolution, resolution, resolution)
+        pointwise = small.query_planes(planes, points[None])["sigma"].reshape(
+            resolution, resolution, resolution
+        )
     assert lattice.shape == (resolution,) * 3
     assert max_error(lattice, pointwise) < 1e-5
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from helpers import randomize_ as _randomize_
 from ip2n.encoding import (
     ENCODER_TYPES,
     IdentityConfig,
@@ -29,7 +30,6 @@ from ip2n.encoding import (
 )
 from ip2n.encoding.preim3d import EqualLinear
 from ip2n.weight_report import check_state_dict, shapes_from_manifest
-from helpers import randomize_ as _randomize_
 
 
 def _manifest(fixtures_dir, name):
@@ -59,9 +59,14 @@ def test_identity_state_dict_matches_official_manifest(fixtures_dir):
     assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters"]
 
 
-@pytest.mark.parametrize(("encoder_type", "num_tensors"), [
-    ("Encoder4Editing", 565), ("WPlusEncoder", 394), ("GradualStyleEncoder", 565),
-])
+@pytest.mark.parametrize(
+    ("encoder_type", "num_tensors"),
+    [
+        ("Encoder4Editing", 565),
+        ("WPlusEncoder", 394),
+        ("GradualStyleEncoder", 565),
+    ],
+)
 def test_encoder_state_dict_matches_official_manifest(fixtures_dir, encoder_type, num_tensors):
     entry = _manifest(fixtures_dir, "preim3d_encoder.json")["encoders"][encoder_type]
     expected = encoder_weights_from_psp(entry["state_dict"])  # drops the checkpoint's "encoder." prefix
@@ -72,7 +77,9 @@ def test_encoder_state_dict_matches_official_manifest(fixtures_dir, encoder_type
     assert report.ok, report.summary()
     assert len(state) == num_tensors
     assert list(state) == list(expected)
-    assert {k: str(v.dtype) for k, v in state.items()} == {k: f"torch.{dtype}" for k, (_, dtype) in expected.items()}
+    assert {k: str(v.dtype) for k, v in state.items()} == {
+        k: f"torch.{dtype}" for k, (_, dtype) in expected.items()
+    }
     assert sum(p.numel() for p in model.parameters()) == entry["num_parameters"]
 
 
@@ -139,11 +146,13 @@ def test_encoder_input_matches_torchvision_transform(size):
     torchvision_transforms = pytest.importorskip("torchvision.transforms")
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    official = torchvision_transforms.Compose([
-        torchvision_transforms.Resize((256, 256)),
-        torchvision_transforms.ToTensor(),
-        torchvision_transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
-    ])
+    official = torchvision_transforms.Compose(
+        [
+            torchvision_transforms.Resize((256, 256)),
+            torchvision_transforms.ToTensor(),
+            torchvision_transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+        ]
+    )
     ours = encoder_input(image)
     assert ours.shape == (3, 256, 256) and ours.dtype == torch.float32
     assert torch.equal(ours, official(image))
@@ -156,14 +165,17 @@ def test_encoder_input_accepts_uint8_arrays():
     assert torch.equal(encoder_input(array[:, ::-1]), encoder_input(Image.fromarray(array[:, ::-1].copy())))
 
 
-@pytest.mark.parametrize(("image", "error", "message"), [
-    (Image.new("RGBA", (8, 8)), ValueError, "convert"),
-    (Image.new("L", (8, 8)), ValueError, "mode 'L'"),
-    (np.zeros((8, 8, 3), dtype=np.float32), ValueError, "uint8"),
-    (np.zeros((8, 8), dtype=np.uint8), ValueError, r"\(H, W, 3\)"),
-    (np.zeros((8, 8, 4), dtype=np.uint8), ValueError, r"\(H, W, 3\)"),
-    (torch.zeros(3, 8, 8), TypeError, "Tensor"),
-])
+@pytest.mark.parametrize(
+    ("image", "error", "message"),
+    [
+        (Image.new("RGBA", (8, 8)), ValueError, "convert"),
+        (Image.new("L", (8, 8)), ValueError, "mode 'L'"),
+        (np.zeros((8, 8, 3), dtype=np.float32), ValueError, "uint8"),
+        (np.zeros((8, 8), dtype=np.uint8), ValueError, r"\(H, W, 3\)"),
+        (np.zeros((8, 8, 4), dtype=np.uint8), ValueError, r"\(H, W, 3\)"),
+        (torch.zeros(3, 8, 8), TypeError, "Tensor"),
+    ],
+)
 def test_encoder_input_rejects_other_inputs(image, error, message):
     with pytest.raises(error, match=message):
         encoder_input(image)
@@ -180,9 +192,9 @@ def test_identity_pool_follows_the_adaptive_window_rule():
     source = images.double()
     expected = torch.empty(2, 3, 112, 112, dtype=torch.float64)
     for i in range(112):
-        rows = source[:, :, starts[i]:stops[i]]
+        rows = source[:, :, starts[i] : stops[i]]
         for j in range(112):
-            expected[:, :, i, j] = rows[:, :, :, starts[j]:stops[j]].mean(dim=(2, 3))
+            expected[:, :, i, j] = rows[:, :, :, starts[j] : stops[j]].mean(dim=(2, 3))
     assert (pooled.double() - expected).abs().max() < 1e-6
 
 
@@ -208,7 +220,7 @@ def test_identity_features_are_unit_vectors_and_deterministic(small_identity):
 def test_identity_features_are_batch_independent(small_identity):
     images = _images(3, 256, seed=5)
     together = extract_identity(small_identity, images)
-    alone = torch.cat([extract_identity(small_identity, images[i:i + 1]) for i in range(3)])
+    alone = torch.cat([extract_identity(small_identity, images[i : i + 1]) for i in range(3)])
     assert (together - alone).abs().max() < 1e-5
 
 
@@ -258,7 +270,7 @@ def test_encoder_output_shape_determinism_and_batch_independence(encoder_type):
     with torch.no_grad():
         codes = model(images)
         again = model(images)
-        alone = torch.cat([model(images[i:i + 1]) for i in range(3)])
+        alone = torch.cat([model(images[i : i + 1]) for i in range(3)])
     assert codes.shape == (3, config.num_styles, config.style_dim) == (3, 14, 32)
     assert torch.isfinite(codes).all()
     assert torch.equal(codes, again)

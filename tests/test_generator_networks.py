@@ -32,7 +32,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = ATO
 
 
 def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +105,14 @@ def test_hybrid4x_layout():
 
 
 @pytest.mark.parametrize(
-    ("name", "psi", "cutoff"), [("ws", 1.0, None), ("ws_trunc07", 0.7, 14), ("ws_trunc05_nocutoff", 0.5, None)]
+    ("name", "psi", "cutoff"),
+    [("ws", 1.0, None), ("ws_trunc07", 0.7, 14), ("ws_trunc05_nocutoff", 0.5, None)],
 )
 def test_mapping_matches_official(small_backbone, small_io, name, psi, cutoff):
     with torch.inference_mode():
-        ws = small_backbone.mapping(small_io["z"], small_io["c"], truncation_psi=psi, truncation_cutoff=cutoff)
+        ws = small_backbone.mapping(
+            small_io["z"], small_io["c"], truncation_psi=psi, truncation_cutoff=cutoff
+        )
     assert_close(ws, small_io[name])
 
 
@@ -129,7 +132,9 @@ def test_synthesis_batch_of_one_matches_official(small_backbone, small_io):
         planes = torch.cat([small_backbone.synthesis(small_io["ws"][i : i + 1]) for i in range(2)])
     assert_close(planes[..., ::8, ::8], small_io["planes_stride8"])
     assert_close(planes[..., 120:136, 120:136], small_io["planes_crop"])
-    torch.testing.assert_close(planes.double().sum(dim=(2, 3)), small_io["planes_channel_sums"], rtol=SUMS_RTOL, atol=0)
+    torch.testing.assert_close(
+        planes.double().sum(dim=(2, 3)), small_io["planes_channel_sums"], rtol=SUMS_RTOL, atol=0
+    )
 
 
 def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, box_warp: float = 1.0) -> torch.Tensor:
@@ -314,7 +319,9 @@ def test_resampling_shortcuts_equal_upfirdn2d(taps, factor):
     down_padding = ((fw - factor + 1) // 2, (fw - factor) // 2, (fh - factor + 1) // 2, (fh - factor) // 2)
     expected = upfirdn2d(x, f, down=factor, padding=down_padding, gain=1.5)
     torch.testing.assert_close(downsample2d(x, f, factor, gain=1.5), expected)
-    torch.testing.assert_close(filter2d(x, f, (2, 0, 1, 1), gain=0.5), upfirdn2d(x, f, padding=(2, 0, 1, 1), gain=0.5))
+    torch.testing.assert_close(
+        filter2d(x, f, (2, 0, 1, 1), gain=0.5), upfirdn2d(x, f, padding=(2, 0, 1, 1), gain=0.5)
+    )
 
 
 def test_upsample2d_preserves_constant_interior():
@@ -395,7 +402,9 @@ def test_large_inference_convolutions_go_through_nnpack_and_match_onednn(one_thr
             exact = modulated_conv2d(x, weight, styles)
     assert fast.is_contiguous() and exact.is_contiguous(memory_format=torch.channels_last)
     assert not torch.equal(fast, exact)  # really another kernel...
-    torch.testing.assert_close(fast, exact, rtol=0, atol=1e-4 * float(exact.abs().max()))  # ...with the same values
+    torch.testing.assert_close(
+        fast, exact, rtol=0, atol=1e-4 * float(exact.abs().max())
+    )  # ...with the same values
 
 
 def test_convolutions_that_need_gradients_or_are_small_stay_on_onednn(one_thread):

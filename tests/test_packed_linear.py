@@ -14,7 +14,11 @@ def _layers(seed: int = 0) -> list[nn.Linear]:
 
 def test_packed_layers_give_the_plain_products_and_are_restored():
     layers = _layers()
-    parameters = [(parameter, parameter.data_ptr(), parameter.clone()) for layer in layers for parameter in layer.parameters()]
+    parameters = [
+        (parameter, parameter.data_ptr(), parameter.clone())
+        for layer in layers
+        for parameter in layer.parameters()
+    ]
     x = torch.randn(2, 16, 48)
     with torch.no_grad():
         plain = layers[1](layers[0](x))
@@ -27,7 +31,10 @@ def test_packed_layers_give_the_plain_products_and_are_restored():
     assert (other_rows - plain[:1]).abs().max() < 1e-5 * plain.abs().max()
     after = [parameter for layer in layers for parameter in layer.parameters()]
     assert all(before is now for (before, _, _), now in zip(parameters, after, strict=True))  # same objects
-    assert all(parameter.data_ptr() == pointer and torch.equal(parameter, copy) for parameter, pointer, copy in parameters)
+    assert all(
+        parameter.data_ptr() == pointer and torch.equal(parameter, copy)
+        for parameter, pointer, copy in parameters
+    )
 
 
 def test_nothing_is_packed_when_gradients_are_on():

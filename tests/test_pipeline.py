@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from helpers import randomize_
 from ip2n.checkpoints.editing_weights import EditingPresets
 from ip2n.encoding import IdentityEncoder, build_encoder, encoder_preset, identity_preset
 from ip2n.encoding.preprocess import encoder_input
@@ -48,7 +49,6 @@ from ip2n.pipeline import (
 from ip2n.pipeline.inputs import MAX_INPUT_PIXELS, WORKING_SIDE
 from ip2n.text import DIT_CHECKPOINT_PREFIX, TEXT_ENCODER_PRESETS, TextEncoder, TextEncoderConfig, tokenize
 from ip2n.text.tokens import count_tokens
-from helpers import randomize_
 
 TOLERANCE = 1e-4
 
@@ -67,21 +67,29 @@ def dit_checkpoint(fixtures_dir: Path) -> dict:
     text.reset_parameters(torch.Generator().manual_seed(7))
     text_weights = {DIT_CHECKPOINT_PREFIX + key: value for key, value in text.state_dict().items()}
     # The file also holds the last block, which the penultimate-layer encoder never runs.
-    text_weights |= {DIT_CHECKPOINT_PREFIX + key.replace("resblocks.0.", "resblocks.1."): value
-                     for key, value in text.state_dict().items() if key.startswith("transformer.resblocks.0.")}
+    text_weights |= {
+        DIT_CHECKPOINT_PREFIX + key.replace("resblocks.0.", "resblocks.1."): value
+        for key, value in text.state_dict().items()
+        if key.startswith("transformer.resblocks.0.")
+    }
     ema = load_file(fixtures_dir / "dit_small" / "state_dict.safetensors")
     generator = torch.Generator().manual_seed(1)
     model = {key: value + 0.01 * torch.randn(value.shape, generator=generator) for key, value in ema.items()}
     # `model` and `ema` share the text tensors, which torch.save stores once.
-    return {"model": model | text_weights, "ema": ema | text_weights,
-            "opt": {"state": {}, "param_groups": [{"lr": 1e-4, "weight_decay": 0, "params": []}]},
-            "args": argparse.Namespace(model="DiT-B_G/1_pair", num_classes=1, global_batch_size=6)}
+    return {
+        "model": model | text_weights,
+        "ema": ema | text_weights,
+        "opt": {"state": {}, "param_groups": [{"lr": 1e-4, "weight_decay": 0, "params": []}]},
+        "args": argparse.Namespace(model="DiT-B_G/1_pair", num_classes=1, global_batch_size=6),
+    }
 
 
 def preim3d_checkpoint(preset: str = "small", seed: int = 4) -> dict:
     encoder = randomize_(build_encoder(encoder_preset(preset, "WPlusEncoder")), seed)
-    return {"state_dict": {"encoder." + key: value for key, value in encoder.state_dict().items()},
-            "opts": {"encoder_type": "WPlusEncoder", "stylegan_size": 256, "train_decoder": False}}
+    return {
+        "state_dict": {"encoder." + key: value for key, value in encoder.state_dict().items()},
+        "opts": {"encoder_type": "WPlusEncoder", "stylegan_size": 256, "train_decoder": False},
+    }
 
 
 def identity_state_dict(seed: int = 5) -> dict[str, torch.Tensor]:
@@ -117,12 +125,22 @@ def portrait(seed: int = 0, size: int = 256) -> Image.Image:
 
 def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims width × height but holds almost no data (reads fail only on decoding)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -132,12 +150,21 @@ def png16(path: Path, array: np.ndarray) -> Path:
     color_type = {1: 0, 3: 2}[channels]
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     rows = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -171,8 +198,15 @@ def _max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def test_edit_loop_matches_the_official_inference(pipeline, dit_io):
     # The DiT here was loaded from the official-format checkpoint (its `ema` = the fixture weights).
     codes = edit_codes(
-        pipeline.dit, dit_io["pipe_codes"], dit_io["context_prompts"][:1], dit_io["context_empty"],
-        edit_schedule(50, 0.3), strength=0.3, text_scale=2.5, image_scale=1.0, noise=dit_io["pipe_noise"],
+        pipeline.dit,
+        dit_io["pipe_codes"],
+        dit_io["context_prompts"][:1],
+        dit_io["context_empty"],
+        edit_schedule(50, 0.3),
+        strength=0.3,
+        text_scale=2.5,
+        image_scale=1.0,
+        noise=dit_io["pipe_noise"],
     )
     assert _max_error(codes + dit_io["pipe_latent_avg"], dit_io["pipe_latents"]) <= TOLERANCE
 
@@ -180,7 +214,13 @@ def test_edit_loop_matches_the_official_inference(pipeline, dit_io):
 def test_from_weights_loads_every_official_file(pipeline, fixtures_dir):
     expected_avg = load_file(fixtures_dir / "eg3d_small" / "io.safetensors")["latent_avg_psp"]
     assert _max_error(pipeline.latent_avg, expected_avg) <= TOLERANCE
-    for model in (pipeline.generator, pipeline.dit, pipeline.text_encoder, pipeline.encoder, pipeline.identity_encoder):
+    for model in (
+        pipeline.generator,
+        pipeline.dit,
+        pipeline.text_encoder,
+        pipeline.encoder,
+        pipeline.identity_encoder,
+    ):
         assert not model.training
         assert all(not parameter.requires_grad for parameter in model.parameters())
     assert pipeline.text_encoder.config == WIDE_TEXT_CONFIG
@@ -205,8 +245,18 @@ def test_edit_is_the_documented_composition_of_steps(pipeline):
         identity = pipeline.identity_encoder(pixels)
         text, empty = _contexts(pipeline, ["make him smile", ""])
         noise = torch.randn(1, 512, 4, 4, generator=torch.Generator().manual_seed(3))
-        edited = edit_codes(pipeline.dit, codes, text[None], empty, edit_schedule(50, 0.3), strength=0.3,
-                            text_scale=2.5, image_scale=1.0, noise=noise, identity=identity)
+        edited = edit_codes(
+            pipeline.dit,
+            codes,
+            text[None],
+            empty,
+            edit_schedule(50, 0.3),
+            strength=0.3,
+            text_scale=2.5,
+            image_scale=1.0,
+            noise=noise,
+            identity=identity,
+        )
     assert result.source_latent.shape == result.edited_latent.shape == (1, 14, 512)
     assert _max_error(result.source_latent, codes + pipeline.latent_avg) <= TOLERANCE
     assert _max_error(result.edited_latent, edited + pipeline.latent_avg) <= TOLERANCE
@@ -222,21 +272,29 @@ def test_seed_decides_the_noise_and_identity_conditioning_matters(pipeline):
     image = portrait(2)
 
     def edit(seed, **options):
-        return pipeline(image, "add glasses", generator=torch.Generator().manual_seed(seed), **options).edited_latent
+        return pipeline(
+            image, "add glasses", generator=torch.Generator().manual_seed(seed), **options
+        ).edited_latent
 
     first = edit(0)
     assert torch.equal(first, edit(0))
     assert _max_error(first, edit(1)) > 1e-3
     assert _max_error(first, edit(0, identity_conditioning=False)) > 1e-4
     unseeded = pipeline(image, "add glasses")
-    assert torch.equal(unseeded.edited_latent, edit(unseeded.settings.seed))  # the recorded seed reproduces it
+    assert torch.equal(
+        unseeded.edited_latent, edit(unseeded.settings.seed)
+    )  # the recorded seed reproduces it
 
 
 def test_prompts_are_encoded_once_and_chained_edits_run_in_turn(pipeline):
     image = portrait(3)
     encoded_rows, dit_calls = [], []
-    hooks = [pipeline.text_encoder.register_forward_hook(lambda module, args, out: encoded_rows.append(out.shape[0])),
-             pipeline.dit.register_forward_hook(lambda module, args, out: dit_calls.append(out.shape[0]))]
+    hooks = [
+        pipeline.text_encoder.register_forward_hook(
+            lambda module, args, out: encoded_rows.append(out.shape[0])
+        ),
+        pipeline.dit.register_forward_hook(lambda module, args, out: dit_calls.append(out.shape[0])),
+    ]
     pipeline.prompt_encoder.clear()
     try:
         instructions = ["add glasses", "make him smile", "add glasses"]
@@ -260,8 +318,18 @@ def test_prompts_are_encoded_once_and_chained_edits_run_in_turn(pipeline):
         contexts = _contexts(pipeline, instructions + [""])
         for context in contexts[:3]:
             noise = torch.randn(1, 512, 4, 4, generator=generator)
-            codes = edit_codes(pipeline.dit, codes, context[None], contexts[3], edit_schedule(50, 0.3), strength=0.3,
-                               text_scale=2.5, image_scale=1.0, noise=noise, identity=identity)
+            codes = edit_codes(
+                pipeline.dit,
+                codes,
+                context[None],
+                contexts[3],
+                edit_schedule(50, 0.3),
+                strength=0.3,
+                text_scale=2.5,
+                image_scale=1.0,
+                noise=noise,
+                identity=identity,
+            )
     assert _max_error(result.edited_latent, codes + pipeline.latent_avg) <= TOLERANCE
 
 
@@ -270,7 +338,9 @@ def test_the_empty_prompt_is_encoded_when_the_pipeline_is_built(weights_dir):
         patch.setitem(TEXT_ENCODER_PRESETS, WIDE_TEXT, WIDE_TEXT_CONFIG)
         pipeline = EditPipeline.from_weights(weights_dir, sizes=TINY_SIZES)
     encoded_rows = []
-    hook = pipeline.text_encoder.register_forward_hook(lambda module, args, out: encoded_rows.append(out.shape[0]))
+    hook = pipeline.text_encoder.register_forward_hook(
+        lambda module, args, out: encoded_rows.append(out.shape[0])
+    )
     try:
         pipeline(portrait(5), "add glasses", generator=torch.Generator().manual_seed(0))
     finally:
@@ -279,7 +349,9 @@ def test_the_empty_prompt_is_encoded_when_the_pipeline_is_built(weights_dir):
 
 
 def test_several_instructions_become_one_prompt(pipeline):
-    result = pipeline(portrait(4), ["Add glasses.", "make him smile", "give him a beard"], num_inference_steps=20)
+    result = pipeline(
+        portrait(4), ["Add glasses.", "make him smile", "give him a beard"], num_inference_steps=20
+    )
     assert result.settings.prompts == ("Add glasses, make him smile and give him a beard",)
     assert result.settings.num_inference_steps == 20
 
@@ -300,13 +372,20 @@ def test_sweep_shares_the_noise_and_makes_a_grid(pipeline):
     image = portrait(6)
     results = pipeline.sweep(image, "make him old", strengths=(0.2, 0.4), guidance_scales=(1.5, 3.0), seed=2)
     assert [(r.settings.strength, r.settings.guidance_scale) for r in results] == [
-        (0.2, 1.5), (0.2, 3.0), (0.4, 1.5), (0.4, 3.0)]
-    single = pipeline(image, "make him old", strength=0.4, guidance_scale=1.5,
-                      generator=torch.Generator().manual_seed(2))
+        (0.2, 1.5),
+        (0.2, 3.0),
+        (0.4, 1.5),
+        (0.4, 3.0),
+    ]
+    single = pipeline(
+        image, "make him old", strength=0.4, guidance_scale=1.5, generator=torch.Generator().manual_seed(2)
+    )
     assert torch.equal(results[2].edited_latent, single.edited_latent)
     grid = comparison_grid(results)
     tile = results[0].image()
-    assert grid.width == 5 * tile.width + 4 * 4 and grid.height > tile.height  # reconstruction + 4, captions below
+    assert (
+        grid.width == 5 * tile.width + 4 * 4 and grid.height > tile.height
+    )  # reconstruction + 4, captions below
 
 
 def test_failed_save_leaves_no_files(pipeline, tmp_path):
@@ -324,14 +403,30 @@ def test_failed_save_leaves_no_files(pipeline, tmp_path):
 
 def test_models_that_do_not_fit_together_are_refused(pipeline):
     narrow_text = TextEncoder(TextEncoderConfig(width=64, heads=4, layers=2), device="meta")
-    with pytest.raises(IncompatibleWeightsError, match="cross-attends to 1024-wide text, the text encoder is 64 wide"):
-        EditPipeline(pipeline.generator, pipeline.dit, narrow_text, pipeline.encoder, pipeline.identity_encoder,
-                     pipeline.latent_avg)
+    with pytest.raises(
+        IncompatibleWeightsError, match="cross-attends to 1024-wide text, the text encoder is 64 wide"
+    ):
+        EditPipeline(
+            pipeline.generator,
+            pipeline.dit,
+            narrow_text,
+            pipeline.encoder,
+            pipeline.identity_encoder,
+            pipeline.latent_avg,
+        )
     with torch.device("meta"):
         narrow_encoder = build_encoder(encoder_preset("tiny", "WPlusEncoder"))
-    with pytest.raises(IncompatibleWeightsError, match="encoder predicts 14×32 codes, the generator takes 14×512"):
-        EditPipeline(pipeline.generator, pipeline.dit, pipeline.text_encoder, narrow_encoder,
-                     pipeline.identity_encoder, pipeline.latent_avg)
+    with pytest.raises(
+        IncompatibleWeightsError, match="encoder predicts 14×32 codes, the generator takes 14×512"
+    ):
+        EditPipeline(
+            pipeline.generator,
+            pipeline.dit,
+            pipeline.text_encoder,
+            narrow_encoder,
+            pipeline.identity_encoder,
+            pipeline.latent_avg,
+        )
 
 
 # --- alignment hook --------------------------------------------------------------------------------------
@@ -349,11 +444,14 @@ def test_align_hands_the_crop_and_camera_through(pipeline, monkeypatch):
 
     def align_face(image, name):
         seen.append((image.size, name))
-        return types.SimpleNamespace(image=crop, camera=camera, landmarks=np.zeros((5, 2)),
-                                     message="2 faces found; using the largest")
+        return types.SimpleNamespace(
+            image=crop, camera=camera, landmarks=np.zeros((5, 2)), message="2 faces found; using the largest"
+        )
 
     monkeypatch.setitem(sys.modules, "ip2n.align", types.SimpleNamespace(align_face=align_face))
-    result = pipeline(portrait(10, size=300), "make him smile", align=True, generator=torch.Generator().manual_seed(0))
+    result = pipeline(
+        portrait(10, size=300), "make him smile", align=True, generator=torch.Generator().manual_seed(0)
+    )
     assert seen == [((300, 300), "the image")]
     assert result.input_image is crop and torch.equal(result.input_camera, camera)
     assert result.notes == ("2 faces found; using the largest",) and result.settings.align
@@ -378,13 +476,16 @@ def test_cuda_requested_without_cuda():
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.parametrize(("steps", "strength", "message"), [
-    (0, 0.3, "num_inference_steps must be an integer from 1 to 1000"),
-    (50, 1.0, "strictly between 0 and 1"),
-    (50, 0.0, "strictly between 0 and 1"),
-    (3, 0.3, r"leaves no denoising step \(int\(0.3 × 3\) = 0\)"),
-    (999, 0.3, "cannot be spaced evenly"),
-])
+@pytest.mark.parametrize(
+    ("steps", "strength", "message"),
+    [
+        (0, 0.3, "num_inference_steps must be an integer from 1 to 1000"),
+        (50, 1.0, "strictly between 0 and 1"),
+        (50, 0.0, "strictly between 0 and 1"),
+        (3, 0.3, r"leaves no denoising step \(int\(0.3 × 3\) = 0\)"),
+        (999, 0.3, "cannot be spaced evenly"),
+    ],
+)
 def test_bad_schedule_settings(steps, strength, message):
     with pytest.raises(ValueError, match=message):
         edit_schedule(steps, strength)
@@ -398,12 +499,15 @@ def test_schedule_of_the_paper():
 # --- instructions -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("instructions", "message"), [
-    ("", "the instruction is empty"),
-    ("   ", "the instruction is empty"),
-    (["add glasses", " "], "instruction 2 is empty"),
-    ([], "no instruction given"),
-])
+@pytest.mark.parametrize(
+    ("instructions", "message"),
+    [
+        ("", "the instruction is empty"),
+        ("   ", "the instruction is empty"),
+        (["add glasses", " "], "instruction 2 is empty"),
+        ([], "no instruction given"),
+    ],
+)
 def test_empty_instructions_are_refused(instructions, message):
     with pytest.raises(InstructionError, match=message):
         check_instructions(instructions)
@@ -424,7 +528,9 @@ def test_prompt_window_is_77_tokens():
 
 
 def test_long_combined_prompt_suggests_chaining():
-    instructions = ["give her long curly red hair and a wide brimmed straw summer hat"] * 5 + ["make her smile"]
+    instructions = ["give her long curly red hair and a wide brimmed straw summer hat"] * 5 + [
+        "make her smile"
+    ]
     with pytest.raises(InstructionError, match=r"cut off: '.*make her smile'.*--chain"):
         edit_prompts(instructions)
     assert len(edit_prompts(instructions, chain=True)) == 6
@@ -499,13 +605,16 @@ def test_large_photos_are_reduced_and_huge_ones_refused(tmp_path):
             load_image(png_header_only(tmp_path / name, width, width))
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda path: path.write_text("not a picture"), "is not an image file ip2n can read"),
-    (lambda path: path.write_bytes(b""), r"is empty \(0 bytes\)"),
-    (lambda path: None, "no such file"),
-    (lambda path: path.mkdir(), "is a folder, not an image"),
-    (lambda path: portrait(0, size=32).save(path, format="PNG"), "too small to hold a usable face"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path: path.write_text("not a picture"), "is not an image file ip2n can read"),
+        (lambda path: path.write_bytes(b""), r"is empty \(0 bytes\)"),
+        (lambda path: None, "no such file"),
+        (lambda path: path.mkdir(), "is a folder, not an image"),
+        (lambda path: portrait(0, size=32).save(path, format="PNG"), "too small to hold a usable face"),
+    ],
+)
 def test_unusable_files_are_refused(tmp_path, make, message):
     path = tmp_path / "input.png"
     make(path)

@@ -19,7 +19,14 @@ from ip2n.synthetic.attributes import (
     sample_identity,
 )
 from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
-from ip2n.synthetic.instructions import CORE, DESCRIPTIVE_FRAMES, FRAMES, compose_instruction, core_phrases, phrasings
+from ip2n.synthetic.instructions import (
+    CORE,
+    DESCRIPTIVE_FRAMES,
+    FRAMES,
+    compose_instruction,
+    core_phrases,
+    phrasings,
+)
 from ip2n.synthetic.latent import attributes_of, identity_of
 
 
@@ -47,19 +54,28 @@ def test_latent_round_trip_and_packing(model):
     assert torch.equal(unpack_latent(pack_latent(ws)), ws)
     # Random latents from the "mapping" decode to valid heads, and w_avg is the prior mean.
     z = torch.randn(4, model.config.z_dim, generator=generator)
-    assert all(set(a) == set(ATTRIBUTE_NAMES) for a in attributes_of(model.synthesize_planes(model.mapping(z))))
+    assert all(
+        set(a) == set(ATTRIBUTE_NAMES) for a in attributes_of(model.synthesize_planes(model.mapping(z)))
+    )
     assert model.backbone.mapping.w_avg.shape == (14, model.config.w_dim)
 
 
 # Each attribute edit and the image region (rows, columns as fractions of the frontal view) it must change.
 REGIONS = {
-    "eyeglasses": (True, (0.3, 0.5), (0.25, 0.75)), "smile": (True, (0.6, 0.8), (0.35, 0.65)),
-    "mouth_open": (True, (0.6, 0.8), (0.35, 0.65)), "bangs": (True, (0.05, 0.35), (0.3, 0.7)),
-    "bald": (True, (0.0, 0.3), (0.2, 0.8)), "hair_color": ("blond", (0.0, 0.3), (0.2, 0.8)),
-    "beard": (True, (0.7, 1.0), (0.25, 0.75)), "mustache": (True, (0.6, 0.75), (0.35, 0.65)),
-    "goatee": (True, (0.75, 0.95), (0.4, 0.6)), "bushy_eyebrows": (True, (0.25, 0.45), (0.25, 0.75)),
-    "big_nose": (True, (0.4, 0.7), (0.4, 0.6)), "chubby": (True, (0.5, 0.9), (0.15, 0.85)),
-    "pale_skin": (True, (0.4, 0.7), (0.25, 0.75)), "age": ("old", (0.2, 0.6), (0.25, 0.75)),
+    "eyeglasses": (True, (0.3, 0.5), (0.25, 0.75)),
+    "smile": (True, (0.6, 0.8), (0.35, 0.65)),
+    "mouth_open": (True, (0.6, 0.8), (0.35, 0.65)),
+    "bangs": (True, (0.05, 0.35), (0.3, 0.7)),
+    "bald": (True, (0.0, 0.3), (0.2, 0.8)),
+    "hair_color": ("blond", (0.0, 0.3), (0.2, 0.8)),
+    "beard": (True, (0.7, 1.0), (0.25, 0.75)),
+    "mustache": (True, (0.6, 0.75), (0.35, 0.65)),
+    "goatee": (True, (0.75, 0.95), (0.4, 0.6)),
+    "bushy_eyebrows": (True, (0.25, 0.45), (0.25, 0.75)),
+    "big_nose": (True, (0.4, 0.7), (0.4, 0.6)),
+    "chubby": (True, (0.5, 0.9), (0.15, 0.85)),
+    "pale_skin": (True, (0.4, 0.7), (0.25, 0.75)),
+    "age": ("old", (0.2, 0.6), (0.25, 0.75)),
     "style": ("marble", (0.2, 0.8), (0.2, 0.8)),
 }
 
@@ -71,7 +87,10 @@ def test_each_attribute_changes_its_region_and_keeps_identity(model, attribute):
     before = render(model, identity, {})
     after = render(model, identity, {attribute: value})
     size = before.shape[-1]
-    region = (slice(int(rows[0] * size), int(rows[1] * size)), slice(int(cols[0] * size), int(cols[1] * size)))
+    region = (
+        slice(int(rows[0] * size), int(rows[1] * size)),
+        slice(int(cols[0] * size), int(cols[1] * size)),
+    )
     change = (after - before).abs().amax(dim=0)  # (r, r)
     assert change[region].max() > 0.3, f"{attribute} does not show in its region"
     # Only the attribute's coordinates move in the latent: the identity decodes unchanged.
@@ -130,10 +149,13 @@ def test_density_for_meshes(model):
 
 
 def test_instruction_phrasings():
-    for (attribute, value) in CORE:
+    for attribute, value in CORE:
         everything = phrasings(attribute, value)
         assert len(everything) >= 20, (attribute, value)
-        train, heldout = set(phrasings(attribute, value, "train")), set(phrasings(attribute, value, "heldout"))
+        train, heldout = (
+            set(phrasings(attribute, value, "train")),
+            set(phrasings(attribute, value, "heldout")),
+        )
         assert train and heldout and not train & heldout and train | heldout == set(everything)
     for name in BINARY_ATTRIBUTES:
         assert (name, True) in CORE and (name, False) in CORE
@@ -155,7 +177,9 @@ def test_heldout_phrasings_use_only_words_the_training_split_teaches():
     for attribute, value in CORE:
         taught |= set().union(*(words(t) for t in core_phrases(attribute, value, "train")))
     taught.add("and")  # the joiner of multi-edit sentences
-    unseen = {t: words(t) - taught for a, v in CORE for t in core_phrases(a, v, "heldout") if words(t) - taught}
+    unseen = {
+        t: words(t) - taught for a, v in CORE for t in core_phrases(a, v, "heldout") if words(t) - taught
+    }
     assert not unseen
     held = sum(len(core_phrases(a, v, "heldout")) for a, v in CORE)
     assert 0.15 < held / sum(len(CORE[key]) for key in CORE) < 0.35  # about a quarter held out
@@ -164,16 +188,38 @@ def test_heldout_phrasings_use_only_words_the_training_split_teaches():
 def test_synth_data_command_writes_the_official_layout(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
-        assert main(["synth", "data", "--out", str(out), "--pairs", "3", "--size", "64", "--seed", "7", "--threads", "1"]) == 0
+        assert (
+            main(
+                [
+                    "synth",
+                    "data",
+                    "--out",
+                    str(out),
+                    "--pairs",
+                    "3",
+                    "--size",
+                    "64",
+                    "--seed",
+                    "7",
+                    "--threads",
+                    "1",
+                ]
+            )
+            == 0
+        )
     labels = json.loads((first / "dataset.json").read_text())["labels"]
     assert len(labels) == 6
     for name in ("00000", "00001", "00002"):
         lines = (first / name / f"{name}.txt").read_text().splitlines()
         assert len(lines) == 20 and all(lines) and len(set(lines)) == 20
         for side in (0, 1):
-            assert (first / name / f"{name}_{side}.png").read_bytes() == (second / name / f"{name}_{side}.png").read_bytes()
+            assert (first / name / f"{name}_{side}.png").read_bytes() == (
+                second / name / f"{name}_{side}.png"
+            ).read_bytes()
     assert all(len(numbers) == 25 for _, numbers in labels)
-    assert {path for path, _ in labels} == {f"{n}/{n}_{s}.png" for n in ("00000", "00001", "00002") for s in (0, 1)}
+    assert {path for path, _ in labels} == {
+        f"{n}/{n}_{s}.png" for n in ("00000", "00001", "00002") for s in (0, 1)
+    }
     truth = [json.loads(line) for line in (first / "truth.jsonl").read_text().splitlines()]
     assert all(row["edits"] and all(row["target"][k] == v for k, v in row["edits"].items()) for row in truth)
     assert (first / "dataset.json").read_bytes() == (second / "dataset.json").read_bytes()

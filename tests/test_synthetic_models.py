@@ -21,7 +21,13 @@ from ip2n.synthetic.edit_data import build_edit_data
 from ip2n.synthetic.generator import prior_mean_coordinates
 from ip2n.synthetic.instructions import phrasings
 from ip2n.synthetic.latent import attributes_of, coordinates_from, decode, encode, identity_of, row_bases
-from ip2n.synthetic.text_training import EDIT_CLASSES, EditReader, TextTrainingConfig, edit_labels, train_text_encoder
+from ip2n.synthetic.text_training import (
+    EDIT_CLASSES,
+    EditReader,
+    TextTrainingConfig,
+    edit_labels,
+    train_text_encoder,
+)
 from ip2n.synthetic.vision_training import ARCFACE_MARGIN, ARCFACE_SCALE, ArcFaceHead, true_codes
 from ip2n.text import TextEncoder, text_encoder_config, tokenize
 
@@ -58,7 +64,9 @@ def test_a_second_view_set_shows_the_same_people_anew(bank):
     assert extra.identity_index.tolist() == [0, 0, 0, 1, 1, 1]
     # The bank's first two identities, with other attributes and poses.
     assert torch.equal(identity_of(extra.coordinates)[::3], identity_of(bank.coordinates)[:4:2])
-    assert not torch.equal(extra.coordinates[:2], bank.coordinates[:2]) and not torch.equal(extra.cameras[:2], bank.cameras[:2])
+    assert not torch.equal(extra.coordinates[:2], bank.coordinates[:2]) and not torch.equal(
+        extra.cameras[:2], bank.cameras[:2]
+    )
     joined = bank.joined(extra)
     assert len(joined) == 12 and torch.equal(joined.images[6:], extra.images)
     assert joined.identity_index.tolist() == [0, 0, 1, 1, 2, 2, 0, 0, 0, 1, 1, 1]
@@ -119,7 +127,9 @@ def test_arcface_margin_only_lowers_the_true_class():
     head = ArcFaceHead(8, 5, torch.Generator().manual_seed(0))
     features, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
     logits = head(features, labels)
-    cosine = torch.nn.functional.normalize(features, dim=1) @ torch.nn.functional.normalize(head.weight, dim=1).T
+    cosine = (
+        torch.nn.functional.normalize(features, dim=1) @ torch.nn.functional.normalize(head.weight, dim=1).T
+    )
     expected = ARCFACE_SCALE * cosine
     true = cosine[torch.arange(4), labels]
     expected[torch.arange(4), labels] = ARCFACE_SCALE * torch.cos(torch.acos(true) + ARCFACE_MARGIN)
@@ -157,17 +167,28 @@ def test_latent_triplets_apply_exactly_the_requested_edit():
     assert len(data) == 24 and data.latent_shape == (64, 4, 4)
     batch = data.batch(list(range(24)), torch.device("cpu"))
     assert batch.source_latent.shape == batch.edited_latent.shape == (24, 64, 4, 4)
-    assert torch.equal(batch.source_identity, identity[data.rows]) and torch.equal(batch.edited_identity, batch.source_identity)
+    assert torch.equal(batch.source_identity, identity[data.rows]) and torch.equal(
+        batch.edited_identity, batch.source_identity
+    )
     for sample in range(24):
         source = attributes[int(data.rows[sample])]
-        edited = attributes_of(decode(unpack_latent(batch.edited_latent[sample:sample + 1]) + average, bases))[0]
+        edited = attributes_of(
+            decode(unpack_latent(batch.edited_latent[sample : sample + 1]) + average, bases)
+        )[0]
         changed = {name for name in ATTRIBUTE_NAMES if edited[name] != source[name]}
         assert 1 <= len(changed) <= 3
         # Identity values are left exactly as the encoder had them.
-        change = decode(unpack_latent(batch.edited_latent[sample:sample + 1] - batch.source_latent[sample:sample + 1]), bases)
+        change = decode(
+            unpack_latent(
+                batch.edited_latent[sample : sample + 1] - batch.source_latent[sample : sample + 1]
+            ),
+            bases,
+        )
         assert float(identity_of(change).abs().max()) < 1e-5
     single = [i for i, text in enumerate(data.instructions) if " and " not in text and "," not in text]
-    heldout = set().union(*(phrasings(name, value, "heldout") for name in ("eyeglasses", "smile") for value in (True, False)))
+    heldout = set().union(
+        *(phrasings(name, value, "heldout") for name in ("eyeglasses", "smile") for value in (True, False))
+    )
     assert not heldout & set(data.instructions)
     assert single  # some one-edit sentences
     grid_rows = data.sample_set(2, seed=0, device=torch.device("cpu"))
@@ -178,7 +199,9 @@ def test_recombined_sources_keep_the_inversion_error_on_a_new_head():
     coordinates, attributes = _random_coordinates(6, seed=5)
     bases = row_bases(64)
     average = encode(prior_mean_coordinates(), bases)
-    error = 0.05 * torch.randn(6, 14, 64, generator=torch.Generator().manual_seed(0))  # the encoder's error per view
+    error = 0.05 * torch.randn(
+        6, 14, 64, generator=torch.Generator().manual_seed(0)
+    )  # the encoder's error per view
     codes = encode(coordinates, bases) - average + error
     identity = torch.nn.functional.normalize(torch.randn(6, 512), dim=1)
     plain = build_edit_data(coordinates, codes, identity, 40, seed=3, progress=False)
@@ -188,7 +211,7 @@ def test_recombined_sources_keep_the_inversion_error_on_a_new_head():
     batch = data.batch(list(range(40)), torch.device("cpu"))
     for sample in range(40):
         row = int(data.rows[sample])
-        source = unpack_latent(batch.source_latent[sample:sample + 1]) + average
+        source = unpack_latent(batch.source_latent[sample : sample + 1]) + average
         true_source = source - error[row]  # what the recombined head is, without the inversion error
         truth = decode(true_source, bases)
         if data.recombined[sample]:
@@ -201,7 +224,9 @@ def test_recombined_sources_keep_the_inversion_error_on_a_new_head():
         assert torch.equal(batch.source_identity[sample], identity[row])  # the condition: the rendered view's
         # the edit is still exactly the requested change of the (recombined) source's attributes
         source_attributes = attributes_of(truth)[0]
-        edited = attributes_of(decode(unpack_latent(batch.edited_latent[sample:sample + 1]) + average - error[row], bases))[0]
+        edited = attributes_of(
+            decode(unpack_latent(batch.edited_latent[sample : sample + 1]) + average - error[row], bases)
+        )[0]
         assert 1 <= sum(edited[name] != source_attributes[name] for name in ATTRIBUTE_NAMES) <= 3
     with pytest.raises(ValueError, match="recombined_fraction must be between 0 and 1"):
         build_edit_data(coordinates, codes, identity, 4, seed=3, recombined_fraction=1.5, progress=False)
@@ -212,21 +237,33 @@ def test_true_targets_edit_the_true_head_not_the_inversion():
     bases = row_bases(64)
     average = encode(prior_mean_coordinates(), bases)
     truth = encode(coordinates, bases) - average
-    error = 0.05 * torch.randn(6, 14, 64, generator=torch.Generator().manual_seed(1))  # the encoder's error per view
+    error = 0.05 * torch.randn(
+        6, 14, 64, generator=torch.Generator().manual_seed(1)
+    )  # the encoder's error per view
     identity = torch.nn.functional.normalize(torch.randn(6, 512), dim=1)
     plain = build_edit_data(coordinates, truth + error, identity, 30, seed=3, progress=False)
-    data = build_edit_data(coordinates, truth + error, identity, 30, seed=3, target_codes=truth, progress=False)
+    data = build_edit_data(
+        coordinates, truth + error, identity, 30, seed=3, target_codes=truth, progress=False
+    )
     assert torch.equal(data.rows, plain.rows) and data.instructions == plain.instructions  # the same triplets
-    batch, plain_batch = data.batch(list(range(30)), torch.device("cpu")), plain.batch(list(range(30)), torch.device("cpu"))
+    batch, plain_batch = (
+        data.batch(list(range(30)), torch.device("cpu")),
+        plain.batch(list(range(30)), torch.device("cpu")),
+    )
     assert torch.equal(batch.source_latent, plain_batch.source_latent)  # the source is still the inversion
     for sample in range(30):
         row = int(data.rows[sample])
-        edited = decode(unpack_latent(batch.edited_latent[sample:sample + 1]) + average, bases)
+        edited = decode(unpack_latent(batch.edited_latent[sample : sample + 1]) + average, bases)
         # the target is the true head, edited: the inversion's error is gone, identity values exact
         assert torch.allclose(identity_of(edited), identity_of(coordinates[row][None]), atol=1e-5)
-        assert torch.allclose(batch.edited_latent[sample] - plain_batch.edited_latent[sample],
-                              -pack_latent(error[row][None])[0], atol=1e-5)
-        changed = {name for name in ATTRIBUTE_NAMES if attributes_of(edited)[0][name] != attributes[row][name]}
+        assert torch.allclose(
+            batch.edited_latent[sample] - plain_batch.edited_latent[sample],
+            -pack_latent(error[row][None])[0],
+            atol=1e-5,
+        )
+        changed = {
+            name for name in ATTRIBUTE_NAMES if attributes_of(edited)[0][name] != attributes[row][name]
+        }
         assert 1 <= len(changed) <= 3
     with pytest.raises(ValueError, match=r"target_codes must have the shape of source_codes \(6, 14, 64\)"):
         build_edit_data(coordinates, truth, identity, 4, seed=3, target_codes=truth[:, :8], progress=False)
@@ -237,7 +274,10 @@ def test_each_ablation_variant_turns_off_what_its_name_says(tmp_path):
 
     config = WorldTrainingConfig.quick()
     objectives = {variant: dit_training_config(variant, config, tmp_path).objective for variant in VARIANTS}
-    assert {v for v, o in objectives.items() if not o.token_position_randomization} == {"no_tpr", "single_edit_no_tpr"}
+    assert {v for v, o in objectives.items() if not o.token_position_randomization} == {
+        "no_tpr",
+        "single_edit_no_tpr",
+    }
     without_identity = {"no_identity", "true_targets_no_identity"}
     assert {v for v, o in objectives.items() if not o.identity_conditioning} == without_identity
     assert {v for v, o in objectives.items() if o.identity_weight == 0} == without_identity
@@ -252,8 +292,15 @@ def test_single_edit_triplets_hold_one_instruction_each():
     coordinates, attributes = _random_coordinates(5, seed=4)
     codes = encode(coordinates, row_bases(64))
     identity = torch.nn.functional.normalize(torch.randn(5, 512), dim=1)
-    data = build_edit_data(coordinates, codes, identity, 16, seed=2, progress=False,
-                           count_probabilities=SINGLE_EDIT_COUNT_PROBABILITIES)
+    data = build_edit_data(
+        coordinates,
+        codes,
+        identity,
+        16,
+        seed=2,
+        progress=False,
+        count_probabilities=SINGLE_EDIT_COUNT_PROBABILITIES,
+    )
     for sample in range(16):
         edited = attributes_of(coordinates[int(data.rows[sample])][None] + data.coordinate_deltas[sample])[0]
         source = attributes[int(data.rows[sample])]
@@ -284,13 +331,17 @@ def test_ablation_switches_of_the_objective(switch):
     text.reset_parameters(torch.Generator().manual_seed(0))
     networks = FrozenNetworks(text, None, 64, None, None, torch.zeros(1, 14, 8))
     source = torch.randn(6, 8, 4, 4)
-    batch = Batch(source, torch.randn(6, 8, 4, 4), torch.randn(6, 512), torch.randn(6, 512), tokenize(["smile"] * 6))
+    batch = Batch(
+        source, torch.randn(6, 8, 4, 4), torch.randn(6, 512), torch.randn(6, 512), tokenize(["smile"] * 6)
+    )
     draws = draw(6, (8, 4, 4), 1000, torch.Generator().manual_seed(0))
     draws = dataclasses.replace(draws, dropout=torch.full((6,), 0.99))  # no condition is dropped by chance
     spy = _SpyDiT()
     batch_losses(spy, batch, draws, networks, make_schedule(), ObjectiveConfig(identity_weight=0.0))
     assert torch.equal(spy.inputs[:, 8:], source) and bool((spy.identity_keep == 1).all())
-    batch_losses(spy, batch, draws, networks, make_schedule(), ObjectiveConfig(identity_weight=0.0, **{switch: False}))
+    batch_losses(
+        spy, batch, draws, networks, make_schedule(), ObjectiveConfig(identity_weight=0.0, **{switch: False})
+    )
     if switch == "source_conditioning":  # img2img: the source never reaches the model
         assert bool((spy.inputs[:, 8:] == 0).all()) and bool((spy.identity_keep == 1).all())
     else:
@@ -302,8 +353,10 @@ def test_someone_elses_instructions_are_read_and_checked(tmp_path):
     from ip2n.synthetic.evaluate import read_instruction_cases
 
     good = tmp_path / "mine.jsonl"
-    good.write_text('{"instruction": "shave his head", "edits": {"bald": true}}\n\n'
-                    '{"instruction": "make her a blonde with specs", "edits": {"hair_color": "blond", "eyeglasses": true}}\n')
+    good.write_text(
+        '{"instruction": "shave his head", "edits": {"bald": true}}\n\n'
+        '{"instruction": "make her a blonde with specs", "edits": {"hair_color": "blond", "eyeglasses": true}}\n'
+    )
     cases = read_instruction_cases(good, seed=0)
     assert [case.instruction for case in cases] == ["shave his head", "make her a blonde with specs"]
     for case in cases:  # every requested edit shows on the head it is applied to
@@ -325,16 +378,33 @@ def test_evaluation_figures_are_computed_per_count():
     from ip2n.synthetic.evaluate import CaseResult, summarize
 
     def case(count, success, changed, misread=0):
-        return CaseResult(count, success, not success, changed, 10, 3 if success else 1, 4,
-                          exact_success_classifier=count == 1, exact_altered_views=4 if success else 2,
-                          dependency=0.02, identity_cosine=0.9, input_identity_cosine=0.6 if success else 0.5,
-                          exact_edit_identity_cosine=0.8 if success else 0.7,
-                          identity_drift=0.03 * count, identity_error=0.2 if success else 0.4,
-                          reconstruction_identity_error=0.3, reconstruction_error=0.01, reconstruction_attributes=1.0,
-                          changed_others_reconstruction=changed - misread, misread_others=misread)
+        return CaseResult(
+            count,
+            success,
+            not success,
+            changed,
+            10,
+            3 if success else 1,
+            4,
+            exact_success_classifier=count == 1,
+            exact_altered_views=4 if success else 2,
+            dependency=0.02,
+            identity_cosine=0.9,
+            input_identity_cosine=0.6 if success else 0.5,
+            exact_edit_identity_cosine=0.8 if success else 0.7,
+            identity_drift=0.03 * count,
+            identity_error=0.2 if success else 0.4,
+            reconstruction_identity_error=0.3,
+            reconstruction_error=0.01,
+            reconstruction_attributes=1.0,
+            changed_others_reconstruction=changed - misread,
+            misread_others=misread,
+        )
 
     summary = summarize([case(1, True, 0), case(1, False, 1), case(2, True, 2, misread=2)])
-    assert summary["by_count"]["1"]["success_truth"] == 0.5 and summary["by_count"]["2"]["success_truth"] == 1.0
+    assert (
+        summary["by_count"]["1"]["success_truth"] == 0.5 and summary["by_count"]["2"]["success_truth"] == 1.0
+    )
     assert summary["all"]["other_attributes_changed_truth"] == pytest.approx(3 / 30)
     assert summary["all"]["other_attributes_changed_reconstruction"] == pytest.approx(1 / 30)
     assert summary["by_count"]["2"]["other_attributes_misread_by_encoder"] == pytest.approx(2 / 10)
@@ -355,10 +425,17 @@ def test_paired_differences_and_the_sign_test():
 
     assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)  # P(≤ 1 of 10) on either side
     assert sign_test(1, 9) == sign_test(9, 1) and sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
-    baseline = [{"instruction": f"smile {i}", "edits": {"smile": True}, "identity_cosine": 0.8} for i in range(4)]
+    baseline = [
+        {"instruction": f"smile {i}", "edits": {"smile": True}, "identity_cosine": 0.8} for i in range(4)
+    ]
     rows = [dict(row, identity_cosine=value) for row, value in zip(baseline, (0.9, 0.9, 0.8, 0.6))]
     assert paired_difference(rows, baseline, "identity_cosine") == {
-        "mean_difference": pytest.approx(0.0), "higher": 2, "lower": 1, "cases": 4, "sign_test_p": 1.0}
+        "mean_difference": pytest.approx(0.0),
+        "higher": 2,
+        "lower": 1,
+        "cases": 4,
+        "sign_test_p": 1.0,
+    }
     with pytest.raises(ValueError, match="need two evaluations of the same cases"):
         paired_difference(rows[::-1], baseline, "identity_cosine")
 
@@ -368,8 +445,14 @@ def test_resuming_train_all_needs_the_same_settings(tmp_path):
 
     config = WorldTrainingConfig.quick()
     check_resumable(None, config, tmp_path)  # a new run
-    check_resumable({**dataclasses.asdict(config), "workers": 1}, config, tmp_path)  # how stages run, not what they make
-    older = {key: value for key, value in dataclasses.asdict(config).items() if key != "text_position_randomization"}
+    check_resumable(
+        {**dataclasses.asdict(config), "workers": 1}, config, tmp_path
+    )  # how stages run, not what they make
+    older = {
+        key: value
+        for key, value in dataclasses.asdict(config).items()
+        if key != "text_position_randomization"
+    }
     check_resumable(older, config, tmp_path)  # a setting older versions did not record had its default (on)
     with pytest.raises(ValueError, match="text_position_randomization True → False"):
         check_resumable(older, dataclasses.replace(config, text_position_randomization=False), tmp_path)
@@ -378,38 +461,63 @@ def test_resuming_train_all_needs_the_same_settings(tmp_path):
     check_resumable(older, dataclasses.replace(config, identity_extra_views=0), tmp_path)
     with pytest.raises(ValueError, match="identity_extra_views 0 → 1"):
         check_resumable(older, config, tmp_path)
-    with pytest.raises(ValueError, match=r"holds a train-all run started with other settings \(dit_steps 3 → 4; seed 0 → 2\).*new --out"):
-        check_resumable(dataclasses.asdict(config), dataclasses.replace(config, dit_steps=4, seed=2), tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=r"holds a train-all run started with other settings \(dit_steps 3 → 4; seed 0 → 2\).*new --out",
+    ):
+        check_resumable(
+            dataclasses.asdict(config), dataclasses.replace(config, dit_steps=4, seed=2), tmp_path
+        )
 
 
 def test_train_all_then_eval_at_toy_size(tmp_path, capfd):
     """The one command behind the built-in weights, at toy budgets, then the evaluation on its output."""
     import json
 
-    from ip2n.cli import main
     from ip2n.checkpoints.safetensors_io import load_weights
-    from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, load_attribute_classifier, train_world
+    from ip2n.cli import main
+    from ip2n.synthetic.train_all import (
+        SHIPPED_FILES,
+        WorldTrainingConfig,
+        load_attribute_classifier,
+        train_world,
+    )
 
     out = tmp_path / "world"
     assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
     # Every stage shows its progress, the worker processes' included (captured at the file descriptors).
     progress = capfd.readouterr().err
-    for bar in ("rendering heads:", "encoder:", "attributes:", "text encoder:", "identity:", "edit triplets:", "train:"):
+    for bar in (
+        "rendering heads:",
+        "encoder:",
+        "attributes:",
+        "text encoder:",
+        "identity:",
+        "edit triplets:",
+        "train:",
+    ):
         assert bar in progress, bar
     for name in SHIPPED_FILES:
         assert (out / name).is_file() and (out / name.replace(".safetensors", ".json")).is_file()
     manifest = json.loads((out / "world.json").read_text())
     assert manifest["config"]["text_position_randomization"] is False  # --no-text-tpr reached the recipe
-    assert {"render_bank", "vision_and_text_models", "out_of_fold_inversions", "dit_full"} <= set(manifest["seconds"])
+    assert {"render_bank", "vision_and_text_models", "out_of_fold_inversions", "dit_full"} <= set(
+        manifest["seconds"]
+    )
     assert {"encoder", "identity", "attributes", "text_encoder"} <= set(manifest["figures"])
     assert {"validation_relative_mse", "out_of_fold_relative_mse"} <= set(manifest["figures"]["encoder"])
     inversions = load_weights(out / "work" / WorldTrainingConfig.quick().inversions_file)[0]["codes"]
     assert inversions.shape == (20, 14, 64)  # the 10 training identities' 2 views each, every one inverted
     # One more view of each training identity, for the identity network.
-    assert HeadBank.load(out / "work" / "identity_bank.safetensors").identity_index.tolist() == list(range(10))
+    assert HeadBank.load(out / "work" / "identity_bank.safetensors").identity_index.tolist() == list(
+        range(10)
+    )
     assert "render_identity_views" in manifest["seconds"]
     assert manifest["edit_defaults"]["strength"] == 0.6  # the world's tuned sampling settings travel with it
-    assert load_attribute_classifier(out / "attributes.safetensors")(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_LOGITS)
+    assert load_attribute_classifier(out / "attributes.safetensors")(torch.zeros(1, 3, 64, 64)).shape == (
+        1,
+        NUM_LOGITS,
+    )
     # A second run finds every stage done and trains nothing again.
     before = {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES}
     assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
@@ -417,7 +525,23 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capfd):
     assert "out_of_fold_relative_mse" in json.loads((out / "world.json").read_text())["figures"]["encoder"]
     # Resuming with other settings is refused before anything is touched: the finished stages would be kept.
     capfd.readouterr()
-    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr", "--seed", "1"]) == 2
+    assert (
+        main(
+            [
+                "synth",
+                "train-all",
+                "--quick",
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+                "--no-text-tpr",
+                "--seed",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "started with other settings (seed 0 → 1)" in capfd.readouterr().err
     assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
     assert json.loads((out / "world.json").read_text())["config"]["seed"] == 0
@@ -426,8 +550,25 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capfd):
     with pytest.raises(ValueError, match="holds 24 views, not the 13 × 2 of these settings"):
         train_world(tmp_path / "other", out / "work", other)
     capfd.readouterr()
-    assert main(["synth", "eval", "--weights", str(out), "--cases", "1", "--counts", "1,3", "--out", str(tmp_path / "eval"),
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "eval",
+                "--weights",
+                str(out),
+                "--cases",
+                "1",
+                "--counts",
+                "1,3",
+                "--out",
+                str(tmp_path / "eval"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     figures = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
     assert set(figures["by_count"]) == {"1", "3"} and figures["all"]["cases"] == 2
     assert figures["identity_judge"] == "own"
@@ -443,38 +584,136 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capfd):
     torch.manual_seed(1)
     judge_dir = tmp_path / "judge"
     save_model(judge_dir, "identity", IdentityEncoder(identity_config(64)), identity_config(64), "test")
-    assert main(["synth", "eval", "--weights", str(out), "--cases", "1", "--counts", "1,3", "--identity-judge",
-                 str(judge_dir), "--out", str(tmp_path / "judged"), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "eval",
+                "--weights",
+                str(out),
+                "--cases",
+                "1",
+                "--counts",
+                "1,3",
+                "--identity-judge",
+                str(judge_dir),
+                "--out",
+                str(tmp_path / "judged"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     judged = json.loads((tmp_path / "judged" / "eval.json").read_text())["full"]
     assert judged["identity_judge"] == str(judge_dir)
     assert judged["all"]["success_truth"] == figures["all"]["success_truth"]
     assert judged["all"]["identity_drift_truth"] == pytest.approx(figures["all"]["identity_drift_truth"])
     assert judged["all"]["identity_cosine"] != pytest.approx(figures["all"]["identity_cosine"])
-    assert f"identity judge: the identity network of {judge_dir}" in (tmp_path / "judged" / "report.md").read_text()
+    assert (
+        f"identity judge: the identity network of {judge_dir}"
+        in (tmp_path / "judged" / "report.md").read_text()
+    )
     capfd.readouterr()
-    assert main(["synth", "eval", "--weights", str(out), "--identity-judge", str(tmp_path), "--out", str(tmp_path / "e9")]) != 0
+    assert (
+        main(
+            [
+                "synth",
+                "eval",
+                "--weights",
+                str(out),
+                "--identity-judge",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "e9"),
+            ]
+        )
+        != 0
+    )
     assert "--identity-judge: " in capfd.readouterr().err and not (tmp_path / "e9").exists()
-    assert main(["synth", "eval", "--weights", str(out), "--strength", "1.5", "--out", str(tmp_path / "eval3")]) != 0
+    assert (
+        main(["synth", "eval", "--weights", str(out), "--strength", "1.5", "--out", str(tmp_path / "eval3")])
+        != 0
+    )
     assert "strength must lie strictly between 0 and 1" in capfd.readouterr().err
     assert main(["synth", "eval", "--weights", str(tmp_path), "--out", str(tmp_path / "eval2")]) != 0
     assert "holds no trained synthetic world" in capfd.readouterr().err
     # Ablations can be evaluated one by one (each is its own training); unknown or untrained ones are refused.
-    assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr,bogus", "--out", str(tmp_path / "e4")]) != 0
-    assert "unknown ablation bogus; choose from no_tpr, no_identity, img2img, single_edit, single_edit_no_tpr" in capfd.readouterr().err
-    assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--out", str(tmp_path / "e5")]) != 0
+    assert (
+        main(
+            [
+                "synth",
+                "eval",
+                "--weights",
+                str(out),
+                "--ablations",
+                "no_tpr,bogus",
+                "--out",
+                str(tmp_path / "e4"),
+            ]
+        )
+        != 0
+    )
+    assert (
+        "unknown ablation bogus; choose from no_tpr, no_identity, img2img, single_edit, single_edit_no_tpr"
+        in capfd.readouterr().err
+    )
+    assert (
+        main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--out", str(tmp_path / "e5")])
+        != 0
+    )
     assert "no no_tpr ablation in" in capfd.readouterr().err
     (out / "ablations" / "no_tpr").mkdir(parents=True)
     for name in ("dit.safetensors", "dit.json"):  # a stand-in: any DiT of the world will do for the plumbing
         (out / "ablations" / "no_tpr" / name).write_bytes((out / name).read_bytes())
-    assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--cases", "1", "--counts", "1",
-                 "--out", str(tmp_path / "e6"), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "eval",
+                "--weights",
+                str(out),
+                "--ablations",
+                "no_tpr",
+                "--cases",
+                "1",
+                "--counts",
+                "1",
+                "--out",
+                str(tmp_path / "e6"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert set(json.loads((tmp_path / "e6" / "eval.json").read_text())) == {"full", "no_tpr"}
     # The stand-in is the full model's own DiT: case by case, nothing differs.
     paired = (tmp_path / "e6" / "report.md").read_text().split("## Case by case against full")[1]
     assert "| no_tpr | +0.000 (0 / 0, p = 1) |" in paired
     # --skip-full evaluates the named ablations alone, and refuses to run with none named.
-    assert main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--skip-full", "--cases", "1",
-                 "--counts", "1", "--out", str(tmp_path / "e7"), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "eval",
+                "--weights",
+                str(out),
+                "--ablations",
+                "no_tpr",
+                "--skip-full",
+                "--cases",
+                "1",
+                "--counts",
+                "1",
+                "--out",
+                str(tmp_path / "e7"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert set(json.loads((tmp_path / "e7" / "eval.json").read_text())) == {"no_tpr"}
     assert main(["synth", "eval", "--weights", str(out), "--skip-full", "--out", str(tmp_path / "e8")]) != 0
     assert "--skip-full leaves nothing to evaluate without --ablations" in capfd.readouterr().err

@@ -54,6 +54,7 @@ def _max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 # --- tokenization -------------------------------------------------------------------------------
 
+
 def test_tokenize_matches_official_ids(tokens_fixture):
     assert torch.equal(tokenize(tokens_fixture["texts"]), torch.tensor(tokens_fixture["tokens"]))
     extra = tokenize(tokens_fixture["extra_texts"])  # "", a word-final "!", an over-long text
@@ -79,6 +80,7 @@ def test_truncation_is_reported(tokens_fixture, caplog):
 
 # --- token position randomization ---------------------------------------------------------------
 
+
 def test_official_draws_come_from_numpy_legacy_rng(tokens_fixture):
     tpr = tokens_fixture["tpr"]
     rng = np.random.RandomState(tpr["example_seed"])
@@ -99,13 +101,17 @@ def test_tpr_replays_official_shifts(tokens_fixture, tiny_io):
 def test_tpr_is_off_unless_asked():
     tokens = tokenize(["add bangs", ""])
     assert randomize_token_positions(tokens, training=False) is tokens
-    assert not torch.equal(randomize_token_positions(tokens, training=False, at_inference=True, offsets=[3, 5]), tokens)
+    assert not torch.equal(
+        randomize_token_positions(tokens, training=False, at_inference=True, offsets=[3, 5]), tokens
+    )
     with pytest.raises(ValueError, match="TPR is off"):
         randomize_token_positions(tokens, training=False, offsets=[3, 5])
 
 
 def test_tpr_random_offsets_keep_each_prompt_whole():
-    tokens = tokenize(["make him smile!!", "", "Put eyeglasses on his face, add some bangs and give him a goatee"] * 20)
+    tokens = tokenize(
+        ["make him smile!!", "", "Put eyeglasses on his face, add some bangs and give him a goatee"] * 20
+    )
     shifted = randomize_token_positions(tokens, training=True, generator=torch.Generator().manual_seed(0))
     again = randomize_token_positions(tokens, training=True, generator=torch.Generator().manual_seed(0))
     assert torch.equal(shifted, again)
@@ -113,13 +119,16 @@ def test_tpr_random_offsets_keep_each_prompt_whole():
     start = (shifted == START_OF_TEXT).int().argmax(dim=1)
     assert start.min() >= 0 and start.max() <= 24 and len(set(start.tolist())) >= 20
     for row, (offset, length) in enumerate(zip(start.tolist(), used.tolist())):
-        assert torch.equal(shifted[row, offset:offset + length], tokens[row, :length])
+        assert torch.equal(shifted[row, offset : offset + length], tokens[row, :length])
         assert int((shifted[row] != 0).sum()) == int((tokens[row] != 0).sum())  # "!!" keeps its mid-prompt 0
-    capped = randomize_token_positions(tokens, training=True, max_offset=3, generator=torch.Generator().manual_seed(1))
+    capped = randomize_token_positions(
+        tokens, training=True, max_offset=3, generator=torch.Generator().manual_seed(1)
+    )
     assert (capped == START_OF_TEXT).int().argmax(dim=1).max() <= 2
 
 
 # --- text encoder -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("tokens_name, output_name", [("tokens_plain", "z_plain"), ("tokens_tpr", "z_tpr")])
 def test_tiny_encoder_matches_official(tiny_encoder, tiny_io, tokens_name, output_name):
@@ -139,8 +148,13 @@ def _tiny_open_clip_model(tiny_state_dict):
     model = open_clip.CLIP(
         embed_dim=8,
         vision_cfg=open_clip.CLIPVisionCfg(layers=1, width=8, head_width=4, patch_size=16, image_size=32),
-        text_cfg=open_clip.CLIPTextCfg(context_length=config.context_length, vocab_size=config.vocab_size,
-                                       width=config.width, heads=config.heads, layers=config.layers),
+        text_cfg=open_clip.CLIPTextCfg(
+            context_length=config.context_length,
+            vocab_size=config.vocab_size,
+            width=config.width,
+            heads=config.heads,
+            layers=config.layers,
+        ),
     )
     missing, unexpected = model.load_state_dict(tiny_state_dict, strict=False)
     assert not unexpected and all(key.startswith("visual.") for key in missing)
@@ -154,8 +168,10 @@ def test_weight_sources(tiny_state_dict, tiny_io, source):
         state_dict = {DIT_CHECKPOINT_PREFIX + key: value for key, value in state_dict.items()}
         state_dict["x_embedder.proj.weight"] = torch.zeros(64, 1024, 1, 1)  # DiT entries are left alone
     weights = text_state_dict_from(state_dict, text_encoder_config("tiny"))
-    assert not any(key.startswith(("visual.", "text_projection", "logit_scale", "transformer.resblocks.2."))
-                   for key in weights)
+    assert not any(
+        key.startswith(("visual.", "text_projection", "logit_scale", "transformer.resblocks.2."))
+        for key in weights
+    )
     encoder = TextEncoder.from_state_dict(state_dict, text_encoder_config("tiny"))
     with torch.no_grad():
         assert _max_error(encoder(tiny_io["tokens_plain"]), tiny_io["z_plain"]) <= TOLERANCE
@@ -176,16 +192,20 @@ def test_weight_errors_name_the_keys(tiny_state_dict):
 
 def test_vit_h14_keys_match_official_manifest(fixtures_dir):
     manifest = json.loads((fixtures_dir / "manifests" / "openclip_vit_h14.json").read_text())
-    state_dict = {key: torch.empty(shape, device="meta") for key, (shape, _) in manifest["state_dict"].items()}
+    state_dict = {
+        key: torch.empty(shape, device="meta") for key, (shape, _) in manifest["state_dict"].items()
+    }
     config = text_encoder_config("ViT-H-14")
     expected = TextEncoder(config, device="meta").state_dict()
     weights = text_state_dict_from(state_dict, config)
     assert {key: tuple(value.shape) for key, value in weights.items()} == {
-        key: tuple(value.shape) for key, value in expected.items()}
-    text_keys = {key[len(DIT_CHECKPOINT_PREFIX):] for key in state_dict} - set(weights)
+        key: tuple(value.shape) for key, value in expected.items()
+    }
+    text_keys = {key[len(DIT_CHECKPOINT_PREFIX) :] for key in state_dict} - set(weights)
     text_keys = {key for key in text_keys if not key.startswith("visual.")}
     assert text_keys == {"text_projection", "logit_scale"} | {
-        key for key in text_keys if key.startswith("transformer.resblocks.23.")}
+        key for key in text_keys if key.startswith("transformer.resblocks.23.")
+    }
     assert len(text_keys) == 2 + 12  # the 24th block (never run) has 12 tensors
 
 
@@ -193,7 +213,12 @@ def test_vit_h14_preset_is_open_clip_config():
     text_cfg = open_clip.get_model_config("ViT-H-14")["text_cfg"]
     config = text_encoder_config("ViT-H-14")
     assert (config.width, config.heads, config.layers, config.context_length, config.vocab_size) == (
-        text_cfg["width"], text_cfg["heads"], text_cfg["layers"], text_cfg["context_length"], text_cfg["vocab_size"])
+        text_cfg["width"],
+        text_cfg["heads"],
+        text_cfg["layers"],
+        text_cfg["context_length"],
+        text_cfg["vocab_size"],
+    )
     assert config.blocks_run == 23
     encoder = TextEncoder(config, device="meta")
     assert len(encoder.transformer.resblocks) == 23
@@ -202,8 +227,11 @@ def test_vit_h14_preset_is_open_clip_config():
 
 def test_encoder_rejects_wrong_token_shape(tiny_encoder):
     # A prefix of the window (up to 77 ids) is accepted: causal attention makes it exact (training uses it).
-    for tokens in (torch.zeros(2, 78, dtype=torch.int64), torch.zeros(2, 0, dtype=torch.int64),
-                   torch.zeros(77, dtype=torch.int64)):
+    for tokens in (
+        torch.zeros(2, 78, dtype=torch.int64),
+        torch.zeros(2, 0, dtype=torch.int64),
+        torch.zeros(77, dtype=torch.int64),
+    ):
         with pytest.raises(ValueError, match="expected token ids"):
             tiny_encoder(tokens)
 
@@ -227,9 +255,12 @@ def test_reset_parameters_is_seeded():
 
 # --- prompt cache -------------------------------------------------------------------------------
 
+
 def test_prompt_encoder_encodes_each_prompt_once(tiny_encoder):
     rows_encoded = []
-    handle = tiny_encoder.register_forward_hook(lambda module, args, output: rows_encoded.append(args[0].shape[0]))
+    handle = tiny_encoder.register_forward_hook(
+        lambda module, args, output: rows_encoded.append(args[0].shape[0])
+    )
     try:
         prompts = PromptEncoder(tiny_encoder, max_cached=2)
         first = prompts.encode_prompts(["add bangs", "", "Add  Bangs", "make him smile"])

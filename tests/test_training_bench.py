@@ -23,14 +23,21 @@ def test_bench_presets_are_the_config_models_with_random_weights(name):
 def test_training_steps_are_timed_with_and_without_the_identity_loss():
     on, off = time_training_steps("tiny", steps=1)
     assert (on.identity_loss, off.identity_loss) == (True, False)
-    assert on.seconds_per_step > 0 and off.seconds_per_step > 0 and on.steps_per_second == 1 / on.seconds_per_step
+    assert (
+        on.seconds_per_step > 0
+        and off.seconds_per_step > 0
+        and on.steps_per_second == 1 / on.seconds_per_step
+    )
 
 
 def test_cli_bench_train_prints_a_table(tmp_path, capsys):
     from ip2n.cli import main
 
     out = tmp_path / "bench.json"
-    assert main(["bench", "train", "--preset", "tiny", "--steps", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert (
+        main(["bench", "train", "--preset", "tiny", "--steps", "1", "--threads", "1", "--json", str(out)])
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:3] == ["preset", "identity", "loss"] and lines[2].startswith("tiny")
     assert [row["identity_loss"] for row in json.loads(out.read_text())["rows"]] == [True, False]
@@ -60,7 +67,9 @@ def test_memory_readings_are_megabytes_of_this_process():
     buffer = np.ones(200_000_000, dtype=np.uint8)  # touched, so resident
     grown = current_rss_mb() - before
     assert 180 < grown < 230, grown
-    assert peak_rss_mb() >= current_rss_mb() - 5  # the peak is sampled by the kernel in KiB, the current in pages
+    assert (
+        peak_rss_mb() >= current_rss_mb() - 5
+    )  # the peak is sampled by the kernel in KiB, the current in pages
     if sys.platform.startswith("linux"):
         mapped = file_backed_rss_mb()
         assert mapped is not None and 0 < mapped < current_rss_mb()

@@ -11,11 +11,25 @@ from PIL import Image
 from ip2n.rendering.cameras import frontal_camera
 from ip2n.training.config import ModelConfig
 from ip2n.training.data import DataReport, read_triplets
-from ip2n.training.encoding import encode_image_pairs, encode_pairs, load_encodings, network_fingerprint, save_encodings
+from ip2n.training.encoding import (
+    encode_image_pairs,
+    encode_pairs,
+    load_encodings,
+    network_fingerprint,
+    save_encodings,
+)
 from ip2n.training.models import build_frozen_networks
 
-TINY_MODELS = ModelConfig(dit="tiny", dit_overrides={"context_dim": 8}, text_encoder="tiny", encoder="small",
-                          encoder_type="WPlusEncoder", identity="small", generator="eg3d-small", weights_dir=None)
+TINY_MODELS = ModelConfig(
+    dit="tiny",
+    dit_overrides={"context_dim": 8},
+    text_encoder="tiny",
+    encoder="small",
+    encoder_type="WPlusEncoder",
+    identity="small",
+    generator="eg3d-small",
+    weights_dir=None,
+)
 
 
 def write_triplets(root: Path, instructions: dict[str, str], seed: int = 0, size: int = 32) -> Path:
@@ -26,7 +40,9 @@ def write_triplets(root: Path, instructions: dict[str, str], seed: int = 0, size
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for k in (0, 1):
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{name}_{k}.png")
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                folder / f"{name}_{k}.png"
+            )
         (folder / f"{name}.txt").write_text(text, encoding="utf-8")
         labels.append([f"{name}/{name}_0.png", frontal_camera()[0].tolist()])
     (root / "dataset.json").write_text(json.dumps({"labels": labels}), encoding="utf-8")
@@ -38,14 +54,26 @@ def test_one_sample_per_pair_and_instruction(tmp_path):
     dataset, report = read_triplets(tmp_path)
     assert [pair.name for pair in dataset.pairs] == ["00000", "00001"]
     assert [(s.pair_index, s.instruction) for s in dataset.samples] == [
-        (0, "make her smile"), (0, "add glasses"), (1, "turn the hair blond")]
+        (0, "make her smile"),
+        (0, "add glasses"),
+        (1, "turn the hair blond"),
+    ]
     assert torch.equal(dataset.cameras(), frontal_camera().expand(2, -1))
     assert not report.skipped
 
 
 def test_bad_data_is_skipped_with_counts(tmp_path, caplog):
-    write_triplets(tmp_path, {"good": "smile\n\n  \nfrown\n", "noedit": "x", "notext": "x", "nolabel": "x",
-                              "blank": "\n\n", "broken": "add a hat"})
+    write_triplets(
+        tmp_path,
+        {
+            "good": "smile\n\n  \nfrown\n",
+            "noedit": "x",
+            "notext": "x",
+            "nolabel": "x",
+            "blank": "\n\n",
+            "broken": "add a hat",
+        },
+    )
     (tmp_path / "noedit" / "noedit_1.png").unlink()
     (tmp_path / "notext" / "notext.txt").unlink()
     (tmp_path / "broken" / "broken_1.png").write_bytes(b"not a png at all")
@@ -55,8 +83,13 @@ def test_bad_data_is_skipped_with_counts(tmp_path, caplog):
 
     dataset, report = read_triplets(tmp_path)
     assert sorted(pair.name for pair in dataset.pairs) == ["broken", "good"]
-    assert report.skipped == {"missing edited image": 1, "missing or unreadable instruction file": 1,
-                              "missing camera label": 1, "empty instruction line": 4, "no instruction": 1}
+    assert report.skipped == {
+        "missing edited image": 1,
+        "missing or unreadable instruction file": 1,
+        "missing camera label": 1,
+        "empty instruction line": 4,
+        "no instruction": 1,
+    }
     assert "skipping" in caplog.text
 
     # The unreadable image is found when encoding; the pair is dropped, training data remains.
@@ -94,17 +127,32 @@ def test_encodings_match_the_frozen_networks_and_cache_round_trips(tmp_path):
         assert torch.allclose(encodings.edited_latent[1], pack_latent(networks.encoder(edited))[0], atol=1e-5)
         assert torch.allclose(encodings.edited_identity[1], networks.identity(edited)[0], atol=1e-5)
 
-    fingerprint = network_fingerprint({"encoder": "small", "encoder_type": "WPlusEncoder", "encoder_overrides": {},
-                                       "identity": "small", "weights_dir": None, "init_seed": 0})
+    fingerprint = network_fingerprint(
+        {
+            "encoder": "small",
+            "encoder_type": "WPlusEncoder",
+            "encoder_overrides": {},
+            "identity": "small",
+            "weights_dir": None,
+            "init_seed": 0,
+        }
+    )
     cache = tmp_path / "cache.safetensors"
     save_encodings(cache, dataset, keep, encodings, fingerprint)
     cached_keep, cached = load_encodings(cache, dataset, fingerprint)
-    assert cached_keep == keep and all(torch.equal(a, b) for a, b in zip(cached.as_dict().values(), encodings.as_dict().values()))
+    assert cached_keep == keep and all(
+        torch.equal(a, b) for a, b in zip(cached.as_dict().values(), encodings.as_dict().values())
+    )
     assert load_encodings(cache, dataset, {**fingerprint, "init_seed": 1}) is None
 
 
 def test_sharded_cache_equals_the_single_file_cache(tmp_path):
-    from ip2n.training.sharded_cache import ShardedEncodings, index_path, load_sharded_encodings, write_sharded_encodings
+    from ip2n.training.sharded_cache import (
+        ShardedEncodings,
+        index_path,
+        load_sharded_encodings,
+        write_sharded_encodings,
+    )
 
     names = ["p0", "p1", "p2", "p3", "p4"]
     root = write_triplets(tmp_path / "data", {name: f"edit {name}" for name in names})
@@ -115,11 +163,16 @@ def test_sharded_cache_equals_the_single_file_cache(tmp_path):
     fingerprint = {"model": "tiny"}
 
     cache = tmp_path / "cache" / "encodings.safetensors"
-    sharded_keep = write_sharded_encodings(cache, dataset, networks, report, fingerprint, shard_pairs=2, batch_size=3)
+    sharded_keep = write_sharded_encodings(
+        cache, dataset, networks, report, fingerprint, shard_pairs=2, batch_size=3
+    )
     assert sharded_keep == keep == [True, True, False, True, True] and report.skipped["unreadable image"] == 1
     assert sorted(path.name for path in cache.parent.iterdir()) == [
-        "encodings-00000.safetensors", "encodings-00001.safetensors", "encodings-00002.safetensors",
-        "encodings.index.json"]
+        "encodings-00000.safetensors",
+        "encodings-00001.safetensors",
+        "encodings-00002.safetensors",
+        "encodings.index.json",
+    ]
     loaded_keep, sharded = load_sharded_encodings(cache, dataset, fingerprint)
     assert loaded_keep == keep and isinstance(sharded, ShardedEncodings) and len(sharded) == 4
     assert sharded.latent_shape == encodings.latent_shape
@@ -128,7 +181,9 @@ def test_sharded_cache_equals_the_single_file_cache(tmp_path):
     # Same networks, other batch composition: equal up to float summation order.
     assert all(torch.allclose(expected[name], got[name], atol=1e-5, rtol=0) for name in expected)
     _, one_shard = encode_image_pairs(dataset.pairs[2:4], networks, DataReport())
-    assert torch.equal(sharded.rows(torch.tensor([2])).edited_latent, one_shard.edited_latent)  # p3, stored exactly
+    assert torch.equal(
+        sharded.rows(torch.tensor([2])).edited_latent, one_shard.edited_latent
+    )  # p3, stored exactly
     assert load_sharded_encodings(cache, dataset, {"model": "other"}) is None
     index_path(cache).unlink()  # no index (an interrupted write): not a cache
     assert load_sharded_encodings(cache, dataset, fingerprint) is None

@@ -25,14 +25,21 @@ def tiny_config(root: Path, **sections) -> TrainingConfig:
     config = load_config(REPO / "configs" / "tiny.yaml").replace(
         data={"root": str(root)},
         logging={"progress_bar": False, "log_every": 1, "checkpoint_every": 2, "sample_every": 0},
-        objective={"identity_weight": 0.0})
+        objective={"identity_weight": 0.0},
+    )
     return config.replace(**sections)
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    return write_triplets(tmp_path_factory.mktemp("triplets"), {
-        "p0": "make her smile\nadd glasses", "p1": "turn the hair blond", "p2": "make him older\nadd a beard"})
+    return write_triplets(
+        tmp_path_factory.mktemp("triplets"),
+        {
+            "p0": "make her smile\nadd glasses",
+            "p1": "turn the hair blond",
+            "p2": "make him older\nadd a beard",
+        },
+    )
 
 
 def states_equal(a: dict, b: dict, atol: float = 0.0) -> bool:
@@ -41,8 +48,12 @@ def states_equal(a: dict, b: dict, atol: float = 0.0) -> bool:
 
 def test_training_reduces_the_loss_on_a_tiny_overfit_set(tmp_path):
     root = write_triplets(tmp_path / "data", {"only": "make her smile"})
-    config = tiny_config(root, optimization={"steps": 150, "batch_size": 8, "learning_rate": 3e-3},
-                         logging={"checkpoint_every": 1000, "log_every": 10}, objective={"condition_dropout": False})
+    config = tiny_config(
+        root,
+        optimization={"steps": 150, "batch_size": 8, "learning_rate": 3e-3},
+        logging={"checkpoint_every": 1000, "log_every": 10},
+        objective={"condition_dropout": False},
+    )
     networks = build_frozen_networks(config.model, torch.device("cpu"))
     dataset, encodings, _ = prepare_data(config, networks, DistributedContext())
     batch = make_batch(dataset, encodings, [0] * 16, torch.device("cpu"))
@@ -50,8 +61,11 @@ def test_training_reduces_the_loss_on_a_tiny_overfit_set(tmp_path):
 
     def evaluation_loss(model) -> float:
         with torch.no_grad():
-            return float(batch_losses(model, batch, draws, networks, make_schedule(), config.objective,
-                                      training=False)["loss"].mean())
+            return float(
+                batch_losses(
+                    model, batch, draws, networks, make_schedule(), config.objective, training=False
+                )["loss"].mean()
+            )
 
     result = train(config, tmp_path / "run")
     trained = load_dit(result.ema_weights)
@@ -64,12 +78,17 @@ def test_training_reduces_the_loss_on_a_tiny_overfit_set(tmp_path):
     before, after = evaluation_loss(initial), evaluation_loss(model)
     assert after < 0.95 * before, (before, after)  # deterministic: fixed data, draws and init
     assert evaluation_loss(trained) < before  # the EMA follows
-    assert (tmp_path / "run" / "loss.png").is_file() and "step 150" in (tmp_path / "run" / "train.log").read_text()
+    assert (tmp_path / "run" / "loss.png").is_file() and "step 150" in (
+        tmp_path / "run" / "train.log"
+    ).read_text()
 
 
 def test_resume_continues_exactly(tmp_path, data_root):
-    config = tiny_config(data_root, optimization={"steps": 4, "batch_size": 2},
-                         objective={"identity_weight": 0.1, "render_resolution": 16})
+    config = tiny_config(
+        data_root,
+        optimization={"steps": 4, "batch_size": 2},
+        objective={"identity_weight": 0.1, "render_resolution": 16},
+    )
     full = train(config, tmp_path / "full")
     train(config, tmp_path / "split", stop_after=2)
     assert load_checkpoint(tmp_path / "split" / "checkpoint.pt").step == 2
@@ -100,7 +119,9 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, da
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
     resumed = train(config, tmp_path / "run", resume=True)
     uninterrupted = train(config, tmp_path / "clean")
-    assert states_equal(load_checkpoint(resumed.checkpoint).ema, load_checkpoint(uninterrupted.checkpoint).ema)
+    assert states_equal(
+        load_checkpoint(resumed.checkpoint).ema, load_checkpoint(uninterrupted.checkpoint).ema
+    )
 
 
 def test_resume_refuses_a_different_config(tmp_path, data_root):
@@ -115,7 +136,8 @@ def test_learning_rate_decays_linearly_to_zero_over_the_last_steps(tmp_path, dat
 
     schedule = OptimizationConfig(steps=10, learning_rate=1e-3, lr_decay_steps=4)
     assert [schedule.learning_rate_at(step) for step in range(10)] == pytest.approx(
-        [1e-3] * 6 + [1e-3, 7.5e-4, 5e-4, 2.5e-4])
+        [1e-3] * 6 + [1e-3, 7.5e-4, 5e-4, 2.5e-4]
+    )
     assert OptimizationConfig(steps=3, learning_rate=1e-3).learning_rate_at(2) == 1e-3  # default: constant
     with pytest.raises(ValueError, match="lr_decay_steps must be between 0 and steps"):
         OptimizationConfig(steps=3, lr_decay_steps=4)
@@ -129,8 +151,9 @@ def test_learning_rate_decays_linearly_to_zero_over_the_last_steps(tmp_path, dat
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
-    config = tiny_config(data_root, optimization={"steps": 4, "batch_size": 2, "learning_rate": 1e-3,
-                                                  "lr_decay_steps": 2})
+    config = tiny_config(
+        data_root, optimization={"steps": 4, "batch_size": 2, "learning_rate": 1e-3, "lr_decay_steps": 2}
+    )
     train(config, tmp_path / "run", stop_after=2)
     # a resumed run may extend the budget and its decay (fine-tuning with a decaying rate)
     train(config.replace(optimization={"steps": 6, "lr_decay_steps": 4}), tmp_path / "run", resume=True)
@@ -150,9 +173,12 @@ def test_cli_train_writes_the_outputs(tmp_path, data_root, capsys):
     from ip2n.cli import main
 
     config_path = tmp_path / "tiny.json"
-    config_path.write_text(__import__("json").dumps(
-        tiny_config(data_root, optimization={"steps": 1, "batch_size": 2}).to_dict()))
-    assert main(["train", "--config", str(config_path), "--out", str(tmp_path / "run"), "--threads", "1"]) == 0
+    config_path.write_text(
+        __import__("json").dumps(tiny_config(data_root, optimization={"steps": 1, "batch_size": 2}).to_dict())
+    )
+    assert (
+        main(["train", "--config", str(config_path), "--out", str(tmp_path / "run"), "--threads", "1"]) == 0
+    )
     assert capsys.readouterr().out.strip().endswith("dit.safetensors")
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x")]) == 2
 
@@ -172,7 +198,11 @@ def _ddp_worker(rank: int, world_size: int, port: int, config: dict, out: str) -
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        train(TrainingConfig.from_dict(config), out, context=DistributedContext(rank, world_size, torch.device("cpu")))
+        train(
+            TrainingConfig.from_dict(config),
+            out,
+            context=DistributedContext(rank, world_size, torch.device("cpu")),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -181,10 +211,15 @@ def _ddp_worker(rank: int, world_size: int, port: int, config: dict, out: str) -
 def test_two_gloo_processes_match_one_process(tmp_path, data_root):
     import torch.multiprocessing as mp
 
-    config = tiny_config(data_root, optimization={"steps": 3, "batch_size": 4},
-                         objective={"identity_weight": 0.1, "render_resolution": 16})
+    config = tiny_config(
+        data_root,
+        optimization={"steps": 3, "batch_size": 4},
+        objective={"identity_weight": 0.1, "render_resolution": 16},
+    )
     single = train(config, tmp_path / "single")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), config.to_dict(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(
+        _ddp_worker, args=(2, _free_port(), config.to_dict(), str(tmp_path / "ddp")), nprocs=2, join=True
+    )
     a, b = load_checkpoint(single.checkpoint), load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     assert a.step == b.step == 3
     assert states_equal(a.model, b.model, atol=1e-5) and states_equal(a.ema, b.ema, atol=1e-5)
@@ -210,8 +245,11 @@ def test_sample_grids_are_written_with_the_right_size(tmp_path, data_root):
 
     from ip2n.training.samples import CAPTION_HEIGHT, PADDING
 
-    config = tiny_config(data_root, optimization={"steps": 3, "batch_size": 2},
-                         logging={"sample_every": 2, "sample_pairs": 2, "sample_resolution": 16})
+    config = tiny_config(
+        data_root,
+        optimization={"steps": 3, "batch_size": 2},
+        logging={"sample_every": 2, "sample_pairs": 2, "sample_resolution": 16},
+    )
     train(config, tmp_path / "run")
     grids = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
     assert grids == ["step_000002.png", "step_000003.png"]  # every 2 steps, and at the end

@@ -34,8 +34,14 @@ def make_batch(n: int, seed: int = 0) -> Batch:
 
 def make_draws(n: int, timesteps, dropout, label, seed: int = 1) -> Draws:
     g = torch.Generator().manual_seed(seed)
-    return Draws(torch.tensor(timesteps), torch.randn(n, 512, 4, 4, generator=g), torch.tensor(dropout),
-                 torch.tensor(label), torch.tensor([3, 0, 24, 7][:n]), torch.tensor([5, 1, 0, 20][:n]))
+    return Draws(
+        torch.tensor(timesteps),
+        torch.randn(n, 512, 4, 4, generator=g),
+        torch.tensor(dropout),
+        torch.tensor(label),
+        torch.tensor([3, 0, 24, 7][:n]),
+        torch.tensor([5, 1, 0, 20][:n]),
+    )
 
 
 class SpyDiT(nn.Module):
@@ -48,7 +54,9 @@ class SpyDiT(nn.Module):
         self.calls = []
 
     def forward(self, x, t, y, context, identity=None, identity_keep=None):
-        self.calls.append(dict(x=x, t=t, y=y, context=context, identity=identity, identity_keep=identity_keep))
+        self.calls.append(
+            dict(x=x, t=t, y=y, context=context, identity=identity, identity_keep=identity_keep)
+        )
         return self.weight * x.new_zeros(x.shape[0], 1024, *x.shape[2:])
 
 
@@ -61,7 +69,9 @@ def test_condition_dropout_categories_and_tpr_in_training(networks):
     call = spy.calls[0]
 
     shifted = randomize_token_positions(batch.tokens, training=True, offsets=draws.tpr_offsets)
-    empty = randomize_token_positions(tokenize([""]).expand(4, -1), training=True, offsets=draws.empty_tpr_offsets)
+    empty = randomize_token_positions(
+        tokenize([""]).expand(4, -1), training=True, offsets=draws.empty_tpr_offsets
+    )
     expected_tokens = torch.stack([empty[0], empty[1], shifted[2], shifted[3]])
     assert not torch.equal(shifted, batch.tokens)  # TPR really moved the prompts
     with torch.no_grad():
@@ -96,9 +106,18 @@ def test_loss_terms_are_the_diffusion_objective(networks):
     with torch.no_grad():
         context = networks.text_encoder(batch.tokens)
     reference = training_losses(
-        lambda x, t: dit(torch.cat([x, batch.source_latent], 1), t, torch.zeros(2, dtype=torch.int64), context,
-                         batch.source_identity),
-        batch.edited_latent, draws.timesteps, draws.noise, SCHEDULE)
+        lambda x, t: dit(
+            torch.cat([x, batch.source_latent], 1),
+            t,
+            torch.zeros(2, dtype=torch.int64),
+            context,
+            batch.source_identity,
+        ),
+        batch.edited_latent,
+        draws.timesteps,
+        draws.noise,
+        SCHEDULE,
+    )
     assert torch.allclose(terms["loss"], reference["loss"], atol=1e-6)
     assert not terms["identity"].any()
 
@@ -109,7 +128,9 @@ def test_identity_loss_only_below_threshold_with_gradient_to_the_dit(networks, m
     draws = make_draws(2, [100, 900], [0.9, 0.9], [0.9, 0.9])
     config = ObjectiveConfig(identity_weight=0.1, identity_threshold=600, render_resolution=16)
     terms = batch_losses(dit, batch, draws, networks, SCHEDULE, config, training=True)
-    plain = batch_losses(dit, batch, draws, networks, SCHEDULE, ObjectiveConfig(identity_weight=0.0), training=True)
+    plain = batch_losses(
+        dit, batch, draws, networks, SCHEDULE, ObjectiveConfig(identity_weight=0.0), training=True
+    )
 
     assert terms["identity"][1] == 0 and 0 < terms["identity"][0] <= 2
     assert torch.allclose(terms["loss"], plain["loss"] + 0.1 * terms["identity"], atol=1e-6)
@@ -119,7 +140,9 @@ def test_identity_loss_only_below_threshold_with_gradient_to_the_dit(networks, m
     assert len(identity_grads) > 10  # the render → ArcFace path reaches the DiT's weights
 
     # Above the threshold nothing is rendered at all.
-    monkeypatch.setattr(networks.generator, "synthesis", lambda *a, **k: pytest.fail("rendered above threshold"))
+    monkeypatch.setattr(
+        networks.generator, "synthesis", lambda *a, **k: pytest.fail("rendered above threshold")
+    )
     late = make_draws(2, [600, 999], [0.9, 0.9], [0.9, 0.9])
     assert not batch_losses(dit, batch, late, networks, SCHEDULE, config)["identity"].any()
 
@@ -131,7 +154,9 @@ def test_rows_without_an_identity_target_take_no_identity_loss(networks):
     batch = replace(batch, edited_identity=torch.cat([torch.zeros(1, 512), batch.edited_identity[1:]]))
     dit = randomize_(DiT(TINY_MODELS.dit_config()), seed=3).train()
     draws = make_draws(2, [100, 200], [0.9, 0.9], [0.9, 0.9])
-    config = ObjectiveConfig(identity_weight=0.1, identity_threshold=600, render_resolution=16, identity_max_samples=1)
+    config = ObjectiveConfig(
+        identity_weight=0.1, identity_threshold=600, render_resolution=16, identity_max_samples=1
+    )
     identity = batch_losses(dit, batch, draws, networks, SCHEDULE, config, training=True)["identity"]
     assert identity[0] == 0 and identity[1] > 0  # the one rendered sample is the row that has a target
 
@@ -145,8 +170,9 @@ def test_identity_loss_is_one_minus_cosine(networks):
     from ip2n.rendering.cameras import frontal_camera
 
     with torch.no_grad():
-        image = networks.generator.synthesis(unpack_latent(pred, networks.latent_avg), frontal_camera(),
-                                             neural_rendering_resolution=16)["image"]
+        image = networks.generator.synthesis(
+            unpack_latent(pred, networks.latent_avg), frontal_camera(), neural_rendering_resolution=16
+        )["image"]
         image = torch.nn.functional.interpolate(image, size=256, mode="bilinear", antialias=True)
         features = networks.identity(image)
     assert torch.allclose(value, 1 - torch.nn.functional.cosine_similarity(features, target), atol=1e-5)

@@ -24,7 +24,11 @@ def test_synthetic_config_uses_the_synthetic_generator_and_fitting_sizes():
     assert torch.equal(networks.latent_avg, networks.generator.backbone.mapping.w_avg[None])
     assert networks.latent_avg.shape == (1, 14, w_dim)
     dit = model.dit_config()
-    assert (dit.in_channels, dit.out_channels, dit.context_dim) == (2 * w_dim, w_dim, networks.text_encoder.config.width)
+    assert (dit.in_channels, dit.out_channels, dit.context_dim) == (
+        2 * w_dim,
+        w_dim,
+        networks.text_encoder.config.width,
+    )
     codes = networks.encoder(torch.zeros(1, 3, networks.encoder_resolution, networks.encoder_resolution))
     assert codes.shape == (1, 14, w_dim)
 
@@ -33,9 +37,28 @@ def test_synth_data_then_train_writes_every_output(tmp_path, capsys):
     from ip2n.cli import main
 
     data, run = tmp_path / "synth", tmp_path / "run"
-    assert main(["synth", "data", "--out", str(data), "--pairs", "3", "--size", "64", "--instructions", "2"]) == 0
-    assert main(["train", "--config", str(SYNTHETIC_CONFIG), "--data", str(data), "-o", str(run),
-                 "--stop-after", "2", "--threads", "1"]) == 0
+    assert (
+        main(["synth", "data", "--out", str(data), "--pairs", "3", "--size", "64", "--instructions", "2"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(SYNTHETIC_CONFIG),
+                "--data",
+                str(data),
+                "-o",
+                str(run),
+                "--stop-after",
+                "2",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().endswith("dit.safetensors")
 
     state = load_checkpoint(run / "checkpoint.pt")

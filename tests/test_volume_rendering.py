@@ -71,7 +71,9 @@ def frontal_rays(resolution: int, yaw=(0.0,), pitch=(0.0,)):
     return ray_bundle(cam2world, intrinsics, resolution)
 
 
-CONFIG = RenderingConfig(depth_resolution=24, depth_resolution_importance=24, ray_start=2.25, ray_end=3.3, box_warp=2.0)
+CONFIG = RenderingConfig(
+    depth_resolution=24, depth_resolution_importance=24, ray_start=2.25, ray_end=3.3, box_warp=2.0
+)
 
 
 # --- tri-plane sampling ---------------------------------------------------------------------------
@@ -136,7 +138,9 @@ def test_stratified_depths():
     assert torch.equal(depths[1, 3, :, 0], torch.linspace(2.25, 3.3, 12))
     jittered = stratified_depths(2, 5, config, jitter=torch.full((2, 5, 12), 0.5))
     assert torch.allclose(jittered - depths, torch.full_like(depths, 0.5 * 1.05 / 11))
-    disparity = stratified_depths(1, 1, RenderingConfig(12, 12, 2.25, 3.3, 1.0, disparity_space_sampling=True))
+    disparity = stratified_depths(
+        1, 1, RenderingConfig(12, 12, 2.25, 3.3, 1.0, disparity_space_sampling=True)
+    )
     assert torch.allclose(1 / disparity[0, 0, :, 0], torch.linspace(1 / 2.25, 1 / 3.3, 12))
 
 
@@ -144,7 +148,9 @@ def test_sample_pdf_uniform_is_linear():
     edges = torch.tensor([[1.0, 2.0, 3.0, 5.0]])
     weights = torch.tensor([[1.0, 1.0, 2.0]])  # density constant per unit length
     quantiles = torch.tensor([[0.0, 0.125, 0.5, 0.75, 1.0]])
-    assert torch.allclose(sample_pdf(edges, weights, quantiles), torch.tensor([[1.0, 1.5, 3.0, 4.0, 5.0]]), atol=1e-4)
+    assert torch.allclose(
+        sample_pdf(edges, weights, quantiles), torch.tensor([[1.0, 1.5, 3.0, 4.0, 5.0]]), atol=1e-4
+    )
 
 
 def test_importance_depths_uniform_weights():
@@ -266,8 +272,14 @@ def test_chunking_does_not_change_the_result(deterministic):
     def render(points_per_chunk):
         generator = torch.Generator().manual_seed(3)
         return render_rays(
-            planes, SmoothDecoder(), origins, directions, CONFIG,
-            deterministic=deterministic, generator=generator, points_per_chunk=points_per_chunk,
+            planes,
+            SmoothDecoder(),
+            origins,
+            directions,
+            CONFIG,
+            deterministic=deterministic,
+            generator=generator,
+            points_per_chunk=points_per_chunk,
         )
 
     whole = render(10**9)
@@ -282,8 +294,13 @@ def test_depth_of_empty_rays_is_clamped_to_the_whole_batch():
     origins, directions = frontal_rays(6, yaw=(0.0, 0.5), pitch=(0.0, 0.0))
     generator = torch.Generator().manual_seed(0)
     out = render_rays(
-        coordinate_planes(16, 16, 2), SlabDecoder(None, [0.5], 2.0), origins, directions, config,
-        generator=generator, points_per_chunk=24,
+        coordinate_planes(16, 16, 2),
+        SlabDecoder(None, [0.5], 2.0),
+        origins,
+        directions,
+        config,
+        generator=generator,
+        points_per_chunk=24,
     )
     # With jitter every ray has its own last sample; empty rays all get the batch-wide maximum,
     # even across chunks, and it lies beyond ray_end by less than one interval.
@@ -305,7 +322,8 @@ def test_density_noise_uses_the_generator():
     assert not torch.equal(render(noisy, 0).features, render(CONFIG, 0).features)
     # Deterministic mode has no randomness at all, density noise included.
     with_noise, without = (
-        render_rays(planes, SmoothDecoder(), origins, directions, config, deterministic=True) for config in (noisy, CONFIG)
+        render_rays(planes, SmoothDecoder(), origins, directions, config, deterministic=True)
+        for config in (noisy, CONFIG)
     )
     assert torch.equal(with_noise.features, without.features)
 

@@ -33,8 +33,16 @@ from test_pipeline import portrait
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Small settings keep the fast tests fast; the app's defaults are exercised through the server.
 QUICK = WebEditSettings(num_inference_steps=10, views=2)
 UPLOAD_LIMIT_MB = 1.0
@@ -83,14 +91,19 @@ def _request_folders(session: EditSession) -> list[Path]:
 
 def test_the_page_starts_at_the_models_own_sampling_settings(session):
     defaults, model = session.default_settings(), session.pipeline.defaults
-    assert (defaults.num_inference_steps, defaults.strength, defaults.guidance_scale, defaults.image_guidance_scale) == (
-        model.num_inference_steps, model.strength, model.guidance_scale, model.image_guidance_scale)
+    assert (
+        defaults.num_inference_steps,
+        defaults.strength,
+        defaults.guidance_scale,
+        defaults.image_guidance_scale,
+    ) == (model.num_inference_steps, model.strength, model.guidance_scale, model.image_guidance_scale)
     assert model.strength == 0.6  # the built-in world model's tuned strength, not the paper's 0.3
 
 
 def test_edit_writes_every_output_into_a_fresh_folder(session, example_portrait):
-    settings = WebEditSettings(num_inference_steps=10, views=3, video=True, video_frames=3, mesh=True,
-                               mesh_resolution=24, seed=4)
+    settings = WebEditSettings(
+        num_inference_steps=10, views=3, video=True, video_frames=3, mesh=True, mesh_resolution=24, seed=4
+    )
     outcome = session.edit(example_portrait, ["add eyeglasses", "add a smile"], settings)
 
     assert outcome.folder.parent == session.requests_dir and _request_folders(session) == [outcome.folder]
@@ -104,23 +117,43 @@ def test_edit_writes_every_output_into_a_fresh_folder(session, example_portrait)
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
     record = json.loads(outcome.record.read_text())
     assert record["settings"]["prompts"] == ["add eyeglasses and add a smile"] and record["seed"] == 4
-    assert record["webapp"] == {"crop": "crop.png", "views": ["view_0.png", "view_1.png", "view_2.png"],
-                                "view_yaws_degrees": [-30.0, 0.0, 30.0]}
+    assert record["webapp"] == {
+        "crop": "crop.png",
+        "views": ["view_0.png", "view_1.png", "view_2.png"],
+        "view_yaws_degrees": [-30.0, 0.0, 30.0],
+    }
     assert {path.name for path in outcome.folder.iterdir()} == {
-        "crop.png", "source.png", "edited.png", "depth.png", "edited_latent.npy", "view_0.png", "view_1.png",
-        "view_2.png", "orbit.mp4", "mesh.glb", "result.json"}
+        "crop.png",
+        "source.png",
+        "edited.png",
+        "depth.png",
+        "edited_latent.npy",
+        "view_0.png",
+        "view_1.png",
+        "view_2.png",
+        "orbit.mp4",
+        "mesh.glb",
+        "result.json",
+    }
 
     # A thin wrapper: the same edit through the pipeline gives the same latent.
-    expected = session.pipeline(Image.open(example_portrait).convert("RGB"), ["add eyeglasses", "add a smile"],
-                                num_inference_steps=10, strength=settings.strength,
-                                guidance_scale=settings.guidance_scale,
-                                image_guidance_scale=settings.image_guidance_scale,
-                                generator=torch.Generator().manual_seed(4)).edited_latent
+    expected = session.pipeline(
+        Image.open(example_portrait).convert("RGB"),
+        ["add eyeglasses", "add a smile"],
+        num_inference_steps=10,
+        strength=settings.strength,
+        guidance_scale=settings.guidance_scale,
+        image_guidance_scale=settings.image_guidance_scale,
+        generator=torch.Generator().manual_seed(4),
+    ).edited_latent
     assert np.abs(np.load(outcome.latent) - expected.numpy()).max() <= 1e-6
 
     # Chaining feeds the rendered result back in; each request gets its own folder.
     again = session.edit(outcome.edited, ["make them bald"], QUICK)
-    assert again.folder != outcome.folder and Image.open(again.crop).tobytes() == Image.open(outcome.edited).tobytes()
+    assert (
+        again.folder != outcome.folder
+        and Image.open(again.crop).tobytes() == Image.open(outcome.edited).tobytes()
+    )
     assert len(_request_folders(session)) == 2
 
 
@@ -130,13 +163,16 @@ def test_old_request_folders_are_pruned(web_pipeline, tmp_path, example_portrait
     assert _request_folders(session) == folders[1:]
 
 
-@pytest.mark.parametrize("instructions, error, message", [
-    ([], InstructionError, "type an instruction first"),
-    (["  ", ""], InstructionError, "type an instruction first"),
-    (["eyes " * 80], InstructionError, "needs 82 tokens, but the text encoder reads only 77"),
-    (["a" * 600], InstructionError, "600 characters long"),
-    ([f"edit {number}" for number in range(9)], RequestError, "at most 8 are accepted"),
-])
+@pytest.mark.parametrize(
+    "instructions, error, message",
+    [
+        ([], InstructionError, "type an instruction first"),
+        (["  ", ""], InstructionError, "type an instruction first"),
+        (["eyes " * 80], InstructionError, "needs 82 tokens, but the text encoder reads only 77"),
+        (["a" * 600], InstructionError, "600 characters long"),
+        ([f"edit {number}" for number in range(9)], RequestError, "at most 8 are accepted"),
+    ],
+)
 def test_bad_instructions_are_refused_readably(session, example_portrait, instructions, error, message):
     with pytest.raises(error, match=message):
         session.edit(example_portrait, instructions, QUICK)
@@ -157,17 +193,26 @@ def test_bad_images_are_refused_readably(session, tmp_path):
     assert _request_folders(session) == []
 
 
-@pytest.mark.parametrize("settings, message", [
-    (WebEditSettings(views=0), "views must be a whole number from 1 to 8, got 0"),
-    (WebEditSettings(num_inference_steps=500), "steps must be a whole number from 1 to 100"),
-    (WebEditSettings(num_inference_steps=37), "cannot be spaced evenly"),
-    (WebEditSettings(strength=1.5), "strength must lie strictly between 0 and 1"),
-    (WebEditSettings(seed=-1), "seed must be a whole number"),
-    (WebEditSettings(guidance_scale="2.5"), "text guidance must be a number, got '2.5'"),
-    (WebEditSettings(image_guidance_scale=float("nan")), "image_guidance_scale must be a finite number"),
-    (WebEditSettings(video=True, video_frames=1000), "orbit video frames must be a whole number from 2 to 120"),
-    (WebEditSettings(mesh=True, mesh_resolution=1024), "mesh resolution must be a whole number from 16 to 256"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (WebEditSettings(views=0), "views must be a whole number from 1 to 8, got 0"),
+        (WebEditSettings(num_inference_steps=500), "steps must be a whole number from 1 to 100"),
+        (WebEditSettings(num_inference_steps=37), "cannot be spaced evenly"),
+        (WebEditSettings(strength=1.5), "strength must lie strictly between 0 and 1"),
+        (WebEditSettings(seed=-1), "seed must be a whole number"),
+        (WebEditSettings(guidance_scale="2.5"), "text guidance must be a number, got '2.5'"),
+        (WebEditSettings(image_guidance_scale=float("nan")), "image_guidance_scale must be a finite number"),
+        (
+            WebEditSettings(video=True, video_frames=1000),
+            "orbit video frames must be a whole number from 2 to 120",
+        ),
+        (
+            WebEditSettings(mesh=True, mesh_resolution=1024),
+            "mesh resolution must be a whole number from 16 to 256",
+        ),
+    ],
+)
 def test_settings_outside_the_bounds_are_refused(session, example_portrait, settings, message):
     with pytest.raises(ValueError, match=message):
         session.edit(example_portrait, ["add eyeglasses"], settings)
@@ -205,11 +250,23 @@ def test_example_portraits_are_rendered_once(tmp_path):
 def test_page_has_the_expected_components(session):
     app = build_app(session, ServeSettings(concurrency=2, queue_size=5))
     labels = {(type(block).__name__, getattr(block, "label", None)) for block in app.blocks.values()}
-    assert {("Image", "Portrait"), ("Textbox", "Instructions (one per line)"), ("Checkbox", "Align face (photos)"),
-            ("Slider", "Strength"), ("Slider", "Text guidance"), ("Slider", "Image guidance"), ("Slider", "Steps"),
-            ("Slider", "Seed"), ("Image", "What the model sees"), ("Image", "Edited"),
-            ("Image", "Depth (near = bright)"), ("Gallery", "Views"), ("Video", "Orbit"), ("Model3D", "Mesh"),
-            ("Gallery", "History (chained edits)")} <= labels
+    assert {
+        ("Image", "Portrait"),
+        ("Textbox", "Instructions (one per line)"),
+        ("Checkbox", "Align face (photos)"),
+        ("Slider", "Strength"),
+        ("Slider", "Text guidance"),
+        ("Slider", "Image guidance"),
+        ("Slider", "Steps"),
+        ("Slider", "Seed"),
+        ("Image", "What the model sees"),
+        ("Image", "Edited"),
+        ("Image", "Depth (near = bright)"),
+        ("Gallery", "Views"),
+        ("Video", "Orbit"),
+        ("Model3D", "Mesh"),
+        ("Gallery", "History (chained edits)"),
+    } <= labels
     assert {type(block).__name__ for block in app.blocks.values()} >= {"DownloadButton", "Dataset", "State"}
     endpoints = {dependency["api_name"]: dependency for dependency in app.get_config_file()["dependencies"]}
     assert endpoints["edit"]["api_visibility"] == "public"
@@ -231,10 +288,15 @@ def test_no_file_outside_the_output_folder_can_be_requested(server, tmp_path, mo
     inside = session.output_root / "examples" / "example_0.png"
     assert inside.is_file()
     refused = [
-        "/etc/passwd", str(secret), "README.md", str(outside),
+        "/etc/passwd",
+        str(secret),
+        "README.md",
+        str(outside),
         f"{session.output_root}/../{outside.parent.name}/{outside.name}",
         f"{inside.parent}/../../{outside.parent.name}/{outside.name}",
-        "%2Fetc%2Fpasswd", "..%2F..%2Fetc%2Fpasswd", f"{session.output_root}/%2E%2E/%2E%2E/%2E%2E/etc/passwd",
+        "%2Fetc%2Fpasswd",
+        "..%2F..%2Fetc%2Fpasswd",
+        f"{session.output_root}/%2E%2E/%2E%2E/%2E%2E/etc/passwd",
     ]
     with httpx.Client(base_url=url) as client:
         assert client.get(f"/gradio_api/file={inside}").content == inside.read_bytes()
@@ -257,18 +319,38 @@ def test_edit_through_the_api_and_its_readable_errors(server, example_portrait):
 
     url, session = server
     client = Client(url, verbose=False)
-    arguments = dict(align=False, chain=False, strength=0.3, text_scale=2.5, image_scale=1.0, steps=10, seed=1,
-                     views=2, video=False, mesh=False, api_name="/edit")
+    arguments = dict(
+        align=False,
+        chain=False,
+        strength=0.3,
+        text_scale=2.5,
+        image_scale=1.0,
+        steps=10,
+        seed=1,
+        views=2,
+        video=False,
+        mesh=False,
+        api_name="/edit",
+    )
     outputs = client.predict(handle_file(str(example_portrait)), "add eyeglasses", **arguments)
     crop, edited, depth, summary, views, orbit, mesh, _, history = outputs
-    assert Image.open(edited).size == Image.open(crop).size and Image.open(depth).mode == "L" and len(views) == 2
+    assert (
+        Image.open(edited).size == Image.open(crop).size and Image.open(depth).mode == "L" and len(views) == 2
+    )
     assert "“add eyeglasses”" in summary and "seed 1" in summary
-    assert (orbit, mesh) == (None, None) and [step["caption"] for step in history] == ["input", "1. add eyeglasses"]
+    assert (orbit, mesh) == (None, None) and [step["caption"] for step in history] == [
+        "input",
+        "1. add eyeglasses",
+    ]
 
     cases = [
         (handle_file(str(example_portrait)), "", "type an instruction first"),
         (handle_file(str(example_portrait)), "<b>add</b> " + "eyes " * 80, "&lt;b&gt;add&lt;/b&gt;"),
-        (handle_file(str(REPO_ROOT / "pyproject.toml")), "add eyeglasses", "pyproject.toml is not an image file"),
+        (
+            handle_file(str(REPO_ROOT / "pyproject.toml")),
+            "add eyeglasses",
+            "pyproject.toml is not an image file",
+        ),
     ]
     for image, instructions, message in cases:
         with pytest.raises(AppError) as caught:
@@ -285,7 +367,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium chromium-driver)"
+        message = (
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium chromium-driver)"
+        )
         # CI installs Chromium and sets IP2N_REQUIRE_BROWSER, so there a missing browser fails the run.
         if os.environ.get("IP2N_REQUIRE_BROWSER"):
             pytest.fail(message)
@@ -301,7 +385,8 @@ def _wait_for_images(page, selector: str, count: int, timeout_ms: int = 180_000)
     page.wait_for_function(
         """([selector, count]) => Array.from(document.querySelectorAll(selector + " img"))
                .filter(image => image.complete && image.naturalWidth > 0).length >= count""",
-        arg=[selector, count], timeout=timeout_ms,
+        arg=[selector, count],
+        timeout=timeout_ms,
     )
 
 
@@ -319,8 +404,9 @@ def _edit_and_wait(page, *image_counts: tuple[str, int]) -> None:
     """Press Edit and wait for the new summary, then for the result images to be decoded."""
     before = page.locator("#summary").inner_text()
     page.locator("#edit").click()
-    page.wait_for_function("before => document.querySelector('#summary').innerText !== before", arg=before,
-                           timeout=180_000)
+    page.wait_for_function(
+        "before => document.querySelector('#summary').innerText !== before", arg=before, timeout=180_000
+    )
     for selector, count in image_counts:
         _wait_for_images(page, selector, count)
 
@@ -334,8 +420,9 @@ def test_page_in_a_browser(server, browser, fixtures_dir, tmp_path):
     # An example is one click away: a synthetic head, its instruction, alignment off. Then chain.
     example_instruction = example_inputs(session.output_root)[0][1]
     page.locator("#examples tbody tr").first.click()
-    page.wait_for_function("text => document.querySelector('#instructions textarea').value === text",
-                           arg=example_instruction)
+    page.wait_for_function(
+        "text => document.querySelector('#instructions textarea').value === text", arg=example_instruction
+    )
     assert not page.locator("#align input").is_checked()
     _edit_and_wait(page, ("#edited", 1), ("#crop", 1), ("#depth", 1), ("#views", 4), ("#history", 2))
     page.locator("#again").click()
@@ -363,8 +450,9 @@ def test_page_in_a_browser(server, browser, fixtures_dir, tmp_path):
     page.locator("#instructions textarea").fill("add eyeglasses")
     _edit_and_wait(page, ("#edited", 1), ("#crop", 1), ("#depth", 1), ("#views", 4), ("#history", 2))
     # The previous chain's images are still in the page while the aligned edit runs: wait for the new chain.
-    page.wait_for_function("document.querySelector('#history').innerText.includes('1. add eyeglasses')",
-                           timeout=180_000)
+    page.wait_for_function(
+        "document.querySelector('#history').innerText.includes('1. add eyeglasses')", timeout=180_000
+    )
     page.wait_for_function("document.querySelectorAll('#history img').length === 2", timeout=30_000)
     assert "add eyeglasses" in page.locator("#summary").inner_text()
 
@@ -381,9 +469,21 @@ def test_twenty_concurrent_edits(server, example_portrait, tmp_path):
     url, _ = server
     report = tmp_path / "load.json"
     completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "webapp_load.py"), "--url", url, "--image",
-         str(example_portrait), "--requests", str(LOAD_REQUESTS), "--json", str(report)],
-        capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "webapp_load.py"),
+            "--url",
+            url,
+            "--image",
+            str(example_portrait),
+            "--requests",
+            str(LOAD_REQUESTS),
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     print(completed.stdout)
@@ -424,13 +524,16 @@ def test_serve_command_starts_the_page(web_pipeline, tmp_path, monkeypatch, caps
         assert f"at http://127.0.0.1:{port}/" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--port", "70000"], "port must be from 0 to 65535"),
-    (["--concurrency", "0"], "concurrency must be at least 1"),
-    (["--timeout", "0"], "time limit must be positive"),
-    (["--keep", "0"], "at least one request folder must be kept"),
-    (["-o", "."], "holds the current folder"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--port", "70000"], "port must be from 0 to 65535"),
+        (["--concurrency", "0"], "concurrency must be at least 1"),
+        (["--timeout", "0"], "time limit must be positive"),
+        (["--keep", "0"], "at least one request folder must be kept"),
+        (["-o", "."], "holds the current folder"),
+    ],
+)
 def test_serve_command_refuses_bad_options_before_loading(options, message, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(EditPipeline, "from_preset", lambda *args, **kwargs: pytest.fail("loaded a model"))
     monkeypatch.chdir(tmp_path)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # mkstemp creates files readable by the owner only; outputs should get the usual permissions.
 _UMASK = os.umask(0)
@@ -28,7 +28,9 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
     final_path = Path(final_path)
     directory = final_path.parent
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.stem}.", suffix=f".partial{final_path.suffix}", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final_path.stem}.", suffix=f".partial{final_path.suffix}", dir=directory
+    )
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:

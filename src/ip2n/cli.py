@@ -15,7 +15,6 @@ from ip2n import __version__
 from ip2n.commands import align, bench, demo, edit, render, serve, synth, train, weights
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ip2n",
@@ -38,11 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; finished files are complete, nothing half-written was left behind", file=sys.stderr)
+        print(
+            "interrupted; finished files are complete, nothing half-written was left behind", file=sys.stderr
+        )
         return 130
     except Exception as exc:  # noqa: BLE001 — the message types below are the user-facing ones
         from ip2n.commands.common import user_facing_message

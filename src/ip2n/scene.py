@@ -7,7 +7,7 @@ and super-resolution.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,11 @@ class LatentScene:
         return self._planes
 
     def render(
-        self, cameras: torch.Tensor, *, superresolution: bool = True, progress: bool = False,
+        self,
+        cameras: torch.Tensor,
+        *,
+        superresolution: bool = True,
+        progress: bool = False,
         keys: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Render cameras (N, 25) one at a time → dict of (N, ...) CPU tensors (see `render_planes`).
@@ -58,7 +62,9 @@ class LatentScene:
                 raise ValueError(f"unknown render output(s) {sorted(unknown)}; available: {sorted(outputs)}")
             for key in keys if keys is not None else outputs:
                 value = outputs[key]
-                if key not in collected:  # preallocated, so that no list of frames is concatenated (2× memory)
+                if (
+                    key not in collected
+                ):  # preallocated, so that no list of frames is concatenated (2× memory)
                     collected[key] = torch.empty((len(cameras), *value.shape[1:]), dtype=value.dtype)
                 collected[key][index] = value[0]
         return collected
@@ -68,7 +74,12 @@ class LatentScene:
         return self.render(camera_labels(yaw, pitch), **options)
 
     def orbit(
-        self, n_frames: int, *, yaw_range: float = 0.35, pitch_range: float = 0.25, progress: bool = True,
+        self,
+        n_frames: int,
+        *,
+        yaw_range: float = 0.35,
+        pitch_range: float = 0.25,
+        progress: bool = True,
         superresolution: bool = True,
     ) -> torch.Tensor:
         """Frames (n_frames, 3, H, W) in [-1, 1] along a closed orbit around the face."""
@@ -77,7 +88,12 @@ class LatentScene:
         return self.render(cameras, superresolution=superresolution, progress=progress, keys=(key,))[key]
 
     def orbit_video_frames(
-        self, n_frames: int, *, yaw_range: float = 0.35, pitch_range: float = 0.25, progress: bool = True,
+        self,
+        n_frames: int,
+        *,
+        yaw_range: float = 0.35,
+        pitch_range: float = 0.25,
+        progress: bool = True,
     ) -> np.ndarray:
         """The orbit as video frames (n_frames, H, W, 3) uint8, each converted as soon as it is rendered.
 

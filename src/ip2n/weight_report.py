@@ -6,8 +6,9 @@ checked without building the model or materialising its weights.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 Shape = tuple[int, ...]
 
@@ -43,11 +44,16 @@ class WeightReport:
             )
             if items
         ]
-        lines = [f"{len(self.missing) + len(self.unexpected) + len(self.mismatched)} problems: {', '.join(counts)}"]
+        lines = [
+            f"{len(self.missing) + len(self.unexpected) + len(self.mismatched)} problems: {', '.join(counts)}"
+        ]
         problems = (
             [f"missing: {key} (expected {_fmt(shape)})" for key, shape in self.missing]
             + [f"unexpected: {key} {_fmt(shape)}" for key, shape in self.unexpected]
-            + [f"shape mismatch: {key}: expected {_fmt(want)}, found {_fmt(got)}" for key, want, got in self.mismatched]
+            + [
+                f"shape mismatch: {key}: expected {_fmt(want)}, found {_fmt(got)}"
+                for key, want, got in self.mismatched
+            ]
         )
         lines += problems[:max_lines]
         if len(problems) > max_lines:

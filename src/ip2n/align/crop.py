@@ -112,7 +112,9 @@ def warp_image(
     inverse = np.linalg.inv(matrix)  # crop → input
     input_pixels_per_output_pixel = float(np.sqrt(abs(np.linalg.det(inverse[:2, :2]))))
     if input_pixels_per_output_pixel > 1.25:
-        corners = np.array([[0, 0], [output_size, 0], [0, output_size], [output_size, output_size]], dtype=np.float64)
+        corners = np.array(
+            [[0, 0], [output_size, 0], [0, output_size], [output_size, output_size]], dtype=np.float64
+        )
         covered = apply_transform(inverse, corners)  # (4, 2) in input pixels
         left, top = np.clip(np.floor(covered.min(axis=0)) - 2, 0, image.size)
         right, bottom = np.clip(np.ceil(covered.max(axis=0)) + 2, 0, image.size)
@@ -123,11 +125,13 @@ def warp_image(
             )
             image = image.resize(reduced_size, Image.Resampling.LANCZOS, box=(left, top, right, bottom))
             # reduced pixels → input pixels, composed in front of the crop → input map.
-            to_input = np.array([
-                [(right - left) / reduced_size[0], 0.0, left],
-                [0.0, (bottom - top) / reduced_size[1], top],
-                [0.0, 0.0, 1.0],
-            ])
+            to_input = np.array(
+                [
+                    [(right - left) / reduced_size[0], 0.0, left],
+                    [0.0, (bottom - top) / reduced_size[1], top],
+                    [0.0, 0.0, 1.0],
+                ]
+            )
             inverse = np.linalg.inv(to_input) @ inverse
     return image.transform(
         (output_size, output_size),

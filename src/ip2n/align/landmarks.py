@@ -155,8 +155,14 @@ def find_face(
     width, height = image.size
     for max_side, upsample in _stages(max(width, height)):
         factor = min(1.0, max_side / max(width, height))
-        small = image if factor == 1.0 else image.resize(
-            (max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BILINEAR, reducing_gap=2.0
+        small = (
+            image
+            if factor == 1.0
+            else image.resize(
+                (max(1, round(width * factor)), max(1, round(height * factor))),
+                Image.Resampling.BILINEAR,
+                reducing_gap=2.0,
+            )
         )
         # The resized copy's exact scale per axis (sizes are rounded to whole pixels).
         scale = (small.size[0] / width, small.size[1] / height)
@@ -205,18 +211,34 @@ def _stages(longer_side: int) -> list[tuple[int, int]]:
 # were scaled so that the crop scale does not drift with yaw on the calibration portraits
 # (docs/alignment.md).
 _TEMPLATE_MIDLINE = {
-    27: (0.0, 33.0, -24.1), 28: (0.0, 22.0, -13.4), 29: (0.0, 11.0, -4.0), 30: (0.0, 0.0, 0.0),
-    33: (0.0, -13.0, -13.4), 51: (0.0, -27.0, -14.7), 57: (0.0, -42.0, -17.4),
+    27: (0.0, 33.0, -24.1),
+    28: (0.0, 22.0, -13.4),
+    29: (0.0, 11.0, -4.0),
+    30: (0.0, 0.0, 0.0),
+    33: (0.0, -13.0, -13.4),
+    51: (0.0, -27.0, -14.7),
+    57: (0.0, -42.0, -17.4),
 }
 # Points on the image-left half (the subject's right) and their mirror partners.
 _TEMPLATE_LEFT_HALF = {
-    17: ((-58.0, 45.0, -60.3), 26), 18: ((-48.0, 52.0, -44.2), 25), 19: ((-36.0, 55.0, -34.8), 24),
-    20: ((-24.0, 54.0, -29.5), 23), 21: ((-12.0, 50.0, -26.8), 22),
-    31: ((-13.0, -10.0, -21.4), 35), 32: ((-7.0, -12.0, -16.1), 34),
-    36: ((-45.0, 33.0, -46.9), 45), 37: ((-37.0, 38.0, -40.2), 44), 38: ((-27.0, 38.0, -38.9), 43),
-    39: ((-18.0, 33.0, -40.2), 42), 40: ((-27.0, 30.0, -40.2), 47), 41: ((-37.0, 30.0, -41.5), 46),
-    48: ((-25.0, -33.0, -33.5), 54), 49: ((-16.0, -28.0, -21.4), 53), 50: ((-7.0, -26.0, -16.1), 52),
-    58: ((-8.0, -41.0, -18.8), 56), 59: ((-16.0, -38.0, -24.1), 55),
+    17: ((-58.0, 45.0, -60.3), 26),
+    18: ((-48.0, 52.0, -44.2), 25),
+    19: ((-36.0, 55.0, -34.8), 24),
+    20: ((-24.0, 54.0, -29.5), 23),
+    21: ((-12.0, 50.0, -26.8), 22),
+    31: ((-13.0, -10.0, -21.4), 35),
+    32: ((-7.0, -12.0, -16.1), 34),
+    36: ((-45.0, 33.0, -46.9), 45),
+    37: ((-37.0, 38.0, -40.2), 44),
+    38: ((-27.0, 38.0, -38.9), 43),
+    39: ((-18.0, 33.0, -40.2), 42),
+    40: ((-27.0, 30.0, -40.2), 47),
+    41: ((-37.0, 30.0, -41.5), 46),
+    48: ((-25.0, -33.0, -33.5), 54),
+    49: ((-16.0, -28.0, -21.4), 53),
+    50: ((-7.0, -26.0, -16.1), 52),
+    58: ((-8.0, -41.0, -18.8), 56),
+    59: ((-16.0, -38.0, -24.1), 55),
 }
 
 
@@ -241,13 +263,15 @@ MOUTH_LEFT, MOUTH_RIGHT = 48, 54
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:
     """(68, 2) landmarks → (5, 2): the two eye centres, the nose tip, the two mouth corners."""
-    return np.stack((
-        landmarks[LEFT_EYE].mean(axis=0),
-        landmarks[RIGHT_EYE].mean(axis=0),
-        landmarks[NOSE_TIP],
-        landmarks[MOUTH_LEFT],
-        landmarks[MOUTH_RIGHT],
-    ))
+    return np.stack(
+        (
+            landmarks[LEFT_EYE].mean(axis=0),
+            landmarks[RIGHT_EYE].mean(axis=0),
+            landmarks[NOSE_TIP],
+            landmarks[MOUTH_LEFT],
+            landmarks[MOUTH_RIGHT],
+        )
+    )
 
 
 def five_point_template() -> np.ndarray:

@@ -74,7 +74,9 @@ def fit_weak_perspective(image_points: np.ndarray, model_points: np.ndarray) -> 
         rotated = model_points @ rotation.T  # (K, 3)
         residuals = (scale * rotated[:, :2] + shift - observed).ravel()  # (2K,)
         # Derivatives for the update R ← R · exp([ω]ₓ), scale ← scale + ds, shift ← shift + dt.
-        d_rotation = -scale * np.einsum("ij,kjl->kil", rotation[:2], _cross_matrices(model_points))  # (K, 2, 3)
+        d_rotation = -scale * np.einsum(
+            "ij,kjl->kil", rotation[:2], _cross_matrices(model_points)
+        )  # (K, 2, 3)
         jacobian = np.concatenate(
             (
                 d_rotation,
@@ -108,7 +110,9 @@ def _cross_matrices(vectors: np.ndarray) -> np.ndarray:
     """(K, 3) → (K, 3, 3) matrices [v]ₓ with [v]ₓ · w = v × w."""
     x, y, z = vectors.T
     zero = np.zeros_like(x)
-    return np.stack((np.stack((zero, -z, y), -1), np.stack((z, zero, -x), -1), np.stack((-y, x, zero), -1)), 1)
+    return np.stack(
+        (np.stack((zero, -z, y), -1), np.stack((z, zero, -x), -1), np.stack((-y, x, zero), -1)), 1
+    )
 
 
 def _rodrigues(omega: np.ndarray) -> np.ndarray:

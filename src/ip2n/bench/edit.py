@@ -38,17 +38,23 @@ def run_edit_benchmark(orbit_frames: int = 60, image_path: str | None = None) ->
         weights_dir = Path(tmp)
         write_random_editing_weights(weights_dir, generator, timer)
         eg3d = random_generator("ffhq512", seed=0)
-        save_weights(weights_dir / CONVERTED_NAME, eg3d.state_dict(), {"kind": KIND, "config": eg3d.config.to_dict()})
+        save_weights(
+            weights_dir / CONVERTED_NAME, eg3d.state_dict(), {"kind": KIND, "config": eg3d.config.to_dict()}
+        )
         del eg3d
         # A fresh process, so that its peak memory is the pipeline's alone (not the random init's).
         context = multiprocessing.get_context("spawn")
         with context.Pool(1) as pool:
-            rows = pool.apply(_measure_pipeline, (str(weights_dir), orbit_frames, image_path, torch.get_num_threads()))
+            rows = pool.apply(
+                _measure_pipeline, (str(weights_dir), orbit_frames, image_path, torch.get_num_threads())
+            )
         timer.rows.extend(rows)
     return timer
 
 
-def _measure_pipeline(weights_dir: str, orbit_frames: int, image_path: str | None, threads: int) -> list[dict]:
+def _measure_pipeline(
+    weights_dir: str, orbit_frames: int, image_path: str | None, threads: int
+) -> list[dict]:
     torch.set_num_threads(threads)
     timer = StageTimer()
     image = Image.open(image_path).convert("RGB") if image_path else _portrait_stand_in()
@@ -63,21 +69,37 @@ def _measure_pipeline(weights_dir: str, orbit_frames: int, image_path: str | Non
             result.scene("edited").orbit_video_frames(orbit_frames, progress=False)
     mapped = file_backed_rss_mb()
     if mapped is not None:  # how much of the resident memory is the memory-mapped weight files
-        timer.rows.append({"stage": "resident now: memory-mapped files (weights, libraries)", "seconds": 0.0,
-                           "peak_rss_mb": round(mapped)})
+        timer.rows.append(
+            {
+                "stage": "resident now: memory-mapped files (weights, libraries)",
+                "seconds": 0.0,
+                "peak_rss_mb": round(mapped),
+            }
+        )
     return timer.rows
 
 
-def _edit_and_view(pipeline: EditPipeline, image: Image.Image, instruction: str, seed: int, timer: StageTimer,
-                   label: str):
+def _edit_and_view(
+    pipeline: EditPipeline, image: Image.Image, instruction: str, seed: int, timer: StageTimer, label: str
+):
     start = time.perf_counter()
     with timer.stage(f"{label}: encode + text + 15-step guided DDIM"):
         result = pipeline(image, instruction, generator=torch.Generator().manual_seed(seed))
     for key in ("encode", "text", "diffusion"):
-        timer.rows.append({"stage": f"{label}:   of which {key}", "seconds": round(result.timings[key], 3),
-                           "peak_rss_mb": round(peak_rss_mb())})
+        timer.rows.append(
+            {
+                "stage": f"{label}:   of which {key}",
+                "seconds": round(result.timings[key], 3),
+                "peak_rss_mb": round(peak_rss_mb()),
+            }
+        )
     with timer.stage(f"{label}: one 512² view (tri-planes + render + SR)"):
         result.view(0.0, 0.0)
-    timer.rows.append({"stage": f"{label}: edit + one view", "seconds": round(time.perf_counter() - start, 3),
-                       "peak_rss_mb": round(peak_rss_mb())})
+    timer.rows.append(
+        {
+            "stage": f"{label}: edit + one view",
+            "seconds": round(time.perf_counter() - start, 3),
+            "peak_rss_mb": round(peak_rss_mb()),
+        }
+    )
     return result

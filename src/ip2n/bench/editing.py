@@ -50,8 +50,12 @@ def _random_models(generator: torch.Generator) -> dict[str, tuple[torch.nn.Modul
         encoder = build_encoder(enc_cfg)
         id_cfg = identity_preset("ir_se50")
         identity = IdentityEncoder(id_cfg)
-    return {"dit": (dit, dit_cfg), "text_encoder": (text, text_cfg), "encoder": (encoder, enc_cfg),
-            "identity": (identity, id_cfg)}
+    return {
+        "dit": (dit, dit_cfg),
+        "text_encoder": (text, text_cfg),
+        "encoder": (encoder, enc_cfg),
+        "identity": (identity, id_cfg),
+    }
 
 
 def write_random_editing_weights(weights_dir: Path, generator: torch.Generator, timer: StageTimer) -> None:
@@ -61,8 +65,11 @@ def write_random_editing_weights(weights_dir: Path, generator: torch.Generator, 
     with timer.stage("write converted safetensors"):
         for component, (module, config) in models.items():
             files = WEIGHT_FILES[component]
-            save_weights(weights_dir / files.converted, module.state_dict(),
-                         {"kind": files.kind, "config": dataclasses.asdict(config), "source": "random"})
+            save_weights(
+                weights_dir / files.converted,
+                module.state_dict(),
+                {"kind": files.kind, "config": dataclasses.asdict(config), "source": "random"},
+            )
 
 
 def run_editing_benchmark(steps: int = 15) -> StageTimer:
@@ -75,11 +82,17 @@ def run_editing_benchmark(steps: int = 15) -> StageTimer:
         baseline = current_rss_mb()
 
         loaded = {}
-        for component, loader in (("dit", load_dit), ("text_encoder", load_text_encoder),
-                                  ("encoder", load_preim3d_encoder), ("identity", load_identity)):
+        for component, loader in (
+            ("dit", load_dit),
+            ("text_encoder", load_text_encoder),
+            ("encoder", load_preim3d_encoder),
+            ("identity", load_identity),
+        ):
             with timer.stage(f"load {component} (converted)"):
                 loaded[component] = loader(weights_dir)
-        dit, text, (encoder, _), identity = (loaded[k] for k in ("dit", "text_encoder", "encoder", "identity"))
+        dit, text, (encoder, _), identity = (
+            loaded[k] for k in ("dit", "text_encoder", "encoder", "identity")
+        )
 
         with torch.inference_mode():
             image = torch.rand(1, 3, 256, 256, generator=generator) * 2 - 1
@@ -107,8 +120,23 @@ def run_editing_benchmark(steps: int = 15) -> StageTimer:
             with timer.stage(f"{steps}-step guided partial DDIM incl. encoding a new instruction"):
                 encoded = prompts.encode_prompts([NEW_INSTRUCTION, ""])
                 noise = torch.randn(source.shape, generator=generator)
-                edit_codes(dit, codes, encoded[:1], encoded[1], schedule, strength=strength, text_scale=2.5,
-                           image_scale=1.0, noise=noise, identity=identity_features)
-        timer.rows.append({"stage": "resident memory of the 4 loaded models + activations (MB)", "seconds": 0.0,
-                           "peak_rss_mb": round(current_rss_mb() - baseline)})
+                edit_codes(
+                    dit,
+                    codes,
+                    encoded[:1],
+                    encoded[1],
+                    schedule,
+                    strength=strength,
+                    text_scale=2.5,
+                    image_scale=1.0,
+                    noise=noise,
+                    identity=identity_features,
+                )
+        timer.rows.append(
+            {
+                "stage": "resident memory of the 4 loaded models + activations (MB)",
+                "seconds": 0.0,
+                "peak_rss_mb": round(current_rss_mb() - baseline),
+            }
+        )
     return timer

@@ -22,7 +22,9 @@ def run_render_benchmark(
         generator = random_generator(preset_name, seed=0)
     config = generator.config
     with torch.inference_mode():
-        ws = generator.mapping(torch.randn(1, config.z_dim, generator=torch.Generator().manual_seed(0)), frontal_camera())
+        ws = generator.mapping(
+            torch.randn(1, config.z_dim, generator=torch.Generator().manual_seed(0)), frontal_camera()
+        )
         camera = camera_labels(0.3, -0.1)
 
         # A cold first view: backbone + neural rendering + super-resolution, nothing cached.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 
 def peak_rss_mb() -> float:
@@ -51,7 +51,9 @@ class StageTimer:
         start = time.perf_counter()
         yield
         seconds = time.perf_counter() - start
-        self.rows.append({"stage": name, "seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_mb()), **details})
+        self.rows.append(
+            {"stage": name, "seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_mb()), **details}
+        )
 
     def table(self) -> str:
         width = max(len(row["stage"]) for row in self.rows)

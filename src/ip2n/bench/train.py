@@ -26,13 +26,34 @@ from ip2n.training.objective import Batch, batch_losses, draw
 # frozen networks; render_resolution is the identity-loss render of the same config.
 PRESETS: dict[str, tuple[ModelConfig, int | None]] = {
     "paper": (ModelConfig(weights_dir=None), None),
-    "synthetic": (ModelConfig(
-        dit="tiny", dit_overrides={"in_channels": 128, "out_channels": 64, "context_dim": 64}, text_encoder="small",
-        encoder="small", encoder_type="WPlusEncoder", encoder_overrides={"style_dim": 64}, identity="small",
-        generator_family="synthetic", generator="synthetic", weights_dir=None), 16),
-    "tiny": (ModelConfig(
-        dit="tiny", dit_overrides={"context_dim": 8}, text_encoder="tiny", encoder="small",
-        encoder_type="WPlusEncoder", identity="small", generator="eg3d-small", weights_dir=None), 16),
+    "synthetic": (
+        ModelConfig(
+            dit="tiny",
+            dit_overrides={"in_channels": 128, "out_channels": 64, "context_dim": 64},
+            text_encoder="small",
+            encoder="small",
+            encoder_type="WPlusEncoder",
+            encoder_overrides={"style_dim": 64},
+            identity="small",
+            generator_family="synthetic",
+            generator="synthetic",
+            weights_dir=None,
+        ),
+        16,
+    ),
+    "tiny": (
+        ModelConfig(
+            dit="tiny",
+            dit_overrides={"context_dim": 8},
+            text_encoder="tiny",
+            encoder="small",
+            encoder_type="WPlusEncoder",
+            identity="small",
+            generator="eg3d-small",
+            weights_dir=None,
+        ),
+        16,
+    ),
 }
 IDENTITY_ON_TIMESTEP = 300
 IDENTITY_OFF_TIMESTEP = 900
@@ -68,7 +89,9 @@ def time_training_steps(preset: str, steps: int = 3, device: torch.device | str 
     schedule = make_schedule()
     generator = torch.Generator().manual_seed(0)
     latent_shape = (model_config.dit_config().out_channels, 4, 4)  # (w_dim, 4, 4)
-    identity = torch.nn.functional.normalize(torch.randn(1, model_config.dit_config().identity_dim, generator=generator))
+    identity = torch.nn.functional.normalize(
+        torch.randn(1, model_config.dit_config().identity_dim, generator=generator)
+    )
     batch = Batch(
         source_latent=(0.1 * torch.randn(1, *latent_shape, generator=generator)).to(device),
         edited_latent=(0.1 * torch.randn(1, *latent_shape, generator=generator)).to(device),
@@ -78,8 +101,9 @@ def time_training_steps(preset: str, steps: int = 3, device: torch.device | str 
     )
 
     def step(timestep: int) -> None:
-        draws = dataclasses.replace(draw(1, latent_shape, schedule.num_steps, generator),
-                                    timesteps=torch.tensor([timestep]))
+        draws = dataclasses.replace(
+            draw(1, latent_shape, schedule.num_steps, generator), timesteps=torch.tensor([timestep])
+        )
         loss = batch_losses(model, batch, draws, networks, schedule, objective)["loss"].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -93,14 +117,23 @@ def time_training_steps(preset: str, steps: int = 3, device: torch.device | str 
         for _ in range(steps):
             step(timestep)
         seconds = (time.perf_counter() - start) / steps
-        timings.append(StepTiming(preset, timestep < objective.identity_threshold, steps, round(seconds, 4),
-                                  round(peak_rss_mb())))
+        timings.append(
+            StepTiming(
+                preset,
+                timestep < objective.identity_threshold,
+                steps,
+                round(seconds, 4),
+                round(peak_rss_mb()),
+            )
+        )
     return timings
 
 
 def table(timings: list[StepTiming]) -> str:
     lines = [f"{'preset':<10}  {'identity loss':<13}  {'s/step':>8}  {'steps/s':>8}  {'peak RSS MB':>11}"]
     for timing in timings:
-        lines.append(f"{timing.preset:<10}  {'on (t=300)' if timing.identity_loss else 'off (t=900)':<13}  "
-                     f"{timing.seconds_per_step:>8.3f}  {timing.steps_per_second:>8.2f}  {timing.peak_rss_mb:>11.0f}")
+        lines.append(
+            f"{timing.preset:<10}  {'on (t=300)' if timing.identity_loss else 'off (t=900)':<13}  "
+            f"{timing.seconds_per_step:>8.3f}  {timing.steps_per_second:>8.2f}  {timing.peak_rss_mb:>11.0f}"
+        )
     return "\n".join(lines)

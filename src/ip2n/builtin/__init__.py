@@ -44,26 +44,52 @@ def builtin_edit_defaults():
     return edit_defaults(WEIGHTS_DIR)
 
 
-def load_synthetic_pipeline(device: torch.device | str = "cpu", weights_dir: str | Path = WEIGHTS_DIR,
-                            dit_dir: str | Path | None = None):
+def load_synthetic_pipeline(
+    device: torch.device | str = "cpu",
+    weights_dir: str | Path = WEIGHTS_DIR,
+    dit_dir: str | Path | None = None,
+):
     """The synthetic world's `EditPipeline` on `device` (everything float32, eval mode).
 
     `weights_dir`: the world's trained networks (default: the built-in ones; `ip2n synth train-all`
     writes the same files); `dit_dir` takes the DiT from another folder (the ablations).
     """
-    from ip2n.checkpoints.editing_weights import load_dit, load_identity, load_preim3d_encoder, load_text_encoder
+    from ip2n.checkpoints.editing_weights import (
+        load_dit,
+        load_identity,
+        load_preim3d_encoder,
+        load_text_encoder,
+    )
     from ip2n.pipeline.edit import EditPipeline
     from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
 
     generator = SyntheticHeadGenerator(synthetic_preset("synthetic")).to(device).eval()
     device = torch.device(device)
-    networks = [load_dit(dit_dir or weights_dir, device), load_text_encoder(weights_dir, device),
-                load_preim3d_encoder(weights_dir, device)[0], load_identity(weights_dir, device)]
-    dit, text_encoder, encoder, identity = (network.float().eval().requires_grad_(False) for network in networks)
+    networks = [
+        load_dit(dit_dir or weights_dir, device),
+        load_text_encoder(weights_dir, device),
+        load_preim3d_encoder(weights_dir, device)[0],
+        load_identity(weights_dir, device),
+    ]
+    dit, text_encoder, encoder, identity = (
+        network.float().eval().requires_grad_(False) for network in networks
+    )
     latent_avg = generator.backbone.mapping.w_avg[None].to(device)  # (1, 14, w_dim): the prior's exact mean
-    name = "built-in synthetic 3-D heads world" if Path(weights_dir) == WEIGHTS_DIR else f"synthetic world {weights_dir}"
-    return EditPipeline(generator, dit, text_encoder, encoder, identity, latent_avg, model_name=name,
-                        defaults=edit_defaults(weights_dir))
+    name = (
+        "built-in synthetic 3-D heads world"
+        if Path(weights_dir) == WEIGHTS_DIR
+        else f"synthetic world {weights_dir}"
+    )
+    return EditPipeline(
+        generator,
+        dit,
+        text_encoder,
+        encoder,
+        identity,
+        latent_avg,
+        model_name=name,
+        defaults=edit_defaults(weights_dir),
+    )
 
 
 def example_heads(count: int = len(EXAMPLES)) -> list[tuple[torch.Tensor, dict, str]]:
@@ -78,7 +104,9 @@ def example_heads(count: int = len(EXAMPLES)) -> list[tuple[torch.Tensor, dict, 
     return heads
 
 
-def render_portrait(identity: torch.Tensor, attributes: dict, yaw_degrees: float = 0.0, pitch_degrees: float = 0.0):
+def render_portrait(
+    identity: torch.Tensor, attributes: dict, yaw_degrees: float = 0.0, pitch_degrees: float = 0.0
+):
     """A 128² PIL portrait of a synthetic head (what a user would upload to the built-in model)."""
     from ip2n.export.images import to_pil
     from ip2n.rendering.cameras import camera_labels

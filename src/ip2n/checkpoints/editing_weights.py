@@ -37,8 +37,13 @@ from ip2n.encoding.identity import IdentityConfig, IdentityEncoder
 from ip2n.encoding.identity import preset as identity_preset
 from ip2n.encoding.preim3d import PREIM3DEncoderConfig, build_encoder, encoder_weights_from_psp
 from ip2n.encoding.preim3d import preset as encoder_preset
-from ip2n.text.encoder import DIT_CHECKPOINT_PREFIX, TextEncoder, TextEncoderConfig, text_encoder_config
-from ip2n.text.encoder import text_state_dict_from
+from ip2n.text.encoder import (
+    DIT_CHECKPOINT_PREFIX,
+    TextEncoder,
+    TextEncoderConfig,
+    text_encoder_config,
+    text_state_dict_from,
+)
 from ip2n.weight_report import WeightReport, check_state_dict
 
 __all__ = [
@@ -81,23 +86,33 @@ class WeightFiles:
 # converted file wins over the official ones.
 WEIGHT_FILES: dict[str, WeightFiles] = {
     "generator": WeightFiles(
-        generator_weights.OFFICIAL_NAMES, generator_weights.CONVERTED_NAME, generator_weights.KIND,
+        generator_weights.OFFICIAL_NAMES,
+        generator_weights.CONVERTED_NAME,
+        generator_weights.KIND,
         "EG3D tri-plane generator (FFHQ 512)",
     ),
     "dit": WeightFiles(
-        ("instructpix2nerf.pt",), "dit.safetensors", "instructpix2nerf_dit",
+        ("instructpix2nerf.pt",),
+        "dit.safetensors",
+        "instructpix2nerf_dit",
         "conditional DiT (DiT-B_G/1_pair, which may embed the OpenCLIP weights)",
     ),
     "text_encoder": WeightFiles(
-        ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"), "text_encoder.safetensors", "openclip_text",
+        ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"),
+        "text_encoder.safetensors",
+        "openclip_text",
         "OpenCLIP ViT-H-14 text tower (laion2b_s32b_b79k, needed only when the DiT file does not embed it)",
     ),
     "encoder": WeightFiles(
-        ("preim3d.pt",), "encoder.safetensors", "preim3d_encoder",
+        ("preim3d.pt",),
+        "encoder.safetensors",
+        "preim3d_encoder",
         "PREIM3D inversion encoder (variant from the checkpoint's opts)",
     ),
     "identity": WeightFiles(
-        ("model_ir_se50.pth",), "identity.safetensors", "ir_se50_identity",
+        ("model_ir_se50.pth",),
+        "identity.safetensors",
+        "ir_se50_identity",
         "IR-SE50 ArcFace identity network",
     ),
 }
@@ -159,7 +174,9 @@ def _official_files(component: str, weights_dir: Path) -> list[Path]:
 def _not_found_message(component: str, weights_dir: Path) -> str:
     files = WEIGHT_FILES[component]
     names = " or ".join(files.official)
-    message = f"no {files.what} in {weights_dir}: expected {files.converted} (converted) or the official {names}"
+    message = (
+        f"no {files.what} in {weights_dir}: expected {files.converted} (converted) or the official {names}"
+    )
     if component == "text_encoder":
         message += f", since {WEIGHT_FILES['dit'].official[0]} there does not embed the OpenCLIP weights"
     return message + "."
@@ -186,13 +203,18 @@ def dit_weights(checkpoint: Mapping[str, Any], config: DiTConfig) -> dict[str, t
     `CheckpointError` listing missing, unexpected and wrongly shaped keys when the weights do not
     fit `config`.
     """
-    weights = {key: value for key, value in select_dit_weights(checkpoint).items()
-               if not key.startswith("cond_stage_model.")}
+    weights = {
+        key: value
+        for key, value in select_dit_weights(checkpoint).items()
+        if not key.startswith("cond_stage_model.")
+    }
     with torch.device("meta"):
         expected = _shapes(DiT(config))
     sizes = f"hidden {config.hidden_size}, depth {config.depth}, {config.num_heads} heads"
     _require_layout(
-        weights, expected, f"DiT sizes assumed ({sizes}){_dit_sizes_found(weights)}",
+        weights,
+        expected,
+        f"DiT sizes assumed ({sizes}){_dit_sizes_found(weights)}",
         advice="ip2n reads the released InstructPix2NeRF checkpoint (DiT-B_G/1_pair); for a DiT of other sizes "
         f"choose the matching preset ({', '.join(DIT_PRESETS)}).",
     )
@@ -222,16 +244,22 @@ def preim3d_encoder_weights(
         )
     opts, state_dict = checkpoint["opts"], checkpoint["state_dict"]
     if not isinstance(opts, Mapping):
-        raise CheckpointError(f"its 'opts' is a {type(opts).__name__}, not the dict of training options PREIM3D saves.")
+        raise CheckpointError(
+            f"its 'opts' is a {type(opts).__name__}, not the dict of training options PREIM3D saves."
+        )
     _require_tensors(state_dict, "its 'state_dict'")
     try:
         from_opts = PREIM3DEncoderConfig.from_opts(opts)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(str(exc)) from None
-    config = dataclasses.replace(encoder_preset(preset, from_opts.encoder_type), num_styles=from_opts.num_styles)
+    config = dataclasses.replace(
+        encoder_preset(preset, from_opts.encoder_type), num_styles=from_opts.num_styles
+    )
     weights = encoder_weights_from_psp(state_dict)
     _require_layout(
-        weights, _encoder_shapes(config), f"PREIM3D {config.encoder_type} encoder ('{preset}' trunk)",
+        weights,
+        _encoder_shapes(config),
+        f"PREIM3D {config.encoder_type} encoder ('{preset}' trunk)",
         advice="Pass the PREIM3D checkpoint InstructPix2NeRF uses (preim3d.pt); the official code always builds "
         "the IR-SE50 trunk.",
     )
@@ -248,7 +276,10 @@ def identity_weights(state_dict: Mapping[str, Any], config: IdentityConfig) -> d
     with torch.device("meta"):
         expected = _shapes(IdentityEncoder(config))
     report = _require_layout(
-        state_dict, expected, "IR-SE ArcFace identity network", optional_suffixes=(".num_batches_tracked",),
+        state_dict,
+        expected,
+        "IR-SE ArcFace identity network",
+        optional_suffixes=(".num_batches_tracked",),
         advice="Pass the IR-SE50 ArcFace weights (model_ir_se50.pth).",
     )
     weights = dict(state_dict)
@@ -258,13 +289,20 @@ def identity_weights(state_dict: Mapping[str, Any], config: IdentityConfig) -> d
 
 
 def _require_tensors(value: Any, what: str) -> None:
-    if not (isinstance(value, Mapping) and value
-            and all(isinstance(key, str) and isinstance(item, torch.Tensor) for key, item in value.items())):
+    if not (
+        isinstance(value, Mapping)
+        and value
+        and all(isinstance(key, str) and isinstance(item, torch.Tensor) for key, item in value.items())
+    ):
         raise CheckpointError(f"{what} is {describe_checkpoint(value)}, not a state dict of tensors.")
 
 
 def _require_layout(
-    weights: Mapping[str, Any], expected: Mapping[str, Shape], what: str, *, advice: str,
+    weights: Mapping[str, Any],
+    expected: Mapping[str, Shape],
+    what: str,
+    *,
+    advice: str,
     optional_suffixes: tuple[str, ...] = (),
 ) -> WeightReport:
     """The key/shape report of `weights`; a `CheckpointError` listing the first differences if it fails."""
@@ -382,8 +420,12 @@ def read_preim3d_encoder(
         if path.suffix == ".safetensors":
             data, weights = _read_converted(path, "encoder", shapes_only)
             config = _config_from(lambda: PREIM3DEncoderConfig.from_dict(data))
-            _require_layout(weights, _encoder_shapes(config), f"PREIM3D {config.encoder_type} encoder it describes",
-                            advice="Convert the official preim3d.pt again.")
+            _require_layout(
+                weights,
+                _encoder_shapes(config),
+                f"PREIM3D {config.encoder_type} encoder it describes",
+                advice="Convert the official preim3d.pt again.",
+            )
             return config, weights
         return preim3d_encoder_weights(read_torch_checkpoint(path), preset)
 
@@ -411,13 +453,17 @@ def _ip2n_config(path: Path) -> dict[str, Any] | None:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"its config is not valid JSON ({exc}); convert the checkpoint again.") from None
+        raise CheckpointError(
+            f"its config is not valid JSON ({exc}); convert the checkpoint again."
+        ) from None
     if not isinstance(config, dict):
         raise CheckpointError("its config is not a JSON object; convert the checkpoint again.")
     return config
 
 
-def _read_converted(path: Path, component: str, shapes_only: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read_converted(
+    path: Path, component: str, shapes_only: bool
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(model config, tensors) of a converted file, after checking it holds `component`."""
     files = WEIGHT_FILES[component]
     config = _ip2n_config(path) or {}
@@ -440,7 +486,9 @@ def _config_from(make_config: Callable[[], Any]) -> Any:
     try:
         return make_config()
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise CheckpointError(f"its model config is not valid ({exc}); convert the checkpoint again.") from None
+        raise CheckpointError(
+            f"its model config is not valid ({exc}); convert the checkpoint again."
+        ) from None
 
 
 @contextlib.contextmanager
@@ -463,7 +511,9 @@ def _build(model: nn.Module, state_dict: Mapping[str, torch.Tensor], device: str
     return model.to(device).eval().requires_grad_(False)
 
 
-def load_dit(path: str | os.PathLike, device: str | torch.device = "cpu", *, preset: str = _RELEASED.dit) -> DiT:
+def load_dit(
+    path: str | os.PathLike, device: str | torch.device = "cpu", *, preset: str = _RELEASED.dit
+) -> DiT:
     """The conditional DiT from `instructpix2nerf.pt`, `dit.safetensors` or a weights directory.
 
     Official files are read with the `preset` sizes (the released "DiT-B_G/1_pair") and rejected
@@ -552,7 +602,9 @@ class ComponentReport:
     summary: str  # one paragraph for people
 
 
-def check_weights_dir(weights_dir: str | os.PathLike, presets: EditingPresets = _RELEASED) -> list[ComponentReport]:
+def check_weights_dir(
+    weights_dir: str | os.PathLike, presets: EditingPresets = _RELEASED
+) -> list[ComponentReport]:
     """Check every model's weights in `weights_dir` (generator, DiT, text encoder, encoder, identity).
 
     Reads only what the check needs (headers of converted files; official files memory-mapped) and
@@ -560,8 +612,12 @@ def check_weights_dir(weights_dir: str | os.PathLike, presets: EditingPresets = 
     """
     weights_dir = Path(weights_dir)
     if not weights_dir.is_dir():
-        return [ComponentReport(name, None, False, f"{weights_dir} is not a directory.") for name in WEIGHT_FILES]
-    return [_check_generator(weights_dir)] + [_check_component(name, weights_dir, presets) for name in _EDITING]
+        return [
+            ComponentReport(name, None, False, f"{weights_dir} is not a directory.") for name in WEIGHT_FILES
+        ]
+    return [_check_generator(weights_dir)] + [
+        _check_component(name, weights_dir, presets) for name in _EDITING
+    ]
 
 
 def _check_generator(weights_dir: Path) -> ComponentReport:
@@ -589,14 +645,24 @@ def _check_component(name: str, weights_dir: Path, presets: EditingPresets) -> C
     count = sum(value.numel() for value in state_dict.values())
     origin = "converted" if file.name == WEIGHT_FILES[name].converted else "official"
     description = _DESCRIPTIONS[name](config, getattr(presets, name))
-    return ComponentReport(name, file, True, f"{file.name} ({origin}): {description}; {len(state_dict)} tensors, "
-                                             f"{count / 1e6:.1f} M numbers, all with the expected shapes.")
+    return ComponentReport(
+        name,
+        file,
+        True,
+        f"{file.name} ({origin}): {description}; {len(state_dict)} tensors, "
+        f"{count / 1e6:.1f} M numbers, all with the expected shapes.",
+    )
 
 
 def _unexpected_failure(name: str, file: Path, exc: Exception) -> ComponentReport:
     logger.debug("checking %s failed", file, exc_info=True)
-    return ComponentReport(name, file, False, f"{file}: unexpected error while reading it ({type(exc).__name__}: "
-                                              f"{exc}); the file is probably damaged: download or convert it again.")
+    return ComponentReport(
+        name,
+        file,
+        False,
+        f"{file}: unexpected error while reading it ({type(exc).__name__}: "
+        f"{exc}); the file is probably damaged: download or convert it again.",
+    )
 
 
 def _describe_dit(config: DiTConfig, preset: str) -> str:
@@ -621,7 +687,9 @@ def _describe_identity(config: IdentityConfig, preset: str) -> str:
 
 
 def _preset_note(matches: bool, preset: str) -> str:
-    return "" if matches else f" (not the '{preset}' sizes, but consistent with the config stored in the file)"
+    return (
+        "" if matches else f" (not the '{preset}' sizes, but consistent with the config stored in the file)"
+    )
 
 
 _READERS: dict[str, Callable[..., tuple[Any, dict[str, torch.Tensor]]]] = {

@@ -122,7 +122,10 @@ def convert_generator(source: str | os.PathLike, out_dir: str | os.PathLike) -> 
         save_weights(
             out_dir / LATENT_AVG_NAME,
             {"latent_avg": latent_avg},
-            {"kind": "latent_avg", "recipe": "PREIM3D: mean mapping(RandomState(123).randn(10000, 512), c_front, psi 0.7)"},
+            {
+                "kind": "latent_avg",
+                "recipe": "PREIM3D: mean mapping(RandomState(123).randn(10000, 512), c_front, psi 0.7)",
+            },
         )
     )
     return written

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,7 +161,9 @@ def read_eg3d_generator(path: str | os.PathLike) -> EG3DCheckpoint:
         state_dict = dict(loaded)
         _check_generator_keys(path, state_dict)
         return EG3DCheckpoint(state_dict, {}, {}, None, "state_dict")
-    raise _wrong_kind(path, loaded, "an EG3D generator (G_ema.pkl: a network pickle or a pickled TriPlaneGenerator)")
+    raise _wrong_kind(
+        path, loaded, "an EG3D generator (G_ema.pkl: a network pickle or a pickled TriPlaneGenerator)"
+    )
 
 
 def _generator_from_record(path: str | os.PathLike, record: Any, source_format: str) -> EG3DCheckpoint:
@@ -175,11 +178,15 @@ def _generator_from_record(path: str | os.PathLike, record: Any, source_format: 
         raise CheckpointError(f"{path}: the pickled generator is malformed: {exc}") from None
     state = record.state
     init_kwargs = to_plain_data(state.get("_init_kwargs") or {})
-    rendering_kwargs = to_plain_data(state.get("rendering_kwargs") or init_kwargs.get("rendering_kwargs") or {})
+    rendering_kwargs = to_plain_data(
+        state.get("rendering_kwargs") or init_kwargs.get("rendering_kwargs") or {}
+    )
     resolution = state.get("neural_rendering_resolution")
     if state.get("_init_args"):
         logger.warning(
-            "%s: the generator was built with positional arguments %r; they are ignored", path, state["_init_args"]
+            "%s: the generator was built with positional arguments %r; they are ignored",
+            path,
+            state["_init_args"],
         )
     return EG3DCheckpoint(
         state_dict=state_dict,
@@ -205,7 +212,9 @@ def _generator_from_safetensors(path: str | os.PathLike) -> EG3DCheckpoint:
 
 
 def _check_generator_keys(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor]) -> None:
-    missing = [prefix for prefix in _GENERATOR_KEY_PREFIXES if not any(key.startswith(prefix) for key in state_dict)]
+    missing = [
+        prefix for prefix in _GENERATOR_KEY_PREFIXES if not any(key.startswith(prefix) for key in state_dict)
+    ]
     if missing:
         raise CheckpointError(
             f"{path} is a state dict but not of an EG3D generator (no {', '.join(p + '*' for p in missing)} "
@@ -224,7 +233,9 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     `read_eg3d_generator` for those), `UnsafeCheckpointError` when the file asks to run code.
     """
     if sniff_checkpoint(path) == "safetensors":
-        raise CheckpointError(f"{path} is already converted (safetensors); read it with ip2n.checkpoints.load_weights.")
+        raise CheckpointError(
+            f"{path} is already converted (safetensors); read it with ip2n.checkpoints.load_weights."
+        )
     loaded = _load_untrusted(path)
     if isinstance(loaded, PersistentRecord) or (isinstance(loaded, dict) and "G_ema" in loaded):
         raise _wrong_kind(path, loaded, "a torch.save checkpoint of weights (DiT, PREIM3D or IR-SE50)")
@@ -265,7 +276,7 @@ def split_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
 
     The prefix is matched literally: pass it with its dot (`"encoder."`).
     """
-    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
 def describe_checkpoint(loaded: Any) -> str:

@@ -336,7 +336,9 @@ def sniff_checkpoint(path: str | os.PathLike) -> str:
         raise CheckpointError(f"{path} is empty (an interrupted download?); download it again.")
     for magic, what in _IMAGE_MAGIC.items():
         if head.startswith(magic):
-            raise CheckpointError(f"{path} is {what}, not a checkpoint; check that you passed the right file.")
+            raise CheckpointError(
+                f"{path} is {what}, not a checkpoint; check that you passed the right file."
+            )
     if path.suffix == ".safetensors":
         return "safetensors"
     if head.startswith(b"PK"):

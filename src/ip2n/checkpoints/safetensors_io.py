@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -41,7 +42,9 @@ def weights_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return base.with_name(base.name + _SUFFIX), base.with_name(base.name + ".json")
 
 
-def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
+def save_weights(
+    path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+) -> Path:
     """Write `state_dict` and its JSON-serializable `config`; returns the .safetensors path.
 
     Tensors are stored contiguous and detached; tensors that share memory with an earlier entry

@@ -22,10 +22,17 @@ def add_parser(commands) -> None:
         ),
     )
     parser.add_argument("image", help="the photo (JPEG, PNG, WebP, …)")
-    parser.add_argument("-o", "--out", required=True, help="output image, e.g. aligned.png; the JSON goes beside it")
-    parser.add_argument("--size", type=int, default=512, help="crop size in pixels (default 512, what EG3D uses)")
     parser.add_argument(
-        "--min-face-width", type=int, default=80, metavar="PX",
+        "-o", "--out", required=True, help="output image, e.g. aligned.png; the JSON goes beside it"
+    )
+    parser.add_argument(
+        "--size", type=int, default=512, help="crop size in pixels (default 512, what EG3D uses)"
+    )
+    parser.add_argument(
+        "--min-face-width",
+        type=int,
+        default=80,
+        metavar="PX",
         help="refuse faces narrower than this many pixels in the photo (default 80)",
     )
     parser.set_defaults(run=run)
@@ -34,7 +41,9 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     out_image = Path(args.out)
     if out_image.suffix.lower() not in IMAGE_SUFFIXES:
-        raise UserError(f"-o/--out must name an image file ending in {', '.join(IMAGE_SUFFIXES)}; got {args.out}")
+        raise UserError(
+            f"-o/--out must name an image file ending in {', '.join(IMAGE_SUFFIXES)}; got {args.out}"
+        )
     out_json = out_image.with_suffix(".json")
     if args.size < 64:
         raise UserError(f"--size must be at least 64, got {args.size}")
@@ -53,22 +62,25 @@ def run(args) -> int:
     prepare_output_dir(out_image.parent)
     save_image(aligned.image, out_image)
     try:
-        write_result_json(out_json, {
-            "command": "align",
-            "source": str(source),
-            "source_size": list(image.size),
-            "output_size": args.size,
-            "camera": [float(value) for value in aligned.camera],
-            "yaw": aligned.yaw,
-            "pitch": aligned.pitch,
-            "yaw_degrees": math.degrees(aligned.yaw),
-            "pitch_degrees": math.degrees(aligned.pitch),
-            "landmarks": aligned.landmarks.round(3).tolist(),
-            "transform": aligned.transform.tolist(),
-            "face_box": [round(value, 2) for value in aligned.face_box],
-            "message": aligned.message,
-            "seconds": seconds,
-        })
+        write_result_json(
+            out_json,
+            {
+                "command": "align",
+                "source": str(source),
+                "source_size": list(image.size),
+                "output_size": args.size,
+                "camera": [float(value) for value in aligned.camera],
+                "yaw": aligned.yaw,
+                "pitch": aligned.pitch,
+                "yaw_degrees": math.degrees(aligned.yaw),
+                "pitch_degrees": math.degrees(aligned.pitch),
+                "landmarks": aligned.landmarks.round(3).tolist(),
+                "transform": aligned.transform.tolist(),
+                "face_box": [round(value, 2) for value in aligned.face_box],
+                "message": aligned.message,
+                "seconds": seconds,
+            },
+        )
     except BaseException:
         # The pair belongs together: without its JSON the crop would look finished but lack its camera.
         out_image.unlink(missing_ok=True)
@@ -94,6 +106,8 @@ def load_photo(path: Path):
             return ImageOps.exif_transpose(image)
     except Image.DecompressionBombError:
         limit = 2 * Image.MAX_IMAGE_PIXELS / 1e6
-        raise UserError(f"{path} is too large to open safely (over {limit:.0f} megapixels); scale it down") from None
+        raise UserError(
+            f"{path} is too large to open safely (over {limit:.0f} megapixels); scale it down"
+        ) from None
     except OSError as exc:
         raise UserError(f"cannot read {path} as an image ({exc}); use a JPEG, PNG or WebP file") from None

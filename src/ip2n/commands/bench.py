@@ -10,9 +10,13 @@ from ip2n.commands.common import UserError, add_threads_option, apply_threads
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("bench", help="benchmark rendering, editing and training on this machine (random weights)")
+    parser = commands.add_parser(
+        "bench", help="benchmark rendering, editing and training on this machine (random weights)"
+    )
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
-    render = targets.add_parser("render", help="EG3D generator: backbone, rendering, SR, views, orbit, mesh grid")
+    render = targets.add_parser(
+        "render", help="EG3D generator: backbone, rendering, SR, views, orbit, mesh grid"
+    )
     render.add_argument("--preset", default="ffhq512", help="generator preset (default ffhq512)")
     render.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
     render.add_argument("--grid", type=int, default=256, help="density grid resolution (default 256)")
@@ -20,24 +24,38 @@ def add_parser(commands) -> None:
     add_threads_option(render)
     render.set_defaults(run=run_render, threads=2)
     editing = targets.add_parser(
-        "editing", help="DiT, text encoder, PREIM3D, IR-SE50 at full size: load, forward, 15-step guided decode",
+        "editing",
+        help="DiT, text encoder, PREIM3D, IR-SE50 at full size: load, forward, 15-step guided decode",
     )
-    editing.add_argument("--steps", type=int, default=15, help="guided DDIM steps (default 15 = strength 0.3)")
+    editing.add_argument(
+        "--steps", type=int, default=15, help="guided DDIM steps (default 15 = strength 0.3)"
+    )
     editing.add_argument("--json", help="also write the figures to this JSON file")
     add_threads_option(editing)
     editing.set_defaults(run=run_editing, threads=2)
-    edit = targets.add_parser("edit", help="the whole edit pipeline at full size: load, edit, one view, orbit")
-    edit.add_argument("--image", help="portrait to edit (default: a synthetic stand-in; the cost is the same)")
+    edit = targets.add_parser(
+        "edit", help="the whole edit pipeline at full size: load, edit, one view, orbit"
+    )
+    edit.add_argument(
+        "--image", help="portrait to edit (default: a synthetic stand-in; the cost is the same)"
+    )
     edit.add_argument("--frames", type=int, default=60, help="orbit frames (default 60; 0 skips the orbit)")
     edit.add_argument("--json", help="also write the figures to this JSON file")
     add_threads_option(edit)
     edit.set_defaults(run=run_edit, threads=2)
     train = targets.add_parser(
-        "train", help="training steps/s at batch 1 (random weights), identity loss on (t < 600) and off",
+        "train",
+        help="training steps/s at batch 1 (random weights), identity loss on (t < 600) and off",
     )
-    train.add_argument("--preset", action="append", choices=("synthetic", "paper", "tiny"),
-                       help="model preset, repeatable (default: synthetic and paper)")
-    train.add_argument("--steps", type=int, default=3, help="timed steps per case, after one warm-up (default 3)")
+    train.add_argument(
+        "--preset",
+        action="append",
+        choices=("synthetic", "paper", "tiny"),
+        help="model preset, repeatable (default: synthetic and paper)",
+    )
+    train.add_argument(
+        "--steps", type=int, default=3, help="timed steps per case, after one warm-up (default 3)"
+    )
     train.add_argument("--json", help="also write the figures to this JSON file")
     add_threads_option(train)
     train.set_defaults(run=run_train, threads=2)
@@ -82,7 +100,10 @@ def run_train(args) -> int:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
     presets = args.preset or ["synthetic", "paper"]
     timings = [timing for preset in presets for timing in time_training_steps(preset, args.steps)]
-    rows = [{**dataclasses.asdict(timing), "steps_per_second": round(timing.steps_per_second, 4)} for timing in timings]
+    rows = [
+        {**dataclasses.asdict(timing), "steps_per_second": round(timing.steps_per_second, 4)}
+        for timing in timings
+    ]
     _report("train: batch 1", table(timings), rows, args.json)
     return 0
 
@@ -95,4 +116,6 @@ def _report(title: str, table: str, rows: list[dict], json_path: str | None, **d
     print(f"ip2n bench {title}, {threads} threads, {platform.processor() or platform.machine()}")
     print(table)
     if json_path:
-        write_text_atomic(json_path, json.dumps({**details, "threads": threads, "rows": rows}, indent=2) + "\n")
+        write_text_atomic(
+            json_path, json.dumps({**details, "threads": threads, "rows": rows}, indent=2) + "\n"
+        )

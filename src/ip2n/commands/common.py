@@ -34,7 +34,10 @@ def user_facing_message(exc: BaseException) -> str | None:
 
 def add_threads_option(parser) -> None:
     parser.add_argument(
-        "--threads", type=int, default=None, metavar="N",
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
         help="CPU threads for torch (default: all cores torch sees)",
     )
 
@@ -60,7 +63,9 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"cannot write to output folder {path} ({exc.strerror}); choose a writable -o/--out") from None
+        raise UserError(
+            f"cannot write to output folder {path} ({exc.strerror}); choose a writable -o/--out"
+        ) from None
     return path
 
 

@@ -53,24 +53,45 @@ def run(args) -> int:
     portrait = render_portrait(identity, source_attributes, yaw_degrees=15.0)
     save_image(portrait, out_dir / "input.png")
     pipeline = EditPipeline.from_preset(PRESET_NAME)
-    print(f"ip2n demo: built-in model ({pipeline.model_name}); editing input.png with \"{instruction}\"")
+    print(f'ip2n demo: built-in model ({pipeline.model_name}); editing input.png with "{instruction}"')
     result = pipeline(portrait, instruction, generator=torch.Generator().manual_seed(args.seed))
     written = result.save(
-        out_dir, views=args.views, video=args.frames > 1, video_frames=max(args.frames, 2),
-        video_format=args.video_format, mesh=args.mesh, mesh_resolution=args.mesh_resolution,
-        mesh_level=args.mesh_level, metadata={"command": "demo", "input": "input.png"},
+        out_dir,
+        views=args.views,
+        video=args.frames > 1,
+        video_frames=max(args.frames, 2),
+        video_format=args.video_format,
+        mesh=args.mesh,
+        mesh_resolution=args.mesh_resolution,
+        mesh_level=args.mesh_level,
+        metadata={"command": "demo", "input": "input.png"},
     )
     # The world's latent decodes exactly into attributes: compare the edit with the head it started from.
     bases = pipeline.generator.backbone.bases
     edited = attributes_of(decode(result.edited_latent, bases))[0]
     shown = [name for name in ATTRIBUTE_NAMES if name not in hidden_attributes(edited)]
-    changes = {name: {"from": source_attributes[name], "to": edited[name]}
-               for name in shown if edited[name] != source_attributes[name]}
-    write_text_atomic(out_dir / "truth.json", json.dumps(
-        {"instruction": instruction, "source_attributes": source_attributes, "edited_attributes": edited,
-         "changed": changes}, indent=2) + "\n")
-    print("what changed (read from the edited latent): "
-          + (", ".join(f"{name} {c['from']} → {c['to']}" for name, c in changes.items()) or "nothing"))
+    changes = {
+        name: {"from": source_attributes[name], "to": edited[name]}
+        for name in shown
+        if edited[name] != source_attributes[name]
+    }
+    write_text_atomic(
+        out_dir / "truth.json",
+        json.dumps(
+            {
+                "instruction": instruction,
+                "source_attributes": source_attributes,
+                "edited_attributes": edited,
+                "changed": changes,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    print(
+        "what changed (read from the edited latent): "
+        + (", ".join(f"{name} {c['from']} → {c['to']}" for name, c in changes.items()) or "nothing")
+    )
     print(f"timings (s): {json.dumps(result.timings)}")
     for path in [out_dir / "input.png", *written, out_dir / "truth.json"]:
         print(path)

@@ -70,37 +70,85 @@ def add_parser(commands) -> None:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("images", nargs="*", metavar="IMAGE", help="portrait image(s), or folder(s) of images")
-    parser.add_argument("-i", "--instruction", action="append", dest="instructions", metavar="TEXT",
-                        help="what to change, e.g. \"make her smile\"; repeat for several (combined into one prompt, "
-                             "or applied in turn with --chain)")
-    parser.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (one sub-folder per input)")
+    parser.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="portrait image(s), or folder(s) of images"
+    )
+    parser.add_argument(
+        "-i",
+        "--instruction",
+        action="append",
+        dest="instructions",
+        metavar="TEXT",
+        help='what to change, e.g. "make her smile"; repeat for several (combined into one prompt, '
+        "or applied in turn with --chain)",
+    )
+    parser.add_argument(
+        "-o", "--out", required=True, metavar="OUTDIR", help="output folder (one sub-folder per input)"
+    )
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--weights", metavar="DIR", help="folder with the official weight files or their conversion")
-    model.add_argument("--model", metavar="NAME", help="a built-in trained model (default without --weights: synthetic)")
-    parser.add_argument("--batch", metavar="FILE.json|FOLDER",
-                        help="an official prompt-list JSON ({\"prompt\": [[image, text_scale, image_scale, "
-                             "instruction], ...]}; paths relative to the file) or a folder of images")
-    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
-                        help="detect, crop and align the face first (for photos that are not FFHQ-style crops)")
-    parser.add_argument("--steps", type=int, metavar="N",
-                        help="DDIM schedule length (default: the model's, 50 as in the paper; the edit runs "
-                             "strength × N of them)")
-    parser.add_argument("--strength", type=_numbers, metavar="S[,S...]",
-                        help="how far the source is noised, 0 < S < 1 (default: the model's, 0.3 as in the paper for "
-                             "official weights; larger = bigger changes)")
-    parser.add_argument("--cfg-text", type=_numbers, metavar="T[,T...]",
-                        help="text guidance (default: the model's, 2.5 in the paper)")
-    parser.add_argument("--cfg-image", type=_numbers, metavar="I[,I...]",
-                        help="image guidance (default: the model's, 1.0 in the paper)")
+    model.add_argument(
+        "--weights", metavar="DIR", help="folder with the official weight files or their conversion"
+    )
+    model.add_argument(
+        "--model", metavar="NAME", help="a built-in trained model (default without --weights: synthetic)"
+    )
+    parser.add_argument(
+        "--batch",
+        metavar="FILE.json|FOLDER",
+        help='an official prompt-list JSON ({"prompt": [[image, text_scale, image_scale, '
+        "instruction], ...]}; paths relative to the file) or a folder of images",
+    )
+    parser.add_argument(
+        "--align",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="detect, crop and align the face first (for photos that are not FFHQ-style crops)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="DDIM schedule length (default: the model's, 50 as in the paper; the edit runs "
+        "strength × N of them)",
+    )
+    parser.add_argument(
+        "--strength",
+        type=_numbers,
+        metavar="S[,S...]",
+        help="how far the source is noised, 0 < S < 1 (default: the model's, 0.3 as in the paper for "
+        "official weights; larger = bigger changes)",
+    )
+    parser.add_argument(
+        "--cfg-text",
+        type=_numbers,
+        metavar="T[,T...]",
+        help="text guidance (default: the model's, 2.5 in the paper)",
+    )
+    parser.add_argument(
+        "--cfg-image",
+        type=_numbers,
+        metavar="I[,I...]",
+        help="image guidance (default: the model's, 1.0 in the paper)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default 0)")
-    parser.add_argument("--no-identity", dest="identity", action="store_false",
-                        help="no identity conditioning (the official inference script's default)")
-    parser.add_argument("--tpr", action="store_true",
-                        help="token position randomization at inference, as the official code does (adds randomness)")
+    parser.add_argument(
+        "--no-identity",
+        dest="identity",
+        action="store_false",
+        help="no identity conditioning (the official inference script's default)",
+    )
+    parser.add_argument(
+        "--tpr",
+        action="store_true",
+        help="token position randomization at inference, as the official code does (adds randomness)",
+    )
     parser.add_argument("--chain", action="store_true", help="apply several instructions one after another")
-    parser.add_argument("--views", type=int, metavar="N",
-                        help="edited views in views.png, yaw −30° … 30° (default 4; 0: none)")
+    parser.add_argument(
+        "--views",
+        type=int,
+        metavar="N",
+        help="edited views in views.png, yaw −30° … 30° (default 4; 0: none)",
+    )
     parser.add_argument("--video", action="store_true", help="also write an orbit video of the edit")
     parser.add_argument("--frames", type=int, metavar="N", help="orbit video frames (default 60)")
     parser.add_argument("--fps", type=int, help="orbit video frame rate (default 24)")
@@ -115,7 +163,9 @@ def _numbers(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number or comma-separated numbers, got {text!r}"
+        ) from None
     if not all(math.isfinite(value) for value in values):
         raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
     return values
@@ -128,11 +178,18 @@ def run(args) -> int:
     _choose_model(args)
     # Sampling defaults belong to the model: the paper's for official weights, tuned ones for a built-in model.
     model_defaults = edit.preset_edit_defaults(args.model) if args.model else edit.PAPER_DEFAULTS
-    args = _with_defaults(args, {
-        "steps": model_defaults.num_inference_steps, "views": result.DEFAULT_VIEWS,
-        "frames": result.DEFAULT_ORBIT_FRAMES, "fps": result.DEFAULT_FPS, "strength": (model_defaults.strength,),
-        "cfg_text": (model_defaults.guidance_scale,), "cfg_image": (model_defaults.image_guidance_scale,),
-    })
+    args = _with_defaults(
+        args,
+        {
+            "steps": model_defaults.num_inference_steps,
+            "views": result.DEFAULT_VIEWS,
+            "frames": result.DEFAULT_ORBIT_FRAMES,
+            "fps": result.DEFAULT_FPS,
+            "strength": (model_defaults.strength,),
+            "cfg_text": (model_defaults.guidance_scale,),
+            "cfg_image": (model_defaults.image_guidance_scale,),
+        },
+    )
     # 1. Everything that can be checked without models: options, device, inputs.
     _check_options(args)
     device = edit.resolve_device(args.device)
@@ -168,8 +225,11 @@ def _choose_model(args) -> None:
     if not args.weights and not args.model:
         # Without weights the built-in model edits: it only knows its synthetic heads (docs/synthetic_world.md).
         args.model = DEFAULT_PRESET
-        logger.warning("no --weights given: using the built-in model '%s' (synthetic 3-D heads; for real portraits "
-                       "pass the official InstructPix2NeRF weights with --weights DIR)", DEFAULT_PRESET)
+        logger.warning(
+            "no --weights given: using the built-in model '%s' (synthetic 3-D heads; for real portraits "
+            "pass the official InstructPix2NeRF weights with --weights DIR)",
+            DEFAULT_PRESET,
+        )
     if args.model:
         check_preset(args.model)
 
@@ -193,8 +253,10 @@ def _check_options(args) -> None:
         (args.views >= 0, f"--views must be 0 or more, got {args.views}"),
         (not args.video or args.frames >= 2, f"--frames must be at least 2 for a video, got {args.frames}"),
         (args.fps >= 1, f"--fps must be at least 1, got {args.fps}"),
-        (not args.mesh or args.mesh_resolution >= 16,
-         f"--mesh-resolution must be at least 16, got {args.mesh_resolution}"),
+        (
+            not args.mesh or args.mesh_resolution >= 16,
+            f"--mesh-resolution must be at least 16, got {args.mesh_resolution}",
+        ),
         (_is_level(args.mesh_level), f"--mesh-level must be a number or 'auto', got {args.mesh_level!r}"),
     )
     for ok, message in checks:
@@ -220,7 +282,9 @@ def _gather_items(args, text_scales: tuple[float, ...], image_scales: tuple[floa
     batch = Path(args.batch) if args.batch else None
     if batch is not None and batch.suffix.lower() == ".json":
         if instructions and not args.images:
-            raise UserError("-i is not used with a prompt-list --batch file: its entries hold the instructions")
+            raise UserError(
+                "-i is not used with a prompt-list --batch file: its entries hold the instructions"
+            )
         items += _read_prompt_list(batch)
     elif batch is not None:
         if not batch.is_dir():
@@ -229,7 +293,7 @@ def _gather_items(args, text_scales: tuple[float, ...], image_scales: tuple[floa
     for image in map(Path, args.images):
         paths += _images_in(image) if image.is_dir() else [image]
     if paths and not instructions:
-        raise UserError("no instruction: say what to change with -i, e.g. -i \"make her smile\"")
+        raise UserError('no instruction: say what to change with -i, e.g. -i "make her smile"')
     items += [EditItem(path.stem, path, instructions, text_scales, image_scales) for path in paths]
     return _unique_names(items)
 
@@ -250,26 +314,35 @@ def _read_prompt_list(path: Path) -> list[EditItem]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise UserError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     except UnicodeDecodeError:
         raise UserError(f"{path} is not a UTF-8 text file; expected a JSON prompt list") from None
     entries = data.get("prompt") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise UserError(
             f"{path} is not a prompt list: expected "
-            "{\"prompt\": [[image, text_scale, image_scale, instruction], ...]}"
+            '{"prompt": [[image, text_scale, image_scale, instruction], ...]}'
         )
     items = []
     for number, entry in enumerate(entries, start=1):
-        if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str) and isinstance(entry[3], str)
-                and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in entry[1:3])):
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 4
+            and isinstance(entry[0], str)
+            and isinstance(entry[3], str)
+            and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in entry[1:3])
+        ):
             raise UserError(
                 f"{path}: entry {number} is {json.dumps(entry)}; each entry must be [image, text_scale, image_scale, "
-                "instruction], e.g. [\"face.png\", 2.5, 1.0, \"make her smile\"]"
+                'instruction], e.g. ["face.png", 2.5, 1.0, "make her smile"]'
             )
         image = Path(entry[0])
         if not image.is_absolute() and not (path.parent / image).exists() and image.exists():
-            logger.info("%s: %s is not beside the prompt list; using it relative to the current folder", path, image)
+            logger.info(
+                "%s: %s is not beside the prompt list; using it relative to the current folder", path, image
+            )
         elif not image.is_absolute():
             image = path.parent / image
         items.append(EditItem(image.stem, image, (entry[3],), (float(entry[1]),), (float(entry[2]),)))
@@ -324,8 +397,15 @@ def _load_pipeline(args, device):
     return EditPipeline.from_preset(args.model, device)
 
 
-def _edit_all(pipeline, todo: list[EditItem], out_dir: Path, args, device, failures: dict[str, str],
-              done: list[EditItem]) -> None:
+def _edit_all(
+    pipeline,
+    todo: list[EditItem],
+    out_dir: Path,
+    args,
+    device,
+    failures: dict[str, str],
+    done: list[EditItem],
+) -> None:
     from tqdm.auto import tqdm
 
     progress = tqdm(todo, desc="ip2n edit", unit="image", disable=len(todo) < 2, file=sys.stderr)
@@ -354,16 +434,28 @@ def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
     import torch
 
     options = {
-        "num_inference_steps": args.steps, "identity_conditioning": args.identity, "chain": args.chain,
-        "align": args.align, "token_position_randomization": args.tpr,
+        "num_inference_steps": args.steps,
+        "identity_conditioning": args.identity,
+        "chain": args.chain,
+        "align": args.align,
+        "token_position_randomization": args.tpr,
     }
     save_options = {
-        "views": args.views, "video": args.video, "video_frames": args.frames, "video_format": args.video_format,
-        "fps": args.fps, "mesh": args.mesh, "mesh_resolution": args.mesh_resolution, "mesh_level": args.mesh_level,
+        "views": args.views,
+        "video": args.video,
+        "video_frames": args.frames,
+        "video_format": args.video_format,
+        "fps": args.fps,
+        "mesh": args.mesh,
+        "mesh_resolution": args.mesh_resolution,
+        "mesh_level": args.mesh_level,
         "metadata": {
-            "command": "edit", "input": str(item.image), "input_file_size": _stored_size(item.image),
+            "command": "edit",
+            "input": str(item.image),
+            "input_file_size": _stored_size(item.image),
             "weights" if args.weights else "model": args.weights or args.model,
-            "device": str(device), "model_load_seconds": pipeline.load_seconds,
+            "device": str(device),
+            "model_load_seconds": pipeline.load_seconds,
         },
     }
     combinations = list(itertools.product(args.strength, item.text_scales, item.image_scales))
@@ -371,8 +463,15 @@ def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
         _sweep_one(pipeline, item, folder, args, options, save_options)
         return
     strength, text_scale, image_scale = combinations[0]
-    result = pipeline(item.image, item.instructions, strength=strength, guidance_scale=text_scale,
-                      image_guidance_scale=image_scale, generator=torch.Generator().manual_seed(args.seed), **options)
+    result = pipeline(
+        item.image,
+        item.instructions,
+        strength=strength,
+        guidance_scale=text_scale,
+        image_guidance_scale=image_scale,
+        generator=torch.Generator().manual_seed(args.seed),
+        **options,
+    )
     result.save(folder, **save_options)
 
 
@@ -391,19 +490,37 @@ def _sweep_one(pipeline, item: EditItem, folder: Path, args, options: dict, save
     from ip2n.pipeline.result import comparison_grid, software_versions
 
     start = time.perf_counter()
-    results = pipeline.sweep(item.image, item.instructions, strengths=args.strength, guidance_scales=item.text_scales,
-                             image_guidance_scales=item.image_scales, seed=args.seed, **options)
+    results = pipeline.sweep(
+        item.image,
+        item.instructions,
+        strengths=args.strength,
+        guidance_scales=item.text_scales,
+        image_guidance_scales=item.image_scales,
+        seed=args.seed,
+        **options,
+    )
     names = [_combination_name(result.settings) for result in results]
     for name, result in zip(names, results):
         result.save(folder / name, **save_options)
     save_image(comparison_grid(results), folder / "sweep.png")
-    sweep = {"strength": list(args.strength), "text_scale": list(item.text_scales),
-             "image_scale": list(item.image_scales)}
-    write_result_json(folder / "result.json", {
-        **software_versions(), **save_options["metadata"], "sweep": sweep, "seed": args.seed,
-        "instructions": list(item.instructions), "results": names, "seconds": round(time.perf_counter() - start, 3),
-        "files": ["sweep.png", *names, "result.json"],
-    })
+    sweep = {
+        "strength": list(args.strength),
+        "text_scale": list(item.text_scales),
+        "image_scale": list(item.image_scales),
+    }
+    write_result_json(
+        folder / "result.json",
+        {
+            **software_versions(),
+            **save_options["metadata"],
+            "sweep": sweep,
+            "seed": args.seed,
+            "instructions": list(item.instructions),
+            "results": names,
+            "seconds": round(time.perf_counter() - start, 3),
+            "files": ["sweep.png", *names, "result.json"],
+        },
+    )
 
 
 def _combination_name(settings) -> str:
@@ -415,8 +532,10 @@ def _report(items: list[EditItem], done: list[EditItem], skipped: int, failures:
     if len(items) == 1 and failures:
         raise UserError(next(iter(failures.values())))
     if len(items) > 1:
-        print(f"{len(done)} edited, {skipped} skipped (finished earlier; delete a folder to redo it), "
-              f"{len(failures)} failed")
+        print(
+            f"{len(done)} edited, {skipped} skipped (finished earlier; delete a folder to redo it), "
+            f"{len(failures)} failed"
+        )
     elif skipped:
         print(f"skipped: {items[0].image} was finished earlier (delete its folder to redo it)")
     for name, message in failures.items():

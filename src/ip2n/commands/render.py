@@ -29,13 +29,28 @@ def add_parser(commands) -> None:
             "--mesh a mesh. Angles are in degrees; yaw 0, pitch 0 is the frontal view."
         ),
     )
-    parser.add_argument("--weights", help="generator weights: a weights folder, G_ema.pkl or generator.safetensors "
-                        "(default: the built-in generator)")
+    parser.add_argument(
+        "--weights",
+        help="generator weights: a weights folder, G_ema.pkl or generator.safetensors "
+        "(default: the built-in generator)",
+    )
     parser.add_argument("--latent", required=True, help="W+ latent .npy of shape (14, 512) or (1, 14, 512)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
-    parser.add_argument("--yaw", type=float, default=0.0, help="yaw in degrees (positive: the camera moves right of the frontal view, towards the subject's left)")
-    parser.add_argument("--pitch", type=float, default=0.0, help="pitch in degrees (positive: the camera moves down and looks up at the face)")
-    parser.add_argument("--orbit", type=int, metavar="N", help="render an N-frame orbit video instead of one view")
+    parser.add_argument(
+        "--yaw",
+        type=float,
+        default=0.0,
+        help="yaw in degrees (positive: the camera moves right of the frontal view, towards the subject's left)",
+    )
+    parser.add_argument(
+        "--pitch",
+        type=float,
+        default=0.0,
+        help="pitch in degrees (positive: the camera moves down and looks up at the face)",
+    )
+    parser.add_argument(
+        "--orbit", type=int, metavar="N", help="render an N-frame orbit video instead of one view"
+    )
     parser.add_argument("--video-format", choices=VIDEO_FORMATS, default="mp4")
     parser.add_argument("--fps", type=int, default=24)
     parser.add_argument("--raw", action="store_true", help="also save float image/depth arrays as .npy")
@@ -46,9 +61,12 @@ def add_parser(commands) -> None:
 
 def add_mesh_options(parser, default_level: str = str(DEFAULT_DENSITY_LEVEL)) -> None:
     parser.add_argument("--mesh", choices=MESH_FORMATS, help="also extract a mesh in this format")
-    parser.add_argument("--mesh-resolution", type=int, default=256, metavar="N", help="density grid size N³ (default 256)")
     parser.add_argument(
-        "--mesh-level", default=default_level,
+        "--mesh-resolution", type=int, default=256, metavar="N", help="density grid size N³ (default 256)"
+    )
+    parser.add_argument(
+        "--mesh-level",
+        default=default_level,
         help=f"density iso-level of the surface, or 'auto' for the middle of the density range (default {default_level})",
     )
 
@@ -67,16 +85,30 @@ def run(args) -> int:
     timings: dict[str, float] = {}
     written: list[Path] = []
     if args.orbit is not None:
-        written.append(write_orbit(scene, out_dir / f"orbit.{args.video_format}", args.orbit, args.fps, timings))
+        written.append(
+            write_orbit(scene, out_dir / f"orbit.{args.video_format}", args.orbit, args.fps, timings)
+        )
     else:
-        written += write_view(scene, out_dir, math.radians(args.yaw), math.radians(args.pitch), args.raw, timings)
+        written += write_view(
+            scene, out_dir, math.radians(args.yaw), math.radians(args.pitch), args.raw, timings
+        )
     if args.mesh:
-        written.append(write_mesh(scene, out_dir / f"mesh.{args.mesh}", args.mesh_resolution, args.mesh_level, timings))
-    write_result_json(out_dir / "render.json", {
-        "command": "render", "latent": str(args.latent), "weights": args.weights or "built-in (random weights)",
-        "yaw_degrees": args.yaw, "pitch_degrees": args.pitch, "orbit_frames": args.orbit,
-        "seconds": timings, "files": [path.name for path in written],
-    })
+        written.append(
+            write_mesh(scene, out_dir / f"mesh.{args.mesh}", args.mesh_resolution, args.mesh_level, timings)
+        )
+    write_result_json(
+        out_dir / "render.json",
+        {
+            "command": "render",
+            "latent": str(args.latent),
+            "weights": args.weights or "built-in (random weights)",
+            "yaw_degrees": args.yaw,
+            "pitch_degrees": args.pitch,
+            "orbit_frames": args.orbit,
+            "seconds": timings,
+            "files": [path.name for path in written],
+        },
+    )
     for path in written:
         print(path)
     return 0
@@ -85,8 +117,8 @@ def run(args) -> int:
 def write_view(scene, out_dir: Path, yaw: float, pitch: float, raw: bool, timings: dict) -> list[Path]:
     import numpy as np
 
-    from ip2n.export.images import depth_to_pil, save_image, to_pil
     from ip2n.atomic import atomic_path
+    from ip2n.export.images import depth_to_pil, save_image, to_pil
 
     start = time.perf_counter()
     outputs = scene.view(yaw, pitch)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from ip2n.commands.common import UserError, add_threads_option, apply_threads, prepare_output_dir
 
 
-
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "serve",
@@ -16,21 +15,44 @@ def add_parser(commands) -> None:
         ),
     )
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--weights", metavar="DIR", help="folder with the official weight files or their conversion")
+    model.add_argument(
+        "--weights", metavar="DIR", help="folder with the official weight files or their conversion"
+    )
     model.add_argument("--model", metavar="NAME", help="a built-in trained model (default: synthetic)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)",
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("-o", "--out", default="ip2n-webapp", help="output folder (default: ./ip2n-webapp)")
-    parser.add_argument("--concurrency", type=int, default=1, metavar="N", help="edits running at once (default 1)")
-    parser.add_argument("--queue-size", type=int, default=64, metavar="N",
-                        help="edits that may wait; more are refused (default 64)")
-    parser.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB",
-                        help="upload size limit (default 20)")
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="time limit of one edit, checked between its stages (default 300)")
-    parser.add_argument("--keep", type=int, default=200, metavar="N",
-                        help="request folders kept on disk, the oldest removed first (default 200)")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="edits running at once (default 1)"
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=64,
+        metavar="N",
+        help="edits that may wait; more are refused (default 64)",
+    )
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=20.0, metavar="MB", help="upload size limit (default 20)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="time limit of one edit, checked between its stages (default 300)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=200,
+        metavar="N",
+        help="request folders kept on disk, the oldest removed first (default 200)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     add_threads_option(parser)
     parser.set_defaults(run=run)
@@ -42,8 +64,13 @@ def run(args) -> int:
     from ip2n.webapp.app import ServeSettings, build_app, check_output_root, launch
     from ip2n.webapp.session import EditSession, check_session_options
 
-    settings = ServeSettings(host=args.host, port=args.port, concurrency=args.concurrency,
-                             queue_size=args.queue_size, max_upload_mb=args.max_upload_mb)
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        concurrency=args.concurrency,
+        queue_size=args.queue_size,
+        max_upload_mb=args.max_upload_mb,
+    )
     # Options are checked before the models load, which can take a while.
     try:
         settings.check()
@@ -65,6 +92,8 @@ def run(args) -> int:
         url = launch(app, session, settings)
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({exc}); choose another --port") from None
-    print(f"ip2n serve: {pipeline.model_name} at {url} (results in {session.output_root}); press Ctrl+C to stop")
+    print(
+        f"ip2n serve: {pipeline.model_name} at {url} (results in {session.output_root}); press Ctrl+C to stop"
+    )
     app.block_thread()
     return 0

@@ -30,8 +30,12 @@ def add_parser(commands) -> None:
     data.add_argument("--out", required=True, help="output folder")
     data.add_argument("--pairs", type=int, required=True, metavar="N", help="number of image pairs")
     data.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    data.add_argument("--size", type=int, default=128, help="image size in pixels, even, at least 32 (default 128)")
-    data.add_argument("--instructions", type=int, default=20, metavar="K", help="instructions per pair (default 20)")
+    data.add_argument(
+        "--size", type=int, default=128, help="image size in pixels, even, at least 32 (default 128)"
+    )
+    data.add_argument(
+        "--instructions", type=int, default=20, metavar="K", help="instructions per pair (default 20)"
+    )
     add_threads_option(data)
     data.set_defaults(run=run_data)
 
@@ -48,18 +52,30 @@ def add_parser(commands) -> None:
     )
     train_all.add_argument("--out", required=True, help="folder for the trained weights (+ world.json)")
     train_all.add_argument("--work", help="folder for the head bank and DiT runs (default: OUT/work)")
-    train_all.add_argument("--ablations", action="store_true",
-                           help="also train the ablation DiTs (no_tpr, no_identity, img2img, single_edit, "
-                                "single_edit_no_tpr, true_targets, true_targets_no_identity) and the "
-                                "recombined-sources experiment (recombined) into OUT/ablations/ (30-50 minutes "
-                                "each on two threads)")
-    train_all.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of the whole recipe")
-    train_all.add_argument("--install", action="store_true",
-                           help="then copy the weights (float16) into the package as the built-in model")
-    train_all.add_argument("--text-tpr", action=argparse.BooleanOptionalAction, default=True,
-                           help="token position randomisation while the text tower learns (default: on, the "
-                                "shipped tower); --no-text-tpr trains it as CLIP was, prompts always at the start, "
-                                "the setting in which the DiT's own TPR matters (docs/synthetic_world.md)")
+    train_all.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also train the ablation DiTs (no_tpr, no_identity, img2img, single_edit, "
+        "single_edit_no_tpr, true_targets, true_targets_no_identity) and the "
+        "recombined-sources experiment (recombined) into OUT/ablations/ (30-50 minutes "
+        "each on two threads)",
+    )
+    train_all.add_argument(
+        "--quick", action="store_true", help="tiny budgets: a smoke test of the whole recipe"
+    )
+    train_all.add_argument(
+        "--install",
+        action="store_true",
+        help="then copy the weights (float16) into the package as the built-in model",
+    )
+    train_all.add_argument(
+        "--text-tpr",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="token position randomisation while the text tower learns (default: on, the "
+        "shipped tower); --no-text-tpr trains it as CLIP was, prompts always at the start, "
+        "the setting in which the DiT's own TPR matters (docs/synthetic_world.md)",
+    )
     train_all.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_threads_option(train_all)
     train_all.set_defaults(run=run_train_all)
@@ -74,33 +90,60 @@ def add_parser(commands) -> None:
         ),
     )
     evaluation.add_argument("--weights", help="the world's weights (default: the built-in model)")
-    evaluation.add_argument("--ablations", nargs="?", const="all", metavar="VARIANT,...",
-                            help="also evaluate WEIGHTS/ablations/<variant>/dit.safetensors (from train-all "
-                                 "--ablations): all of them, or the comma-separated variants named")
-    evaluation.add_argument("--skip-full", action="store_true",
-                            help="with --ablations: evaluate only the ablations, not the full model as well "
-                                 "(saves its 6-7 minutes per 25 cases; the evaluation is deterministic, so an "
-                                 "earlier report's full-model figures still hold for the same settings)")
-    evaluation.add_argument("--instructions", metavar="FILE",
-                            help='JSON lines {"instruction": "...", "edits": {"attribute": value}} instead of the held-out phrasings')
-    evaluation.add_argument("--cases", type=int, default=50, metavar="N", help="cases per number of edits (default 50)")
-    evaluation.add_argument("--counts", default="1,2,3,4", help="numbers of edits per instruction (default 1,2,3,4)")
-    evaluation.add_argument("--out", default="ip2n-synth-eval", help="report folder (default ./ip2n-synth-eval)")
+    evaluation.add_argument(
+        "--ablations",
+        nargs="?",
+        const="all",
+        metavar="VARIANT,...",
+        help="also evaluate WEIGHTS/ablations/<variant>/dit.safetensors (from train-all "
+        "--ablations): all of them, or the comma-separated variants named",
+    )
+    evaluation.add_argument(
+        "--skip-full",
+        action="store_true",
+        help="with --ablations: evaluate only the ablations, not the full model as well "
+        "(saves its 6-7 minutes per 25 cases; the evaluation is deterministic, so an "
+        "earlier report's full-model figures still hold for the same settings)",
+    )
+    evaluation.add_argument(
+        "--instructions",
+        metavar="FILE",
+        help='JSON lines {"instruction": "...", "edits": {"attribute": value}} instead of the held-out phrasings',
+    )
+    evaluation.add_argument(
+        "--cases", type=int, default=50, metavar="N", help="cases per number of edits (default 50)"
+    )
+    evaluation.add_argument(
+        "--counts", default="1,2,3,4", help="numbers of edits per instruction (default 1,2,3,4)"
+    )
+    evaluation.add_argument(
+        "--out", default="ip2n-synth-eval", help="report folder (default ./ip2n-synth-eval)"
+    )
     evaluation.add_argument("--seed", type=int, default=2024, help="which heads and wordings (default 2024)")
-    evaluation.add_argument("--phrasings", choices=("heldout", "train"), default="heldout",
-                            help="wording of the generated instructions: held out of training (default) or the "
-                                 "training split (tells the text encoder's generalisation from the editing)")
+    evaluation.add_argument(
+        "--phrasings",
+        choices=("heldout", "train"),
+        default="heldout",
+        help="wording of the generated instructions: held out of training (default) or the "
+        "training split (tells the text encoder's generalisation from the editing)",
+    )
     evaluation.add_argument("--steps", type=int, help="DDIM schedule length (default: the model's)")
     evaluation.add_argument("--strength", type=float, help="edit strength (default: the model's)")
     evaluation.add_argument("--cfg-text", type=float, help="text guidance (default: the model's)")
     evaluation.add_argument("--cfg-image", type=float, help="image guidance (default: the model's)")
-    evaluation.add_argument("--tpr", action="store_true",
-                            help="shift each instruction's tokens by a random offset at inference too, as the "
-                                 "official code does (default: off; the paper's TPR shifts tokens in training only)")
-    evaluation.add_argument("--identity-judge", metavar="DIR",
-                            help="measure the identity cosines with the identity network in DIR (another world's "
-                                 "weights folder) instead of the model's own: a fixed judge for comparing models "
-                                 "whose identity networks differ")
+    evaluation.add_argument(
+        "--tpr",
+        action="store_true",
+        help="shift each instruction's tokens by a random offset at inference too, as the "
+        "official code does (default: off; the paper's TPR shifts tokens in training only)",
+    )
+    evaluation.add_argument(
+        "--identity-judge",
+        metavar="DIR",
+        help="measure the identity cosines with the identity network in DIR (another world's "
+        "weights folder) instead of the model's own: a fixed judge for comparing models "
+        "whose identity networks differ",
+    )
     add_threads_option(evaluation)
     evaluation.set_defaults(run=run_eval)
 
@@ -121,9 +164,16 @@ def run_data(args) -> int:
     from ip2n.synthetic.generator import SyntheticHeadGenerator, SyntheticHeadsConfig
 
     # The neural render runs at half the image size; the image is its bilinear enlargement.
-    config = dataclasses.replace(SyntheticHeadsConfig(), img_resolution=args.size, neural_rendering_resolution=args.size // 2)
-    write_triplets(out_dir, args.pairs, model=SyntheticHeadGenerator(config), seed=args.seed,
-                   instructions_per_pair=args.instructions)
+    config = dataclasses.replace(
+        SyntheticHeadsConfig(), img_resolution=args.size, neural_rendering_resolution=args.size // 2
+    )
+    write_triplets(
+        out_dir,
+        args.pairs,
+        model=SyntheticHeadGenerator(config),
+        seed=args.seed,
+        instructions_per_pair=args.instructions,
+    )
     print(out_dir / "dataset.json")
     return 0
 
@@ -156,8 +206,10 @@ def _identity_judge(folder):
     from ip2n.checkpoints.editing_weights import WEIGHT_FILES, load_identity
 
     if not (folder / WEIGHT_FILES["identity"].converted).is_file():
-        raise UserError(f"--identity-judge: {folder} holds no identity network ({WEIGHT_FILES['identity'].converted} "
-                        "is missing); pass a weights folder of `ip2n synth train-all`")
+        raise UserError(
+            f"--identity-judge: {folder} holds no identity network ({WEIGHT_FILES['identity'].converted} "
+            "is missing); pass a weights folder of `ip2n synth train-all`"
+        )
     return load_identity(folder).eval()
 
 
@@ -167,23 +219,40 @@ def run_eval(args) -> int:
 
     from ip2n.builtin import WEIGHTS_DIR, edit_defaults, load_synthetic_pipeline
     from ip2n.pipeline.edit import edit_schedule
-    from ip2n.synthetic.evaluate import EvalSettings, evaluate, instruction_losses, make_cases, read_instruction_cases
+    from ip2n.synthetic.evaluate import (
+        EvalSettings,
+        evaluate,
+        instruction_losses,
+        make_cases,
+        read_instruction_cases,
+    )
     from ip2n.synthetic.train_all import ATTRIBUTES_FILE, DIT_VARIANTS, VARIANTS, load_attribute_classifier
 
     weights = Path(args.weights) if args.weights else WEIGHTS_DIR
     if not (weights / ATTRIBUTES_FILE).is_file():
-        raise UserError(f"{weights} holds no trained synthetic world ({ATTRIBUTES_FILE} is missing); "
-                        "pass the --out folder of `ip2n synth train-all`")
+        raise UserError(
+            f"{weights} holds no trained synthetic world ({ATTRIBUTES_FILE} is missing); "
+            "pass the --out folder of `ip2n synth train-all`"
+        )
     try:
         counts = tuple(int(part) for part in args.counts.split(","))
     except ValueError:
-        raise UserError(f"--counts must be comma-separated numbers like 1,2,3,4, got {args.counts!r}") from None
+        raise UserError(
+            f"--counts must be comma-separated numbers like 1,2,3,4, got {args.counts!r}"
+        ) from None
     if args.cases < 1 or not counts or min(counts) < 1 or max(counts) > 4:
         raise UserError("--cases must be at least 1 and --counts between 1 and 4")
-    settings = EvalSettings(cases_per_count=args.cases, counts=counts, seed=args.seed, phrasings=args.phrasings,
-                            num_inference_steps=args.steps,
-                            strength=args.strength, guidance_scale=args.cfg_text, image_guidance_scale=args.cfg_image,
-                            token_position_randomization=args.tpr)
+    settings = EvalSettings(
+        cases_per_count=args.cases,
+        counts=counts,
+        seed=args.seed,
+        phrasings=args.phrasings,
+        num_inference_steps=args.steps,
+        strength=args.strength,
+        guidance_scale=args.cfg_text,
+        image_guidance_scale=args.cfg_image,
+        token_position_randomization=args.tpr,
+    )
     if args.instructions:
         try:
             cases = read_instruction_cases(args.instructions, args.seed)
@@ -193,8 +262,10 @@ def run_eval(args) -> int:
         cases = make_cases(settings)
     identity_judge = _identity_judge(Path(args.identity_judge)) if args.identity_judge else None
     if args.skip_full and not args.ablations:
-        raise UserError("--skip-full leaves nothing to evaluate without --ablations; name the ablations "
-                        "(e.g. --ablations no_tpr) or drop --skip-full")
+        raise UserError(
+            "--skip-full leaves nothing to evaluate without --ablations; name the ablations "
+            "(e.g. --ablations no_tpr) or drop --skip-full"
+        )
     variants = {} if args.skip_full else {"full": None}
     if args.ablations:
         chosen = VARIANTS[1:] if args.ablations == "all" else tuple(args.ablations.split(","))
@@ -204,7 +275,9 @@ def run_eval(args) -> int:
         for variant in chosen:
             folder = weights / "ablations" / variant
             if not (folder / "dit.safetensors").is_file():
-                raise UserError(f"no {variant} ablation in {folder}; run `ip2n synth train-all --ablations` first")
+                raise UserError(
+                    f"no {variant} ablation in {folder}; run `ip2n synth train-all --ablations` first"
+                )
             variants[variant] = folder
     out_dir = prepare_output_dir(args.out)
     import json
@@ -222,24 +295,43 @@ def run_eval(args) -> int:
         raise UserError(f"{exc} (--steps, --strength)") from None
     for variant, dit_dir in variants.items():
         pipeline = load_synthetic_pipeline("cpu", weights, dit_dir)
-        results[variant] = evaluate(pipeline, cases, settings, classifier, variant, identity_judge=identity_judge)
+        results[variant] = evaluate(
+            pipeline, cases, settings, classifier, variant, identity_judge=identity_judge
+        )
         results[variant]["identity_judge"] = args.identity_judge or "own"
         switches = DIT_VARIANTS[variant]
         results[variant]["instruction_losses"] = instruction_losses(
-            pipeline, seed=args.seed, identity_conditioning=switches.identity,
-            source_conditioning=switches.source_conditioning)
+            pipeline,
+            seed=args.seed,
+            identity_conditioning=switches.identity,
+            source_conditioning=switches.source_conditioning,
+        )
     write_text_atomic(out_dir / "eval.json", json.dumps(results, indent=2) + "\n")
-    source = f"{args.instructions} ({len(cases)} instructions)" if args.instructions else \
-        f"{'held-out' if args.phrasings == 'heldout' else 'training-split'} phrasings, {args.cases} cases per count {counts}"
-    report = write_report(out_dir, results, {
-        "weights": str(weights), "instructions": source, "heads": "identities never seen in training",
-        "views": f"{settings.views} random views per edit (yaw ±30°, pitch ±20°), 64² renders",
-        "identity judge": f"the identity network of {args.identity_judge}" if args.identity_judge
-                          else "the model's own identity network",
-        "settings": f"{settings.num_inference_steps}-step schedule, strength {settings.strength}, text guidance "
-                    f"{settings.guidance_scale}, image guidance {settings.image_guidance_scale}, seed {args.seed}"
-                    + (", token positions randomised at inference (--tpr)" if settings.token_position_randomization else ""),
-    })
+    source = (
+        f"{args.instructions} ({len(cases)} instructions)"
+        if args.instructions
+        else f"{'held-out' if args.phrasings == 'heldout' else 'training-split'} phrasings, {args.cases} cases per count {counts}"
+    )
+    report = write_report(
+        out_dir,
+        results,
+        {
+            "weights": str(weights),
+            "instructions": source,
+            "heads": "identities never seen in training",
+            "views": f"{settings.views} random views per edit (yaw ±30°, pitch ±20°), 64² renders",
+            "identity judge": f"the identity network of {args.identity_judge}"
+            if args.identity_judge
+            else "the model's own identity network",
+            "settings": f"{settings.num_inference_steps}-step schedule, strength {settings.strength}, text guidance "
+            f"{settings.guidance_scale}, image guidance {settings.image_guidance_scale}, seed {args.seed}"
+            + (
+                ", token positions randomised at inference (--tpr)"
+                if settings.token_position_randomization
+                else ""
+            ),
+        },
+    )
     print(json.dumps({variant: result["all"] for variant, result in results.items()}, indent=2))
     print(report)
     return 0

@@ -20,12 +20,23 @@ def add_parser(commands) -> None:
         ),
     )
     parser.add_argument("--config", required=True, help="training config (.yaml, .yml or .json)")
-    parser.add_argument("-o", "--out", required=True, help="output folder (checkpoint, log, loss curve, sample grids, EMA weights)")
+    parser.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output folder (checkpoint, log, loss curve, sample grids, EMA weights)",
+    )
     parser.add_argument("--data", help="triplet folder; overrides data.root of the config")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--stop-after", type=int, metavar="N",
-                        help="stop (with a checkpoint) after N steps of this run, e.g. for a job time limit")
-    parser.add_argument("--device", help="torch device (default: the local GPU if there is one, else the CPU)")
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="stop (with a checkpoint) after N steps of this run, e.g. for a job time limit",
+    )
+    parser.add_argument(
+        "--device", help="torch device (default: the local GPU if there is one, else the CPU)"
+    )
     add_threads_option(parser)
     parser.set_defaults(run=run)
 
@@ -35,8 +46,10 @@ def run(args) -> int:
 
     config_path = Path(args.config)
     if not config_path.is_file():
-        raise UserError(f"config file not found: {config_path}; "
-                        "see configs/paper.yaml, configs/synthetic.yaml and configs/tiny.yaml")
+        raise UserError(
+            f"config file not found: {config_path}; "
+            "see configs/paper.yaml, configs/synthetic.yaml and configs/tiny.yaml"
+        )
     if args.stop_after is not None and args.stop_after < 1:
         raise UserError(f"--stop-after must be at least 1, got {args.stop_after}")
     apply_threads(args.threads)

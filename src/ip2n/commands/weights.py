@@ -9,19 +9,22 @@ from ip2n.commands.common import UserError
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
-        "weights", help="convert official checkpoints to safetensors, or check a weights folder",
+        "weights",
+        help="convert official checkpoints to safetensors, or check a weights folder",
         description="Work with model weight files. Official pickles are read without executing any code from them.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     convert = actions.add_parser(
-        "convert", help="convert official files (G_ema.pkl, instructpix2nerf.pt, ...) to safetensors + JSON",
+        "convert",
+        help="convert official files (G_ema.pkl, instructpix2nerf.pt, ...) to safetensors + JSON",
         description="Convert the official files found in SOURCE (a folder or a single generator file) into OUT.",
     )
     convert.add_argument("source", help="a folder with the official files, or one generator file")
     convert.add_argument("-o", "--out", required=True, help="output weights folder")
     convert.set_defaults(run=run_convert)
     check = actions.add_parser(
-        "check", help="say, file by file, whether a weights folder is complete and matches the architecture",
+        "check",
+        help="say, file by file, whether a weights folder is complete and matches the architecture",
     )
     check.add_argument("folder", help="weights folder (official or converted files)")
     check.set_defaults(run=run_check)

@@ -2,7 +2,12 @@
 sampling, dual guidance and the training objective. See docs/latent_layout.md."""
 
 from ip2n.diffusion.dit import DIT_PRESETS, CrossAttentionCache, DiT, DiTConfig, dit_config
-from ip2n.diffusion.guidance import DualGuidanceDenoiser, dual_guidance, forward_dual_guidance, guide_branch_outputs
+from ip2n.diffusion.guidance import (
+    DualGuidanceDenoiser,
+    dual_guidance,
+    forward_dual_guidance,
+    guide_branch_outputs,
+)
 from ip2n.diffusion.latent_packing import pack_latent, unpack_latent
 from ip2n.diffusion.losses import condition_dropout, dropout_draws, label_dropout, training_losses
 from ip2n.diffusion.sampling import DecodeResult, ddim_loop, ddim_step, partial_ddim_decode, q_sample

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 PREDICTION_TYPES = ("epsilon", "v")
 
 
@@ -62,7 +61,9 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.hidden_size % 4 or self.frequency_dim % 2:
@@ -129,7 +130,9 @@ class TimestepEmbedder(nn.Module):
         super().__init__()
         self.frequency_dim = frequency_dim
         self.max_period = max_period
-        self.mlp = nn.Sequential(nn.Linear(frequency_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
 
     def frequencies(self, t: torch.Tensor) -> torch.Tensor:
         """(N,) → (N, frequency_dim) = [cos | sin] of t times geometric frequencies (float32)."""
@@ -163,7 +166,9 @@ class FeatureEmbedder(nn.Module):
 
     def __init__(self, in_dim: int, hidden_size: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.mlp(features)
@@ -182,7 +187,9 @@ class PatchEmbed(nn.Module):
         # avoids the convolution setup cost, which dominates on a 4×4 input.
         batch, channels, height, width = x.shape
         p = self.patch_size
-        patches = x.reshape(batch, channels, height // p, p, width // p, p).permute(0, 2, 4, 1, 3, 5)  # (N, h, w, C, p, p)
+        patches = x.reshape(batch, channels, height // p, p, width // p, p).permute(
+            0, 2, 4, 1, 3, 5
+        )  # (N, h, w, C, p, p)
         patches = patches.reshape(batch, (height // p) * (width // p), channels * p * p)  # (N, T, C·p²)
         return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
 
@@ -229,7 +236,9 @@ class CrossAttention(nn.Module):
 
     def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Context (N, L, context_dim) → keys, values (N, heads, L, head_dim) each."""
-        return split_heads(self.to_k(context), self.num_heads), split_heads(self.to_v(context), self.num_heads)
+        return split_heads(self.to_k(context), self.num_heads), split_heads(
+            self.to_v(context), self.num_heads
+        )
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         q = split_heads(self.to_q(x), self.num_heads)  # (N, heads, T, d)
@@ -313,7 +322,7 @@ class ConditioningCache:
     blocks: tuple[torch.Tensor, ...]
     final: torch.Tensor
 
-    def rows(self, selection: slice) -> "ConditioningCache":
+    def rows(self, selection: slice) -> ConditioningCache:
         return ConditioningCache(tuple(block[selection] for block in self.blocks), self.final[selection])
 
 
@@ -353,8 +362,14 @@ class DiT(nn.Module):
         and the context's keys/values are computed once per edit, see the precompute methods)."""
         layers: list[nn.Linear] = []
         for block in self.blocks:
-            layers += [block.attn.qkv, block.attn.proj, block.cross_attn.to_q, block.cross_attn.to_out[0],
-                       block.mlp.fc1, block.mlp.fc2]
+            layers += [
+                block.attn.qkv,
+                block.attn.proj,
+                block.cross_attn.to_q,
+                block.cross_attn.to_out[0],
+                block.mlp.fc1,
+                block.mlp.fc2,
+            ]
         return [*layers, self.final_layer.linear]
 
     def precompute_context(self, context: torch.Tensor) -> CrossAttentionCache:
@@ -376,7 +391,9 @@ class DiT(nn.Module):
         if identity is not None:
             identity_embedding = self.id_embedder(identity)
             if identity_keep is not None:
-                identity_embedding = identity_embedding * identity_keep.to(identity_embedding.dtype).unsqueeze(1)
+                identity_embedding = identity_embedding * identity_keep.to(
+                    identity_embedding.dtype
+                ).unsqueeze(1)
             c = c + identity_embedding
         return c
 
@@ -409,7 +426,9 @@ class DiT(nn.Module):
         if conditioning is None:
             conditioning = self.precompute_conditioning(t, y, identity, identity_keep)
         tokens = self.x_embedder(x) + self.pos_embed  # (N, T, D)
-        for block, modulation, (keys, values) in zip(self.blocks, conditioning.blocks, cache.keys_values, strict=True):
+        for block, modulation, (keys, values) in zip(
+            self.blocks, conditioning.blocks, cache.keys_values, strict=True
+        ):
             tokens = block(tokens, modulation, keys, values)
         return self.unpatchify(self.final_layer(tokens, conditioning.final))
 
@@ -432,7 +451,13 @@ class DiT(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02, generator=generator)
-        for embedder in (self.t_embedder, self.attr_embedder, self.camera_embedder, self.clipfeatures_embedder, self.id_embedder):
+        for embedder in (
+            self.t_embedder,
+            self.attr_embedder,
+            self.camera_embedder,
+            self.clipfeatures_embedder,
+            self.id_embedder,
+        ):
             nn.init.normal_(embedder.mlp[0].weight, std=0.02, generator=generator)
             nn.init.normal_(embedder.mlp[2].weight, std=0.02, generator=generator)
         for block in self.blocks:

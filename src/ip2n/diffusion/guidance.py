@@ -50,7 +50,9 @@ def needed_branches(text_scale: float, image_scale: float) -> tuple[int, ...]:
     return (0,) + tuple(branch for branch in (1, 2) if weights[branch] != 0.0)
 
 
-def guide_branch_outputs(raw: torch.Tensor, text_scale: float, image_scale: float, eps_channels: int) -> torch.Tensor:
+def guide_branch_outputs(
+    raw: torch.Tensor, text_scale: float, image_scale: float, eps_channels: int
+) -> torch.Tensor:
     """Raw outputs (3N, C_out, H, W) of the three branches → the official guided layout.
 
     Channels [0, eps_channels) of all three thirds become the guided epsilon; the remaining
@@ -120,17 +122,25 @@ class DualGuidanceDenoiser:
         self.image_scale = image_scale
         self.branches = needed_branches(text_scale, image_scale)
 
-        def stacked(text_image: torch.Tensor, image: torch.Tensor, unconditional: torch.Tensor) -> torch.Tensor:
+        def stacked(
+            text_image: torch.Tensor, image: torch.Tensor, unconditional: torch.Tensor
+        ) -> torch.Tensor:
             per_branch = (text_image, image, unconditional)
             return torch.cat([per_branch[branch] for branch in self.branches])
 
-        self.branch_sources = stacked(source_latent, source_latent, torch.zeros_like(source_latent))  # (runs·N, C, H, W)
+        self.branch_sources = stacked(
+            source_latent, source_latent, torch.zeros_like(source_latent)
+        )  # (runs·N, C, H, W)
         self.context_cache = model.precompute_context(stacked(text_context, null_context, null_context))
-        self.labels = torch.full((len(self.branches) * batch,), label, dtype=torch.int64, device=source_latent.device)
+        self.labels = torch.full(
+            (len(self.branches) * batch,), label, dtype=torch.int64, device=source_latent.device
+        )
         self.identity = None if identity is None else stacked(identity, identity, torch.zeros_like(identity))
         self.conditioning_by_timestep: dict[int, ConditioningCache] = {}
         # ā by original timestep (respacing keeps these values), to turn v predictions into epsilon.
-        self.base_alphas_cumprod = make_schedule().alphas_cumprod if model.config.prediction_type == "v" else None
+        self.base_alphas_cumprod = (
+            make_schedule().alphas_cumprod if model.config.prediction_type == "v" else None
+        )
         if timesteps:
             self._precompute_conditioning(list(timesteps))
 
@@ -148,8 +158,14 @@ class DualGuidanceDenoiser:
         branch_x = torch.cat([x.repeat(runs, 1, 1, 1), self.branch_sources], dim=1)  # (runs·N, 2C, H, W)
         timestep = int(t[0])
         conditioning = self.conditioning_by_timestep.get(timestep) if bool((t == timestep).all()) else None
-        raw = self.model(branch_x, t.repeat(runs), self.labels, self.context_cache, self.identity,
-                         conditioning=conditioning)
+        raw = self.model(
+            branch_x,
+            t.repeat(runs),
+            self.labels,
+            self.context_cache,
+            self.identity,
+            conditioning=conditioning,
+        )
         eps_channels = self.model.config.out_channels
         eps = dict(zip(self.branches, raw[:, :eps_channels].chunk(runs), strict=True))
         # A left-out branch has weight zero, so any stand-in cancels exactly; standing in the branch it
@@ -157,9 +173,13 @@ class DualGuidanceDenoiser:
         eps.setdefault(1, eps.get(2, eps[0]))
         eps.setdefault(2, eps[1])
         guided_eps = dual_guidance(eps[0], eps[1], eps[2], self.text_scale, self.image_scale)
-        guided = torch.cat([guided_eps, raw[: x.shape[0], eps_channels:]], dim=1)  # text + image branch's variance
+        guided = torch.cat(
+            [guided_eps, raw[: x.shape[0], eps_channels:]], dim=1
+        )  # text + image branch's variance
         if self.model.config.prediction_type == "v":  # the sampler works with epsilon
             channels = x.shape[1]
             alphas_cumprod = self.base_alphas_cumprod[t.cpu()]
-            guided = torch.cat([epsilon_from_v(guided[:, :channels], x, alphas_cumprod), guided[:, channels:]], dim=1)
+            guided = torch.cat(
+                [epsilon_from_v(guided[:, :channels], x, alphas_cumprod), guided[:, channels:]], dim=1
+            )
         return guided

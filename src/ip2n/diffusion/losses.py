@@ -32,9 +32,13 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).mean(dim=1)
 
 
-def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+def normal_kl(
+    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
+) -> torch.Tensor:
     """Elementwise KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
 
 
 def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +46,9 @@ def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
     """Elementwise log-probability (nats) of x under a Gaussian discretized into 256 bins on [-1, 1].
 
     The edge bins extend to ±infinity. Inherited from image diffusion: the latents are not really
@@ -58,7 +64,9 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, lo
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_cdf_delta))
 
 
-def q_posterior_mean(x_start: torch.Tensor, x_t: torch.Tensor, index: torch.Tensor, schedule: DiffusionSchedule) -> torch.Tensor:
+def q_posterior_mean(
+    x_start: torch.Tensor, x_t: torch.Tensor, index: torch.Tensor, schedule: DiffusionSchedule
+) -> torch.Tensor:
     """Mean of q(x_{t-1} | x_t, x0), (N, C, H, W)."""
     return (
         coefficient(schedule.posterior_mean_coef1, index, x_t) * x_start
@@ -66,7 +74,9 @@ def q_posterior_mean(x_start: torch.Tensor, x_t: torch.Tensor, index: torch.Tens
     )
 
 
-def learned_range_log_variance(variance_values: torch.Tensor, index: torch.Tensor, schedule: DiffusionSchedule) -> torch.Tensor:
+def learned_range_log_variance(
+    variance_values: torch.Tensor, index: torch.Tensor, schedule: DiffusionSchedule
+) -> torch.Tensor:
     """Model log-variance from its variance channels v ∈ [-1, 1] (LEARNED_RANGE).
 
     Interpolates in log space between the posterior variance (v = -1) and beta (v = 1).
@@ -91,7 +101,9 @@ def variational_bound_terms(
     model_mean = q_posterior_mean(predict_xstart(x_t, index, eps, schedule), x_t, index, schedule)
     model_log_variance = learned_range_log_variance(variance_values, index, schedule)
     kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / math.log(2.0)
-    decoder_nll = -mean_flat(discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_variance)) / math.log(2.0)
+    decoder_nll = -mean_flat(
+        discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_variance)
+    ) / math.log(2.0)
     return torch.where(index == 0, decoder_nll, kl)
 
 
@@ -116,11 +128,16 @@ def training_losses(
     output = model_fn(x_t, schedule.model_timesteps(t), **conditions)
     channels = x_start.shape[1]
     if output.shape[1] != 2 * channels:
-        raise ValueError(f"training needs prediction and variance channels ({2 * channels}), got {output.shape[1]}")
+        raise ValueError(
+            f"training needs prediction and variance channels ({2 * channels}), got {output.shape[1]}"
+        )
     prediction, variance_values = output[:, :channels], output[:, channels:]
     if prediction_type == "v":
         alphas_cumprod = schedule.alphas_cumprod[t.cpu()]
-        target, eps = v_target(x_start, noise, alphas_cumprod), epsilon_from_v(prediction, x_t, alphas_cumprod)
+        target, eps = (
+            v_target(x_start, noise, alphas_cumprod),
+            epsilon_from_v(prediction, x_t, alphas_cumprod),
+        )
     elif prediction_type == "epsilon":
         target, eps = noise, prediction
     else:
@@ -140,7 +157,9 @@ class DroppedConditions:
     identity_keep: torch.Tensor  # (N,) 1.0 keeps the identity embedding, 0.0 drops it
 
 
-def dropout_draws(batch_size: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
+def dropout_draws(
+    batch_size: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> torch.Tensor:
     """The per-sample uniform draws r (N,) in [0, 1) that ``condition_dropout`` consumes."""
     return torch.rand(batch_size, generator=generator, device=device)
 
@@ -165,12 +184,16 @@ def condition_dropout(
     empty_context = empty_context.expand_as(context)
     return DroppedConditions(
         context=torch.where(drop_text.reshape(-1, 1, 1), empty_context, context),
-        source_latent=torch.where(drop_image.reshape(-1, 1, 1, 1), torch.zeros_like(source_latent), source_latent),
+        source_latent=torch.where(
+            drop_image.reshape(-1, 1, 1, 1), torch.zeros_like(source_latent), source_latent
+        ),
         identity_keep=(~drop_image).to(source_latent.dtype),
     )
 
 
-def label_dropout(labels: torch.Tensor, r: torch.Tensor, null_label: int, probability: float = LABEL_DROP) -> torch.Tensor:
+def label_dropout(
+    labels: torch.Tensor, r: torch.Tensor, null_label: int, probability: float = LABEL_DROP
+) -> torch.Tensor:
     """Training-time label dropout: labels (N,) become ``null_label`` (= num_classes) where r (N,) < probability.
 
     The official training draws r for this independently of ``condition_dropout``'s draws.

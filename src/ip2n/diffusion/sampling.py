@@ -22,7 +22,9 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OFFICIAL_START_OFFSET = -1
 
 
-def q_sample(x0: torch.Tensor, index: torch.Tensor, noise: torch.Tensor, schedule: DiffusionSchedule) -> torch.Tensor:
+def q_sample(
+    x0: torch.Tensor, index: torch.Tensor, noise: torch.Tensor, schedule: DiffusionSchedule
+) -> torch.Tensor:
     """Noise clean samples x0 (N, C, H, W) to respaced indices ``index`` (N,): sqrt(ā)·x0 + sqrt(1 − ā)·noise."""
     return (
         coefficient(schedule.sqrt_alphas_cumprod, index, x0) * x0
@@ -30,7 +32,9 @@ def q_sample(x0: torch.Tensor, index: torch.Tensor, noise: torch.Tensor, schedul
     )
 
 
-def predict_xstart(x: torch.Tensor, index: torch.Tensor, eps: torch.Tensor, schedule: DiffusionSchedule) -> torch.Tensor:
+def predict_xstart(
+    x: torch.Tensor, index: torch.Tensor, eps: torch.Tensor, schedule: DiffusionSchedule
+) -> torch.Tensor:
     """One-step estimate of x0 from a sample x (N, C, H, W) at ``index`` (N,) and its predicted noise."""
     return (
         coefficient(schedule.sqrt_recip_alphas_cumprod, index, x) * x
@@ -53,7 +57,9 @@ def v_target(x0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor
 def epsilon_from_output(output: torch.Tensor, channels: int) -> torch.Tensor:
     """The epsilon part (N, channels, H, W) of a model output with ``channels`` or 2·``channels`` channels."""
     if output.shape[1] not in (channels, 2 * channels):
-        raise ValueError(f"model output has {output.shape[1]} channels; expected {channels} or {2 * channels}")
+        raise ValueError(
+            f"model output has {output.shape[1]} channels; expected {channels} or {2 * channels}"
+        )
     return output[:, :channels]
 
 

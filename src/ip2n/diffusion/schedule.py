@@ -35,7 +35,7 @@ def space_timesteps(num_steps: int, respacing: str) -> list[int]:
     if respacing == "":
         return list(range(num_steps))
     if respacing.startswith("ddim"):
-        count = int(respacing[len("ddim"):])
+        count = int(respacing[len("ddim") :])
         for stride in range(1, num_steps):
             if len(range(0, num_steps, stride)) == count:
                 return list(range(0, num_steps, stride))
@@ -138,5 +138,7 @@ def index_for_strength(strength: float, num_steps: int) -> int:
     """
     index = int(strength * num_steps)
     if not 0 <= index < num_steps:
-        raise ValueError(f"strength {strength} gives noise index {index}, outside 0…{num_steps - 1}; use 0 ≤ strength < 1")
+        raise ValueError(
+            f"strength {strength} gives noise index {index}, outside 0…{num_steps - 1}; use 0 ≤ strength < 1"
+        )
     return index

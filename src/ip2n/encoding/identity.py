@@ -46,7 +46,7 @@ class IdentityConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IdentityConfig":
+    def from_dict(cls, data: dict[str, Any]) -> IdentityConfig:
         data = dict(data)
         data["backbone"] = IRSEConfig.from_dict(data["backbone"])
         return cls(**data)

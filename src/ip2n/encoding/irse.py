@@ -9,8 +9,9 @@ unit halves the resolution. Attribute names (`input_layer`, `body.<i>.shortcut_l
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,7 @@ class IRSEConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IRSEConfig":
+    def from_dict(cls, data: dict[str, Any]) -> IRSEConfig:
         data = dict(data)
         data["stage_channels"] = tuple(data["stage_channels"])
         data["stage_units"] = tuple(data["stage_units"])

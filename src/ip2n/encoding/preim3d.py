@@ -24,8 +24,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,9 @@ class PREIM3DEncoderConfig:
 
     def __post_init__(self) -> None:
         if self.encoder_type not in ENCODER_TYPES:
-            raise ValueError(f"unknown encoder_type '{self.encoder_type}'; supported: {', '.join(ENCODER_TYPES)}")
+            raise ValueError(
+                f"unknown encoder_type '{self.encoder_type}'; supported: {', '.join(ENCODER_TYPES)}"
+            )
         # The style blocks halve their input down to 1×1 with at least one convolution, so every
         # pyramid level must be a power of two of side ≥ 2.
         if self.resolution < 32 or self.resolution & (self.resolution - 1):
@@ -72,7 +75,7 @@ class PREIM3DEncoderConfig:
         return self.resolution // 4
 
     @classmethod
-    def from_opts(cls, opts: Mapping[str, Any]) -> "PREIM3DEncoderConfig":
+    def from_opts(cls, opts: Mapping[str, Any]) -> PREIM3DEncoderConfig:
         """Config of the encoder in an official `preim3d.pt`, from its `opts` dict.
 
         The official code always builds the 50-layer IR-SE trunk (`encoder_number_layers` is
@@ -82,7 +85,8 @@ class PREIM3DEncoderConfig:
             encoder_type = opts["encoder_type"]
         else:
             logger.warning(
-                "checkpoint opts have no 'encoder_type'; assuming %s (PREIM3D's default)", DEFAULT_ENCODER_TYPE
+                "checkpoint opts have no 'encoder_type'; assuming %s (PREIM3D's default)",
+                DEFAULT_ENCODER_TYPE,
             )
             encoder_type = DEFAULT_ENCODER_TYPE
         if encoder_type not in ENCODER_TYPES:
@@ -97,7 +101,7 @@ class PREIM3DEncoderConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PREIM3DEncoderConfig":
+    def from_dict(cls, data: dict[str, Any]) -> PREIM3DEncoderConfig:
         data = dict(data)
         data["backbone"] = IRSEConfig.from_dict(data["backbone"])
         return cls(**data)
@@ -118,7 +122,9 @@ def _small(encoder_type: str) -> PREIM3DEncoderConfig:
 
 def _tiny(encoder_type: str) -> PREIM3DEncoderConfig:
     """Narrow trunk, 32-d codes from 64² images: only for tests."""
-    return PREIM3DEncoderConfig(encoder_type=encoder_type, backbone=irse.preset("small"), style_dim=32, resolution=64)
+    return PREIM3DEncoderConfig(
+        encoder_type=encoder_type, backbone=irse.preset("small"), style_dim=32, resolution=64
+    )
 
 
 PRESETS = {"ir_se50": _ir_se50, "small": _small, "tiny": _tiny}
@@ -215,7 +221,9 @@ class _PyramidEncoder(nn.Module):
         return c3, middle, fine
 
     @staticmethod
-    def _level(style_index: int, coarse: torch.Tensor, middle: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    def _level(
+        style_index: int, coarse: torch.Tensor, middle: torch.Tensor, fine: torch.Tensor
+    ) -> torch.Tensor:
         if style_index < COARSE_END:
             return coarse
         if style_index < MIDDLE_END:

@@ -45,7 +45,9 @@ def make_grid(images: list[Image.Image], columns: int | None = None, padding: in
     columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     width, height = images[0].size
-    grid = Image.new("RGB", (columns * width + (columns - 1) * padding, rows * height + (rows - 1) * padding), "white")
+    grid = Image.new(
+        "RGB", (columns * width + (columns - 1) * padding, rows * height + (rows - 1) * padding), "white"
+    )
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
         grid.paste(image.convert("RGB"), (column * (width + padding), row * (height + padding)))

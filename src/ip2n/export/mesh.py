@@ -67,7 +67,9 @@ def save_mesh(
     path = Path(path)
     kind = path.suffix.lower().lstrip(".")
     if kind not in MESH_FORMATS:
-        raise ValueError(f"unsupported mesh format '{path.suffix}': use one of {', '.join('.' + f for f in MESH_FORMATS)}")
+        raise ValueError(
+            f"unsupported mesh format '{path.suffix}': use one of {', '.join('.' + f for f in MESH_FORMATS)}"
+        )
     if vertex_colors is not None and vertex_colors.dtype != np.uint8:
         vertex_colors = (np.clip(vertex_colors, 0, 1) * 255).round().astype(np.uint8)
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=vertex_colors, process=False)

@@ -20,7 +20,9 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 24) -> P
     path = Path(path)
     kind = path.suffix.lower().lstrip(".")
     if kind not in VIDEO_FORMATS:
-        raise ValueError(f"unsupported video format '{path.suffix}': use one of {', '.join('.' + f for f in VIDEO_FORMATS)}")
+        raise ValueError(
+            f"unsupported video format '{path.suffix}': use one of {', '.join('.' + f for f in VIDEO_FORMATS)}"
+        )
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 frames of shape (N, H, W, 3), got {frames.dtype} {frames.shape}")
     with atomic_path(path) as tmp:
@@ -35,7 +37,14 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
     import imageio.v2 as imageio
 
     writer = imageio.get_writer(
-        path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8, pixelformat="yuv420p", macro_block_size=1
+        path,
+        format="FFMPEG",
+        mode="I",
+        fps=fps,
+        codec="libx264",
+        quality=8,
+        pixelformat="yuv420p",
+        macro_block_size=1,
     )
     try:
         for frame in frames:
@@ -48,4 +57,6 @@ def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
     from PIL import Image
 
     images = [Image.fromarray(frame) for frame in frames]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    images[0].save(
+        path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+    )

@@ -47,12 +47,17 @@ class EG3DConfig:
     decoder_lr_multiplier: float = 1.0
     avg_camera_radius: float = 2.7
     avg_camera_pivot: tuple[float, float, float] = (0.0, 0.0, 0.2)
-    rendering: RenderingConfig = field(default_factory=lambda: RenderingConfig(
-        depth_resolution=48, depth_resolution_importance=48, ray_start=2.25, ray_end=3.3, box_warp=1.0))
+    rendering: RenderingConfig = field(
+        default_factory=lambda: RenderingConfig(
+            depth_resolution=48, depth_resolution_importance=48, ray_start=2.25, ray_end=3.3, box_warp=1.0
+        )
+    )
 
     def __post_init__(self) -> None:
         if self.superresolution not in SUPERRESOLUTION_OUTPUT:
-            raise ValueError(f"unknown super-resolution '{self.superresolution}'; known: {sorted(SUPERRESOLUTION_OUTPUT)}")
+            raise ValueError(
+                f"unknown super-resolution '{self.superresolution}'; known: {sorted(SUPERRESOLUTION_OUTPUT)}"
+            )
         if SUPERRESOLUTION_OUTPUT[self.superresolution] != self.img_resolution:
             raise ValueError(
                 f"super-resolution '{self.superresolution}' produces {SUPERRESOLUTION_OUTPUT[self.superresolution]}² "
@@ -65,7 +70,9 @@ class EG3DConfig:
         return 2 * (self.plane_resolution.bit_length() - 1) - 2
 
     @classmethod
-    def from_official(cls, init_kwargs: dict[str, Any], neural_rendering_resolution: int | None = None) -> "EG3DConfig":
+    def from_official(
+        cls, init_kwargs: dict[str, Any], neural_rendering_resolution: int | None = None
+    ) -> EG3DConfig:
         """Build from an official `TriPlaneGenerator` init-kwargs dict (EasyDicts given as dicts).
 
         `sr_kwargs` channel widths are ignored: the official super-resolution classes hard-code theirs.
@@ -73,7 +80,9 @@ class EG3DConfig:
         rendering_kwargs = dict(init_kwargs["rendering_kwargs"])
         sr_class = rendering_kwargs["superresolution_module"].rsplit(".", 1)[-1]
         if sr_class not in SUPERRESOLUTION_CLASSES:
-            raise ValueError(f"unsupported super-resolution module '{sr_class}'; known: {sorted(SUPERRESOLUTION_CLASSES)}")
+            raise ValueError(
+                f"unsupported super-resolution module '{sr_class}'; known: {sorted(SUPERRESOLUTION_CLASSES)}"
+            )
         mapping_kwargs = dict(init_kwargs.get("mapping_kwargs", {}))
         return cls(
             z_dim=init_kwargs["z_dim"],
@@ -89,7 +98,9 @@ class EG3DConfig:
             neural_rendering_resolution=neural_rendering_resolution or 64,
             superresolution=SUPERRESOLUTION_CLASSES[sr_class],
             sr_antialias=bool(rendering_kwargs.get("sr_antialias", True)),
-            sr_conv_clamp=256.0 if init_kwargs.get("sr_num_fp16_res", 0) > 0 else init_kwargs.get("conv_clamp"),
+            sr_conv_clamp=256.0
+            if init_kwargs.get("sr_num_fp16_res", 0) > 0
+            else init_kwargs.get("conv_clamp"),
             sr_noise_mode=rendering_kwargs.get("superresolution_noise_mode", "none"),
             decoder_lr_multiplier=float(rendering_kwargs.get("decoder_lr_mul", 1.0)),
             avg_camera_radius=float(rendering_kwargs.get("avg_camera_radius", 2.7)),
@@ -101,7 +112,7 @@ class EG3DConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EG3DConfig":
+    def from_dict(cls, data: dict[str, Any]) -> EG3DConfig:
         data = dict(data)
         data["rendering"] = RenderingConfig(**data["rendering"])
         data["avg_camera_pivot"] = tuple(data["avg_camera_pivot"])
@@ -121,7 +132,9 @@ def _fixture_small() -> EG3DConfig:
         img_resolution=128,
         neural_rendering_resolution=32,
         superresolution="hybrid2x",
-        rendering=RenderingConfig(depth_resolution=12, depth_resolution_importance=12, ray_start=2.25, ray_end=3.3, box_warp=1.0),
+        rendering=RenderingConfig(
+            depth_resolution=12, depth_resolution_importance=12, ray_start=2.25, ray_end=3.3, box_warp=1.0
+        ),
     )
 
 

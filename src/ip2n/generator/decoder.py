@@ -21,7 +21,9 @@ class OSGDecoder(nn.Module):
     i.e. in (−0.001, 1.001); its first 3 channels become the raw image.
     """
 
-    def __init__(self, n_features: int = 32, hidden: int = 64, out_features: int = 32, lr_multiplier: float = 1.0):
+    def __init__(
+        self, n_features: int = 32, hidden: int = 64, out_features: int = 32, lr_multiplier: float = 1.0
+    ):
         super().__init__()
         self.net = nn.Sequential(
             FullyConnectedLayer(n_features, hidden, lr_multiplier=lr_multiplier),

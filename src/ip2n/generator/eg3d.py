@@ -56,7 +56,11 @@ class TriPlaneGenerator(nn.Module):
         return self.backbone.num_ws
 
     def mapping(
-        self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
         """z (N, z_dim), conditioning camera c (N, 25) → ws (N, num_ws, w_dim)."""
         return self.backbone.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
@@ -104,8 +108,13 @@ class TriPlaneGenerator(nn.Module):
         cam2world, intrinsics = unpack_camera_label(cameras.to(planes.dtype))
         ray_origins, ray_directions = ray_bundle(cam2world, intrinsics, resolution)
         rendered = render_rays(
-            planes, self.decoder, ray_origins, ray_directions, self.config.rendering,
-            deterministic=deterministic, generator=generator,
+            planes,
+            self.decoder,
+            ray_origins,
+            ray_directions,
+            self.config.rendering,
+            deterministic=deterministic,
+            generator=generator,
         )
 
         def to_image(values: torch.Tensor) -> torch.Tensor:  # (N, r², C) → (N, C, r, r)
@@ -132,7 +141,11 @@ class TriPlaneGenerator(nn.Module):
         return self.render_planes(self.synthesize_planes(ws), ws, c, **render_options)
 
     def forward(
-        self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
         **render_options,
     ) -> dict[str, torch.Tensor]:
         """z (N, z_dim), cameras (N, 25) → rendered outputs; c conditions the mapping and the view."""

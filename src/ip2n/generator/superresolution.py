@@ -61,9 +61,13 @@ class Hybrid2X(_HybridSuperresolution):
     input_resolution = 64
     output_resolution = 128
 
-    def __init__(self, in_channels: int = 32, conv_clamp: float | None = 256.0, antialias: bool = True) -> None:
+    def __init__(
+        self, in_channels: int = 32, conv_clamp: float | None = 256.0, antialias: bool = True
+    ) -> None:
         super().__init__(antialias)
-        self.block0 = SynthesisBlock(in_channels, 128, W_DIM, 64, IMG_CHANNELS, upsample=False, conv_clamp=conv_clamp)
+        self.block0 = SynthesisBlock(
+            in_channels, 128, W_DIM, 64, IMG_CHANNELS, upsample=False, conv_clamp=conv_clamp
+        )
         self.block1 = SynthesisBlock(128, 64, W_DIM, 128, IMG_CHANNELS, conv_clamp=conv_clamp)
         # Unused by the computation; kept because the official state dict contains it.
         self.register_buffer("resample_filter", setup_filter(RESAMPLE_TAPS))
@@ -75,9 +79,13 @@ class Hybrid4X(_HybridSuperresolution):
     input_resolution = 128
     output_resolution = 256
 
-    def __init__(self, in_channels: int = 32, conv_clamp: float | None = 256.0, antialias: bool = True) -> None:
+    def __init__(
+        self, in_channels: int = 32, conv_clamp: float | None = 256.0, antialias: bool = True
+    ) -> None:
         super().__init__(antialias)
-        self.block0 = SynthesisBlock(in_channels, 128, W_DIM, 128, IMG_CHANNELS, upsample=False, conv_clamp=conv_clamp)
+        self.block0 = SynthesisBlock(
+            in_channels, 128, W_DIM, 128, IMG_CHANNELS, upsample=False, conv_clamp=conv_clamp
+        )
         self.block1 = SynthesisBlock(128, 64, W_DIM, 256, IMG_CHANNELS, conv_clamp=conv_clamp)
         # Unused by the computation; kept because the official state dict contains it.
         self.register_buffer("resample_filter", setup_filter(RESAMPLE_TAPS))
@@ -89,7 +97,9 @@ class Hybrid8XDC(_HybridSuperresolution):
     input_resolution = 128
     output_resolution = 512
 
-    def __init__(self, in_channels: int = 32, conv_clamp: float | None = 256.0, antialias: bool = True) -> None:
+    def __init__(
+        self, in_channels: int = 32, conv_clamp: float | None = 256.0, antialias: bool = True
+    ) -> None:
         super().__init__(antialias)
         self.block0 = SynthesisBlock(in_channels, 256, W_DIM, 256, IMG_CHANNELS, conv_clamp=conv_clamp)
         self.block1 = SynthesisBlock(256, 128, W_DIM, 512, IMG_CHANNELS, conv_clamp=conv_clamp)

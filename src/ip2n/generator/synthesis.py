@@ -65,7 +65,11 @@ class SynthesisLayer(nn.Module):
             self.bias.zero_()
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        noise_mode: str = "const",
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         styles = self.affine(w)  # (N, in_channels)
         x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
@@ -75,12 +79,17 @@ class SynthesisLayer(nn.Module):
             x.add_(noise)
         return bias_act(x, self.bias, activation="lrelu", clamp=self.conv_clamp, inplace=True)
 
-    def _noise(self, x: torch.Tensor, noise_mode: str, generator: torch.Generator | None) -> torch.Tensor | None:
+    def _noise(
+        self, x: torch.Tensor, noise_mode: str, generator: torch.Generator | None
+    ) -> torch.Tensor | None:
         if noise_mode == "const":
             return (self.noise_const * self.noise_strength).to(x.dtype)  # (r, r)
         if noise_mode == "random":
             noise = torch.randn(
-                (x.shape[0], 1, self.resolution, self.resolution), generator=generator, device=x.device, dtype=x.dtype
+                (x.shape[0], 1, self.resolution, self.resolution),
+                generator=generator,
+                device=x.device,
+                dtype=x.dtype,
             )
             return noise * self.noise_strength.to(x.dtype)  # (N, 1, r, r)
         if noise_mode == "none":
@@ -95,7 +104,12 @@ class ToRGBLayer(nn.Module):
     """Modulated 1×1 conv without demodulation + bias: x (N, C, r, r), w (N, w_dim) → (N, img_channels, r, r)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1, conv_clamp: float | None = None
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        kernel_size: int = 1,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
         self.conv_clamp = conv_clamp
@@ -168,7 +182,9 @@ class SynthesisBlock(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if ws.shape[1] != self.num_ws:
-            raise ValueError(f"block at {self.resolution}² expects {self.num_ws} style vectors, got {ws.shape[1]}")
+            raise ValueError(
+                f"block at {self.resolution}² expects {self.num_ws} style vectors, got {ws.shape[1]}"
+            )
         w_iter = iter(ws.unbind(1))
         if self.in_channels == 0:
             x = self.const.to(ws.dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)  # (N, C, r, r)
@@ -254,10 +270,18 @@ class StyleGAN2Backbone(nn.Module):
     ) -> None:
         super().__init__()
         # synthesis is registered first, as in the official state dict.
-        self.synthesis = SynthesisNetwork(w_dim, resolution, out_channels, channel_base, channel_max, conv_clamp)
+        self.synthesis = SynthesisNetwork(
+            w_dim, resolution, out_channels, channel_base, channel_max, conv_clamp
+        )
         self.mapping = MappingNetwork(
-            z_dim, c_dim, w_dim, self.synthesis.num_ws, num_layers=mapping_layers, hidden_features=mapping_hidden,
-            lr_multiplier=mapping_lr_multiplier, c_scale=c_scale,
+            z_dim,
+            c_dim,
+            w_dim,
+            self.synthesis.num_ws,
+            num_layers=mapping_layers,
+            hidden_features=mapping_hidden,
+            lr_multiplier=mapping_lr_multiplier,
+            c_scale=c_scale,
         )
 
     @property

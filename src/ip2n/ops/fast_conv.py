@@ -24,7 +24,9 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-NNPACK_MIN_PIXELS = 64 * 64  # smaller maps: oneDNN is as fast or faster (3×3, 512 channels at 32²: 95 ms against 118)
+NNPACK_MIN_PIXELS = (
+    64 * 64
+)  # smaller maps: oneDNN is as fast or faster (3×3, 512 channels at 32²: 95 ms against 118)
 # NNPACK transforms the whole kernel first: 64 values per (input, output) channel pair, i.e. 67 MB for
 # 512 → 512 channels. Those layers (the backbone's 64² maps) stay on oneDNN to keep the peak memory.
 NNPACK_MAX_CHANNEL_PAIRS = 256 * 256
@@ -57,8 +59,11 @@ def uses_nnpack(x: torch.Tensor, weight: torch.Tensor) -> bool:
     kh, kw = weight.shape[-2:]
     return (
         _enabled[0]
-        and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-        and kh == kw and kh >= 3
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and kh == kw
+        and kh >= 3
         and weight.shape[0] * weight.shape[1] <= NNPACK_MAX_CHANNEL_PAIRS
         and x.shape[-2] * x.shape[-1] >= NNPACK_MIN_PIXELS
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))

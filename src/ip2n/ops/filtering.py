@@ -51,7 +51,9 @@ def _depthwise_kernel(f: torch.Tensor, channels: int, gain: float, x: torch.Tens
     return kernel.expand(channels, 1, *f.shape)
 
 
-def _padded_depthwise_conv(x: torch.Tensor, kernel: torch.Tensor, padding: Padding, stride: int = 1) -> torch.Tensor:
+def _padded_depthwise_conv(
+    x: torch.Tensor, kernel: torch.Tensor, padding: Padding, stride: int = 1
+) -> torch.Tensor:
     left, right, top, bottom = padding
     if left == right and top == bottom and left >= 0 and top >= 0:
         # Symmetric padding inside the convolution avoids materialising a padded copy.
@@ -83,7 +85,9 @@ def upfirdn2d(
     return x[:, :, ::down, ::down]
 
 
-def filter2d(x: torch.Tensor, f: torch.Tensor, padding: int | Sequence[int] = 0, gain: float = 1.0) -> torch.Tensor:
+def filter2d(
+    x: torch.Tensor, f: torch.Tensor, padding: int | Sequence[int] = 0, gain: float = 1.0
+) -> torch.Tensor:
     """Convolve every channel with `f`·gain (= upfirdn2d with up = down = 1).
 
     x: (N, C, H, W) → (N, C, H + top + bottom − fh + 1, W + left + right − fw + 1).
@@ -105,7 +109,10 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, factor: int = 2, gain: float = 
     extra_x = factor + (fw - factor) // 2 - (fw + factor - 1) // 2 - 1
     if min(pad_y, pad_x, extra_y, extra_x) < 0:
         return upfirdn2d(
-            x, f, up=factor, gain=gain * factor**2,
+            x,
+            f,
+            up=factor,
+            gain=gain * factor**2,
             padding=((fw + factor - 1) // 2, (fw - factor) // 2, (fh + factor - 1) // 2, (fh - factor) // 2),
         )
     # conv_transpose2d scatters with the kernel as is, i.e. it already convolves: no flip.

@@ -25,7 +25,9 @@ def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> tor
     return (styles.to(weight.dtype).square() @ energy.t() + DEMODULATION_EPS).rsqrt()
 
 
-def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, resample_filter: torch.Tensor, padding: int) -> torch.Tensor:
+def upsample_conv2d(
+    x: torch.Tensor, weight: torch.Tensor, resample_filter: torch.Tensor, padding: int
+) -> torch.Tensor:
     """2× upsampling "same" convolution: zero insertion, conv with `weight`, low-pass `resample_filter`.
 
     x: (N, I, H, W), weight (O, I, kh, kw) → (N, O, 2H, 2W). Computed as a stride-2 transposed

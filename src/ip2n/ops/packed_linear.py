@@ -30,7 +30,10 @@ def _packing_ops_available() -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        return all(callable(getattr(torch.ops.mkldnn, name)) for name in ("_reorder_linear_weight", "_linear_pointwise"))
+        return all(
+            callable(getattr(torch.ops.mkldnn, name))
+            for name in ("_reorder_linear_weight", "_linear_pointwise")
+        )
     except (AttributeError, RuntimeError):  # a torch build without these oneDNN entry points
         return False
 
@@ -40,7 +43,9 @@ def packing_applies(linears: Sequence[nn.Linear]) -> bool:
     with torch's oneDNN linear kernels present. Elsewhere (GPU, training) it leaves them as they are."""
     return (
         not torch.is_grad_enabled()
-        and all(linear.weight.device.type == "cpu" and linear.weight.dtype == torch.float32 for linear in linears)
+        and all(
+            linear.weight.device.type == "cpu" and linear.weight.dtype == torch.float32 for linear in linears
+        )
         and _packing_ops_available()
     )
 

@@ -92,11 +92,11 @@ RELEASED_SIZES = EditingPresets()
 class ModelPreset:
     """A trained model that ships with ip2n: how to load it, and its sampling defaults without loading it."""
 
-    load: Callable[[torch.device], "EditPipeline"]
+    load: Callable[[torch.device], EditPipeline]
     edit_defaults: Callable[[], EditDefaults]
 
 
-def _load_builtin_synthetic(device: torch.device) -> "EditPipeline":
+def _load_builtin_synthetic(device: torch.device) -> EditPipeline:
     from ip2n.builtin import load_synthetic_pipeline  # imported on use: it builds on this module
 
     return load_synthetic_pipeline(device)
@@ -110,7 +110,9 @@ def _builtin_synthetic_defaults() -> EditDefaults:
 
 # name → preset. "synthetic" is the built-in synthetic 3-D heads world (ip2n.builtin), the default of
 # `ip2n edit` and `ip2n demo` without --weights.
-MODEL_PRESETS: dict[str, ModelPreset] = {"synthetic": ModelPreset(_load_builtin_synthetic, _builtin_synthetic_defaults)}
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    "synthetic": ModelPreset(_load_builtin_synthetic, _builtin_synthetic_defaults)
+}
 DEFAULT_PRESET = "synthetic"
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
@@ -133,17 +135,24 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):
-        raise DeviceError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:N' for GPU number N)") from None
+        raise DeviceError(
+            f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:N' for GPU number N)"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            reason = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
-                      else "no CUDA GPU is visible (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)")
+            reason = (
+                "this PyTorch build has no CUDA support"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)"
+            )
             raise DeviceError(
                 f"CUDA was requested but is not available: {reason}. Run on the CPU (--device cpu), or install "
                 "a CUDA build of PyTorch on a machine with an NVIDIA GPU"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"{device} was requested but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+            raise DeviceError(
+                f"{device} was requested but only {torch.cuda.device_count()} CUDA GPU(s) are visible"
+            )
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("Apple's MPS device was requested but is not available here; use --device cpu")
     elif device.type not in ("cpu", "cuda", "mps"):
@@ -170,7 +179,9 @@ def check_preset(name: str) -> None:
 def edit_schedule(num_inference_steps: int, strength: float) -> DiffusionSchedule:
     """The respaced schedule of an edit, after checking that `strength` leaves at least one step."""
     if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000:
-        raise ValueError(f"num_inference_steps must be an integer from 1 to 1000, got {num_inference_steps!r}")
+        raise ValueError(
+            f"num_inference_steps must be an integer from 1 to 1000, got {num_inference_steps!r}"
+        )
     if not 0.0 < strength < 1.0:
         raise ValueError(f"strength must lie strictly between 0 and 1 (the paper uses 0.3), got {strength}")
     # The official loop noises to index int(s·S) and denoises from one below it.
@@ -215,7 +226,13 @@ def edit_codes(
     source = pack_latent(source_codes) * scale  # (N, C, 4, 4) in the DiT's units
     condition = source if source_conditioning else torch.zeros_like(source)
     denoiser = DualGuidanceDenoiser(
-        dit, condition, text_context, null_context, text_scale, image_scale, identity,
+        dit,
+        condition,
+        text_context,
+        null_context,
+        text_scale,
+        image_scale,
+        identity,
         timesteps=decode_timesteps(strength, schedule),
     )
     # Every step multiplies the same weights with a few rows (branches × samples × tokens): packing
@@ -273,7 +290,11 @@ class EditPipeline:
 
     @classmethod
     def from_weights(
-        cls, weights_dir: str | os.PathLike, device: str | torch.device = "cpu", *, sizes: EditingPresets | None = None
+        cls,
+        weights_dir: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        *,
+        sizes: EditingPresets | None = None,
     ) -> EditPipeline:
         """Load every model from a weights folder holding the official files or converted safetensors.
 
@@ -297,8 +318,15 @@ class EditPipeline:
         encoder, _ = load_preim3d_encoder(weights_dir, device, preset=sizes.encoder)
         identity_encoder = load_identity(weights_dir, device, preset=sizes.identity)
         latent_avg = load_latent_avg(weights_dir, generator).to(device)
-        pipeline = cls(generator, dit, text_encoder, encoder, identity_encoder, latent_avg,
-                       model_name=f"weights {weights_dir}")
+        pipeline = cls(
+            generator,
+            dit,
+            text_encoder,
+            encoder,
+            identity_encoder,
+            latent_avg,
+            model_name=f"weights {weights_dir}",
+        )
         pipeline.load_seconds = round(time.perf_counter() - start, 3)
         logger.info("loaded the models from %s in %.1f s", weights_dir, pipeline.load_seconds)
         return pipeline
@@ -359,10 +387,14 @@ class EditPipeline:
         """
         timings: dict[str, float] = {}
         notes: list[str] = []
-        num_inference_steps = self.defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
+        num_inference_steps = (
+            self.defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
+        )
         strength = self.defaults.strength if strength is None else strength
         guidance_scale = self.defaults.guidance_scale if guidance_scale is None else guidance_scale
-        image_guidance_scale = self.defaults.image_guidance_scale if image_guidance_scale is None else image_guidance_scale
+        image_guidance_scale = (
+            self.defaults.image_guidance_scale if image_guidance_scale is None else image_guidance_scale
+        )
         # 1. Validate everything before any model runs.
         with timed(timings, "validate"):
             instructions = check_instructions(instructions)
@@ -371,8 +403,11 @@ class EditPipeline:
             _check_scales(guidance_scale, image_guidance_scale)
             name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
             resolution = self.encoder.config.resolution
-            image = load_image(image, resolution) if isinstance(image, (str, os.PathLike)) \
+            image = (
+                load_image(image, resolution)
+                if isinstance(image, (str, os.PathLike))
                 else prepare_image(image, name, resolution)
+            )
             if generator is None:
                 generator = torch.Generator()
                 generator.seed()
@@ -386,7 +421,9 @@ class EditPipeline:
         with torch.no_grad():
             # 3. Encode: codes relative to w_avg, and the identity features.
             with timed(timings, "encode"):
-                pixels = encoder_input(image, self.encoder.config.resolution)[None].to(self.device)  # (1, 3, R, R)
+                pixels = encoder_input(image, self.encoder.config.resolution)[None].to(
+                    self.device
+                )  # (1, 3, R, R)
                 source_codes = self.encoder(pixels)  # (1, 14, w_dim)
                 identity = extract_identity(self.identity_encoder, pixels) if identity_conditioning else None
             # 4. Embed the text: each distinct prompt once.
@@ -400,21 +437,42 @@ class EditPipeline:
                     shape = (codes.shape[0], codes.shape[2], GRID_SIZE, GRID_SIZE)  # packed: (N, C, 4, 4)
                     noise = torch.randn(shape, generator=generator, device=generator.device)
                     codes = edit_codes(
-                        self.dit, codes, context, null_context, schedule, strength=strength,
-                        text_scale=guidance_scale, image_scale=image_guidance_scale,
-                        noise=noise.to(self.device), identity=identity, source_conditioning=source_conditioning,
+                        self.dit,
+                        codes,
+                        context,
+                        null_context,
+                        schedule,
+                        strength=strength,
+                        text_scale=guidance_scale,
+                        image_scale=image_guidance_scale,
+                        noise=noise.to(self.device),
+                        identity=identity,
+                        source_conditioning=source_conditioning,
                     )
         # 6. The result: absolute latents, rendered on demand.
         settings = EditSettings(
             instructions=instructions,
-            prompts=prompts, num_inference_steps=num_inference_steps, strength=strength,
-            guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
-            identity_conditioning=identity_conditioning, chain=chain, align=align,
-            token_position_randomization=token_position_randomization, seed=generator.initial_seed(),
+            prompts=prompts,
+            num_inference_steps=num_inference_steps,
+            strength=strength,
+            guidance_scale=guidance_scale,
+            image_guidance_scale=image_guidance_scale,
+            identity_conditioning=identity_conditioning,
+            chain=chain,
+            align=align,
+            token_position_randomization=token_position_randomization,
+            seed=generator.initial_seed(),
         )
         return EditResult(
-            self.generator, source_codes + self.latent_avg, codes + self.latent_avg, settings,
-            input_image=image, input_camera=camera, notes=notes, timings=timings, model=self.model_name,
+            self.generator,
+            source_codes + self.latent_avg,
+            codes + self.latent_avg,
+            settings,
+            input_image=image,
+            input_camera=camera,
+            notes=notes,
+            timings=timings,
+            model=self.model_name,
         )
 
     def sweep(
@@ -441,10 +499,17 @@ class EditPipeline:
         for strength in strengths:
             for text_scale in guidance_scales:
                 for image_scale in image_guidance_scales:
-                    results.append(self(
-                        image, instructions, strength=strength, guidance_scale=text_scale,
-                        image_guidance_scale=image_scale, generator=torch.Generator().manual_seed(seed), **options,
-                    ))
+                    results.append(
+                        self(
+                            image,
+                            instructions,
+                            strength=strength,
+                            guidance_scale=text_scale,
+                            image_guidance_scale=image_scale,
+                            generator=torch.Generator().manual_seed(seed),
+                            **options,
+                        )
+                    )
         return results
 
     def _embed(
@@ -457,8 +522,9 @@ class EditPipeline:
             return [encoded[prompt][None] for prompt in prompts], encoded[""][None]
         # The official code shifts every text-encoder input, the empty prompt included; the image-only
         # and unconditional branches share one shifted empty prompt here.
-        tokens = randomize_token_positions(tokenize([*prompts, ""]), training=False, at_inference=True,
-                                           generator=generator)
+        tokens = randomize_token_positions(
+            tokenize([*prompts, ""]), training=False, at_inference=True, generator=generator
+        )
         contexts = self.text_encoder(tokens.to(self.device))  # (P + 1, 77, D)
         return [context[None] for context in contexts[:-1]], contexts[-1:]
 
@@ -501,36 +567,50 @@ def _check_weights_dir(weights_dir: Path) -> None:
             missing.append(str(exc))
     if missing:
         raise CheckpointError(
-            f"the weights folder {weights_dir} is incomplete:\n  - " + "\n  - ".join(missing)
+            f"the weights folder {weights_dir} is incomplete:\n  - "
+            + "\n  - ".join(missing)
             + f"\nPut the missing files into {weights_dir} (`ip2n weights check {weights_dir}` shows what is found)."
         )
 
 
 def _check_compatible(
-    generator: TriPlaneGenerator, dit: DiT, text_encoder: TextEncoder, encoder: nn.Module,
-    identity_encoder: IdentityEncoder, latent_avg: torch.Tensor,
+    generator: TriPlaneGenerator,
+    dit: DiT,
+    text_encoder: TextEncoder,
+    encoder: nn.Module,
+    identity_encoder: IdentityEncoder,
+    latent_avg: torch.Tensor,
 ) -> None:
     w_dim, num_ws = generator.config.w_dim, generator.num_ws
     problems = []
     if num_ws != NUM_STYLES:
         problems.append(f"the generator takes {num_ws} style vectors; the latent packing needs {NUM_STYLES}")
     if (encoder.config.num_styles, encoder.config.style_dim) != (num_ws, w_dim):
-        problems.append(f"the encoder predicts {encoder.config.num_styles}×{encoder.config.style_dim} codes, "
-                        f"the generator takes {num_ws}×{w_dim}")
+        problems.append(
+            f"the encoder predicts {encoder.config.num_styles}×{encoder.config.style_dim} codes, "
+            f"the generator takes {num_ws}×{w_dim}"
+        )
     if tuple(latent_avg.shape) != (1, num_ws, w_dim):
         problems.append(f"latent_avg has shape {tuple(latent_avg.shape)}, expected (1, {num_ws}, {w_dim})")
     config = dit.config
     if (config.in_channels, config.out_channels, config.input_size) != (2 * w_dim, w_dim, GRID_SIZE):
-        problems.append(f"the DiT works on {config.out_channels}-channel {config.input_size}×{config.input_size} "
-                        f"latents, the generator's pack into {w_dim}-channel {GRID_SIZE}×{GRID_SIZE} ones")
+        problems.append(
+            f"the DiT works on {config.out_channels}-channel {config.input_size}×{config.input_size} "
+            f"latents, the generator's pack into {w_dim}-channel {GRID_SIZE}×{GRID_SIZE} ones"
+        )
     if config.context_dim != text_encoder.config.width:
-        problems.append(f"the DiT cross-attends to {config.context_dim}-wide text, the text encoder is "
-                        f"{text_encoder.config.width} wide")
+        problems.append(
+            f"the DiT cross-attends to {config.context_dim}-wide text, the text encoder is "
+            f"{text_encoder.config.width} wide"
+        )
     if config.identity_dim != identity_encoder.config.feature_dim:
-        problems.append(f"the DiT takes {config.identity_dim}-d identity features, the identity network gives "
-                        f"{identity_encoder.config.feature_dim}")
+        problems.append(
+            f"the DiT takes {config.identity_dim}-d identity features, the identity network gives "
+            f"{identity_encoder.config.feature_dim}"
+        )
     if problems:
         raise IncompatibleWeightsError(
-            "the model files do not fit together: " + "; ".join(problems)
+            "the model files do not fit together: "
+            + "; ".join(problems)
             + ". Use files from one release (or one conversion), see docs/checkpoints.md"
         )

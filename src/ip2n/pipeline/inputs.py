@@ -62,7 +62,9 @@ def load_image(path: str | os.PathLike, encoder_resolution: int = RECOMMENDED_SI
     """
     path = Path(path)
     if not path.exists():
-        raise ImageInputError(f"{path}: no such file; check the path (and that the image was copied completely)")
+        raise ImageInputError(
+            f"{path}: no such file; check the path (and that the image was copied completely)"
+        )
     if path.is_dir():
         raise ImageInputError(f"{path} is a folder, not an image; pass image files, or the folder to --batch")
     if path.stat().st_size == 0:
@@ -80,7 +82,9 @@ def load_image(path: str | os.PathLike, encoder_resolution: int = RECOMMENDED_SI
             "pass a photo of a face in one of these formats"
         ) from None
     except OSError as exc:
-        raise ImageInputError(f"cannot open {path} ({exc.strerror or exc}); check that the file is readable") from None
+        raise ImageInputError(
+            f"cannot open {path} ({exc.strerror or exc}); check that the file is readable"
+        ) from None
     with image:
         _check_size(image.size, path)
         _reduce_while_decoding(image)
@@ -121,8 +125,13 @@ def prepare_image(
     if min(width, height) < encoder_resolution:
         logger.warning(
             "%s is only %d×%d pixels; the encoder works at %d×%d, so the edit will be blurry. "
-            "Use a photo where the face is at least %d pixels wide", name, width, height,
-            encoder_resolution, encoder_resolution, encoder_resolution,
+            "Use a photo where the face is at least %d pixels wide",
+            name,
+            width,
+            height,
+            encoder_resolution,
+            encoder_resolution,
+            encoder_resolution,
         )
     return image
 
@@ -141,7 +150,9 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
             raise ImageInputError(f"{name}: a float image array must hold values in [0, 1]")
         array = np.round(array * 255).astype(np.uint8)
     elif array.dtype != np.uint8:
-        raise ImageInputError(f"{name}: unsupported array type {array.dtype}; use uint8, uint16 or float in [0, 1]")
+        raise ImageInputError(
+            f"{name}: unsupported array type {array.dtype}; use uint8, uint16 or float in [0, 1]"
+        )
     return Image.fromarray(np.ascontiguousarray(array))
 
 
@@ -157,7 +168,9 @@ def _check_size(size: tuple[int, int], name: str | os.PathLike) -> None:
 
 
 def _too_large_message(name: str | os.PathLike, size: tuple[int, int] | None) -> str:
-    what = f"{size[0]}×{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} megapixels)" if size else "far too large"
+    what = (
+        f"{size[0]}×{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} megapixels)" if size else "far too large"
+    )
     return (
         f"{name} is {what}; ip2n reads images of at most {MAX_INPUT_PIXELS / 1e6:.0f} megapixels. "
         f"Downscale it first (e.g. to {WORKING_SIDE} pixels on the long side) or crop it around the face"
@@ -222,7 +235,10 @@ def _cmyk_to_rgb(image: Image.Image, name: str) -> Image.Image:
     if profile:
         try:
             converted = ImageCms.profileToProfile(
-                image, ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.createProfile("sRGB"), outputMode="RGB"
+                image,
+                ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                ImageCms.createProfile("sRGB"),
+                outputMode="RGB",
             )
             logger.info("%s is a CMYK image; converted to sRGB through its ICC profile", name)
             return converted
@@ -255,13 +271,15 @@ def check_instructions(instructions: str | Sequence[str]) -> tuple[str, ...]:
         instructions = (instructions,)
     instructions = tuple(instructions)
     if not instructions:
-        raise InstructionError("no instruction given; say what to change, e.g. \"make her smile\" (-i in the CLI)")
+        raise InstructionError(
+            'no instruction given; say what to change, e.g. "make her smile" (-i in the CLI)'
+        )
     for number, text in enumerate(instructions, start=1):
         if not isinstance(text, str):
             raise InstructionError(f"instruction {number} is a {type(text).__name__}, not text")
         if not text.strip():
             which = "the instruction" if len(instructions) == 1 else f"instruction {number}"
-            raise InstructionError(f"{which} is empty; say what to change, e.g. \"give him a beard\"")
+            raise InstructionError(f'{which} is empty; say what to change, e.g. "give him a beard"')
     return tuple(text.strip() for text in instructions)
 
 

@@ -162,13 +162,29 @@ class EditResult:
         timings: dict[str, float] = {}
         written: list[Path] = []
         try:
-            self._write_files(out_dir, written, timings, views, video, video_frames, video_format, fps, mesh,
-                              mesh_resolution, mesh_level)
+            self._write_files(
+                out_dir,
+                written,
+                timings,
+                views,
+                video,
+                video_frames,
+                video_format,
+                fps,
+                mesh,
+                mesh_resolution,
+                mesh_level,
+            )
             written.append(out_dir / RESULT_NAME)
-            outputs = {"views": views, "video": video, "video_frames": video_frames if video else None,
-                       "fps": fps if video else None, "mesh": mesh,
-                       "mesh_resolution": mesh_resolution if mesh else None,
-                       "mesh_level": timings.pop("mesh_level", None)}
+            outputs = {
+                "views": views,
+                "video": video,
+                "video_frames": video_frames if video else None,
+                "fps": fps if video else None,
+                "mesh": mesh,
+                "mesh_resolution": mesh_resolution if mesh else None,
+                "mesh_level": timings.pop("mesh_level", None),
+            }
             record = self._record(outputs, timings, written, metadata)
             write_text_atomic(written[-1], json.dumps(record, indent=2) + "\n")
         except BaseException:
@@ -179,15 +195,29 @@ class EditResult:
             raise
         return written
 
-    def _write_files(self, out_dir: Path, written: list[Path], timings: dict[str, float], views: int, video: bool,
-                     video_frames: int, video_format: str, fps: int, mesh: str | None, mesh_resolution: int,
-                     mesh_level: float | str) -> None:
+    def _write_files(
+        self,
+        out_dir: Path,
+        written: list[Path],
+        timings: dict[str, float],
+        views: int,
+        video: bool,
+        video_frames: int,
+        video_format: str,
+        fps: int,
+        mesh: str | None,
+        mesh_resolution: int,
+        mesh_level: float | str,
+    ) -> None:
         with timed(timings, "render_source"):
             source = self.view(which="source")
         with timed(timings, "render_edited"):
             edited = self.view(which="edited")
-        for name, image in (("source.png", to_pil(source["image"][0])), ("edited.png", to_pil(edited["image"][0])),
-                            ("depth.png", depth_to_pil(edited["image_depth"][0]))):
+        for name, image in (
+            ("source.png", to_pil(source["image"][0])),
+            ("edited.png", to_pil(edited["image"][0])),
+            ("depth.png", depth_to_pil(edited["image_depth"][0])),
+        ):
             written.append(out_dir / name)
             save_image(image, written[-1])
         written.append(out_dir / "edited_latent.npy")
@@ -217,9 +247,16 @@ class EditResult:
         vertices, faces = marching_cubes(density, self.generator.config.rendering.box_warp, iso_level)
         return vertices, faces, scene.vertex_colors(vertices), iso_level
 
-    def _record(self, outputs: dict[str, Any], save_timings: dict[str, float], written: list[Path],
-                metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-        camera = None if self.input_camera is None else [float(value) for value in self.input_camera.reshape(-1)]
+    def _record(
+        self,
+        outputs: dict[str, Any],
+        save_timings: dict[str, float],
+        written: list[Path],
+        metadata: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        camera = (
+            None if self.input_camera is None else [float(value) for value in self.input_camera.reshape(-1)]
+        )
         return {
             **software_versions(),
             "model": self.model,
@@ -235,8 +272,16 @@ class EditResult:
         }
 
 
-def _check_save_options(views: int, video: bool, video_frames: int, video_format: str, fps: int, mesh: str | None,
-                        mesh_resolution: int, mesh_level: float | str) -> None:
+def _check_save_options(
+    views: int,
+    video: bool,
+    video_frames: int,
+    video_format: str,
+    fps: int,
+    mesh: str | None,
+    mesh_resolution: int,
+    mesh_level: float | str,
+) -> None:
     """Refuse bad output options before anything is rendered or written."""
     if views < 0:
         raise ValueError(f"views must be 0 or more, got {views}")
@@ -293,11 +338,16 @@ def comparison_grid(results: Sequence[EditResult], columns: int | None = None) -
     the settings that differ between the results (e.g. "strength 0.2")."""
     if not results:
         raise ValueError("a comparison grid needs at least one result")
-    varying = [(field, label) for field, label in _SWEPT
-               if len({getattr(result.settings, field) for result in results}) > 1]
+    varying = [
+        (field, label)
+        for field, label in _SWEPT
+        if len({getattr(result.settings, field) for result in results}) > 1
+    ]
     tiles = [_captioned(results[0].image("source"), "reconstruction")]
     for result in results:
-        caption = ", ".join(f"{label} {getattr(result.settings, field):g}" for field, label in varying) or "edit"
+        caption = (
+            ", ".join(f"{label} {getattr(result.settings, field):g}" for field, label in varying) or "edit"
+        )
         tiles.append(_captioned(result.image("edited"), caption))
     return make_grid(tiles, columns=columns or len(tiles))
 

@@ -21,7 +21,8 @@ network when `w_avg` is recomputed).
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 

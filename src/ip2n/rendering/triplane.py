@@ -90,7 +90,10 @@ def sample_triplane_lattice(
     v, u = torch.meshgrid(coordinate, coordinate, indexing="ij")
     grid = torch.stack([u, v], dim=-1)[None].expand(len(PLANE_AXES), -1, -1, -1)  # (3, R, R, 2): (u, v)
     sampled = F.grid_sample(
-        planes[0].contiguous(memory_format=torch.channels_last), grid, mode="bilinear", padding_mode="zeros",
+        planes[0].contiguous(memory_format=torch.channels_last),
+        grid,
+        mode="bilinear",
+        padding_mode="zeros",
         align_corners=False,
     )
     # Plane p indexes (u, v) = PLANE_AXES[p]: rows follow v, columns follow u.

@@ -17,8 +17,9 @@ the whole batch, so the chunk size never changes the result.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,20 +60,26 @@ class RenderingConfig:
 
     def __post_init__(self) -> None:
         if self.clamp_mode != "softplus":
-            raise ValueError(f"clamp_mode must be 'softplus' (the only mode EG3D supports), got {self.clamp_mode!r}")
+            raise ValueError(
+                f"clamp_mode must be 'softplus' (the only mode EG3D supports), got {self.clamp_mode!r}"
+            )
         if self.depth_resolution < 2:
             raise ValueError(f"depth_resolution must be at least 2, got {self.depth_resolution}")
         if self.depth_resolution_importance < 0:
-            raise ValueError(f"depth_resolution_importance must be >= 0, got {self.depth_resolution_importance}")
+            raise ValueError(
+                f"depth_resolution_importance must be >= 0, got {self.depth_resolution_importance}"
+            )
         if self.depth_resolution_importance > 0 and self.depth_resolution < 4:
-            raise ValueError("importance sampling needs depth_resolution >= 4 (its pdf uses D − 3 interior intervals)")
+            raise ValueError(
+                "importance sampling needs depth_resolution >= 4 (its pdf uses D − 3 interior intervals)"
+            )
         if not 0 < self.ray_start < self.ray_end:
             raise ValueError(f"need 0 < ray_start < ray_end, got {self.ray_start} and {self.ray_end}")
         if self.density_noise < 0:
             raise ValueError(f"density_noise must be >= 0, got {self.density_noise}")
 
     @classmethod
-    def from_official(cls, rendering_kwargs: Mapping[str, Any]) -> "RenderingConfig":
+    def from_official(cls, rendering_kwargs: Mapping[str, Any]) -> RenderingConfig:
         """Read an official EG3D `rendering_kwargs` dict (other keys, e.g. super-resolution, are ignored)."""
         ray_start, ray_end = rendering_kwargs["ray_start"], rendering_kwargs["ray_end"]
         if "auto" in (ray_start, ray_end):
@@ -302,7 +309,9 @@ def _render_chunk(
 ) -> tuple[RenderedRays, torch.Tensor, torch.Tensor]:
     """Both passes for a slice of rays → unclamped RenderedRays, smallest and largest sample depth."""
     n_batch, n_rays, _ = origins.shape
-    depths = stratified_depths(n_batch, n_rays, config, randomness.jitter, dtype=origins.dtype, device=origins.device)
+    depths = stratified_depths(
+        n_batch, n_rays, config, randomness.jitter, dtype=origins.dtype, device=origins.device
+    )
     sample_sets = [_decode_samples(field, origins, directions, depths, config, randomness.coarse_noise)]
     if config.depth_resolution_importance > 0:
         with torch.no_grad():  # sample placement is not differentiated, as in EG3D
@@ -341,8 +350,13 @@ def render_rays(
             f"expected planes (N, 3, C, H, W) and rays (N, R, 3), got {tuple(planes.shape)} and {tuple(ray_origins.shape)}"
         )
     return render_field(
-        triplane_field(planes, decoder, config.box_warp), ray_origins, ray_directions, config,
-        deterministic=deterministic, generator=generator, points_per_chunk=points_per_chunk,
+        triplane_field(planes, decoder, config.box_warp),
+        ray_origins,
+        ray_directions,
+        config,
+        deterministic=deterministic,
+        generator=generator,
+        points_per_chunk=points_per_chunk,
     )
 
 
@@ -370,11 +384,15 @@ def render_field(
     """
     n_batch, n_rays, _ = ray_origins.shape
     if ray_directions.shape != ray_origins.shape:
-        raise ValueError(f"expected rays (N, R, 3), got {tuple(ray_origins.shape)} and {tuple(ray_directions.shape)}")
+        raise ValueError(
+            f"expected rays (N, R, 3), got {tuple(ray_origins.shape)} and {tuple(ray_directions.shape)}"
+        )
     if deterministic:
         randomness = _Randomness(None, None, None, None)
     else:
-        randomness = _draw_randomness(n_batch, n_rays, config, generator, ray_origins.dtype, ray_origins.device)
+        randomness = _draw_randomness(
+            n_batch, n_rays, config, generator, ray_origins.dtype, ray_origins.device
+        )
 
     samples_per_pass = max(config.depth_resolution, config.depth_resolution_importance)
     rays_per_chunk = max(1, points_per_chunk // (n_batch * samples_per_pass))

@@ -13,7 +13,8 @@ which edits change the picture, so the data writer never pairs two identical-loo
 from __future__ import annotations
 
 import math
-from typing import Mapping, Union
+from collections.abc import Mapping
+from typing import Union
 
 import torch
 
@@ -21,19 +22,49 @@ AttributeValue = Union[bool, str]
 Attributes = dict[str, AttributeValue]
 
 IDENTITY_PARAMS = (
-    "head_width", "head_height", "head_depth", "jaw_width", "chin_length", "cheekbone_width",
-    "eye_spacing", "eye_height", "eye_size", "eye_hue", "eye_darkness",
-    "nose_length", "nose_width", "nose_projection", "mouth_width", "lip_thickness", "ear_size", "ear_angle",
-    "skin_tone", "skin_warmth", "lip_redness",
-    "hairline_height", "hair_volume",
-    "brow_height", "brow_tilt",
-    "background_hue", "background_brightness",
+    "head_width",
+    "head_height",
+    "head_depth",
+    "jaw_width",
+    "chin_length",
+    "cheekbone_width",
+    "eye_spacing",
+    "eye_height",
+    "eye_size",
+    "eye_hue",
+    "eye_darkness",
+    "nose_length",
+    "nose_width",
+    "nose_projection",
+    "mouth_width",
+    "lip_thickness",
+    "ear_size",
+    "ear_angle",
+    "skin_tone",
+    "skin_warmth",
+    "lip_redness",
+    "hairline_height",
+    "hair_volume",
+    "brow_height",
+    "brow_tilt",
+    "background_hue",
+    "background_brightness",
 )
 IDENTITY_CLIP = 2.5
 
 BINARY_ATTRIBUTES = (
-    "eyeglasses", "smile", "mouth_open", "bangs", "bald", "beard", "mustache", "goatee",
-    "bushy_eyebrows", "big_nose", "chubby", "pale_skin",
+    "eyeglasses",
+    "smile",
+    "mouth_open",
+    "bangs",
+    "bald",
+    "beard",
+    "mustache",
+    "goatee",
+    "bushy_eyebrows",
+    "big_nose",
+    "chubby",
+    "pale_skin",
 )
 CATEGORICAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "hair_color": ("black", "brown", "blond", "gray", "red", "pink", "blue"),
@@ -42,14 +73,27 @@ CATEGORICAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 ATTRIBUTE_NAMES = BINARY_ATTRIBUTES + tuple(CATEGORICAL_ATTRIBUTES)
 DEFAULT_ATTRIBUTES: Attributes = {
-    **{name: False for name in BINARY_ATTRIBUTES}, "hair_color": "brown", "age": "young", "style": "none",
+    **{name: False for name in BINARY_ATTRIBUTES},
+    "hair_color": "brown",
+    "age": "young",
+    "style": "none",
 }
 
 # How often each value is drawn for a random head (binary: probability of True). Rare values keep
 # the data set about ordinary portraits, as FFHQ is; unlisted categorical values share the rest.
 PRIOR: dict[str, float] = {
-    "eyeglasses": 0.2, "smile": 0.4, "mouth_open": 0.25, "bangs": 0.3, "bald": 0.1, "beard": 0.15,
-    "mustache": 0.15, "goatee": 0.1, "bushy_eyebrows": 0.2, "big_nose": 0.2, "chubby": 0.2, "pale_skin": 0.15,
+    "eyeglasses": 0.2,
+    "smile": 0.4,
+    "mouth_open": 0.25,
+    "bangs": 0.3,
+    "bald": 0.1,
+    "beard": 0.15,
+    "mustache": 0.15,
+    "goatee": 0.1,
+    "bushy_eyebrows": 0.2,
+    "big_nose": 0.2,
+    "chubby": 0.2,
+    "pale_skin": 0.15,
 }
 CATEGORICAL_PRIOR: dict[str, tuple[float, ...]] = {
     "hair_color": (0.28, 0.28, 0.2, 0.1, 0.08, 0.03, 0.03),
@@ -67,7 +111,9 @@ def complete_attributes(partial: Mapping[str, AttributeValue] | None = None) -> 
                 raise ValueError(f"attribute {name!r} takes True or False, got {value!r}")
         elif name in CATEGORICAL_ATTRIBUTES:
             if value not in CATEGORICAL_ATTRIBUTES[name]:
-                raise ValueError(f"attribute {name!r} takes one of {CATEGORICAL_ATTRIBUTES[name]}, got {value!r}")
+                raise ValueError(
+                    f"attribute {name!r} takes one of {CATEGORICAL_ATTRIBUTES[name]}, got {value!r}"
+                )
         else:
             raise ValueError(f"unknown attribute {name!r}; known: {', '.join(ATTRIBUTE_NAMES)}")
         attributes[name] = value
@@ -88,10 +134,14 @@ def hidden_attributes(attributes: Mapping[str, AttributeValue]) -> set[str]:
     return hidden
 
 
-def visible_changes(source: Mapping[str, AttributeValue], target: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
+def visible_changes(
+    source: Mapping[str, AttributeValue], target: Mapping[str, AttributeValue]
+) -> dict[str, AttributeValue]:
     """The attributes of `target` that differ from `source` and show in both pictures."""
     hidden = hidden_attributes(source) | hidden_attributes(target)
-    return {name: target[name] for name in ATTRIBUTE_NAMES if target[name] != source[name] and name not in hidden}
+    return {
+        name: target[name] for name in ATTRIBUTE_NAMES if target[name] != source[name] and name not in hidden
+    }
 
 
 def sample_identity(n: int, generator: torch.Generator | None = None) -> torch.Tensor:

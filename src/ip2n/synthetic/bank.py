@@ -35,14 +35,15 @@ BANK_RESOLUTION = 64
 VIEWS_PER_TASK = 16
 # View set 1's seeds (`render_bank`'s `view_set`) lie 2³¹ above set 0's. The CPU generator keeps only a
 # seed's low 32 bits, so a larger stride would repeat set 0 (2⁴⁰ did), and this one allows two sets.
-VIEW_SET_STRIDE = 2 ** 31
+VIEW_SET_STRIDE = 2**31
 VIEW_SETS = 2
 
 
 def bank_generator_config(resolution: int = BANK_RESOLUTION) -> SyntheticHeadsConfig:
     """The synthetic generator rendering bank images: neural render at half the image side."""
-    return dataclasses.replace(synthetic_preset("synthetic"), img_resolution=resolution,
-                               neural_rendering_resolution=resolution // 2)
+    return dataclasses.replace(
+        synthetic_preset("synthetic"), img_resolution=resolution, neural_rendering_resolution=resolution // 2
+    )
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,23 @@ class HeadBank:
     def joined(self, other: HeadBank) -> HeadBank:
         """This bank's views followed by `other`'s (same resolution; identity indices kept as they are)."""
         if other.images.shape[1:] != self.images.shape[1:]:
-            raise ValueError(f"cannot join banks of {tuple(self.images.shape[1:])} and {tuple(other.images.shape[1:])} images")
-        return HeadBank(*(torch.cat([getattr(self, field.name), getattr(other, field.name)])
-                          for field in dataclasses.fields(self)))
+            raise ValueError(
+                f"cannot join banks of {tuple(self.images.shape[1:])} and {tuple(other.images.shape[1:])} images"
+            )
+        return HeadBank(
+            *(
+                torch.cat([getattr(self, field.name), getattr(other, field.name)])
+                for field in dataclasses.fields(self)
+            )
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         with atomic_path(path) as temporary:
-            save_file({field.name: getattr(self, field.name).contiguous() for field in dataclasses.fields(self)},
-                      str(temporary))
+            save_file(
+                {field.name: getattr(self, field.name).contiguous() for field in dataclasses.fields(self)},
+                str(temporary),
+            )
         return path
 
     @classmethod
@@ -90,7 +99,9 @@ class HeadBank:
             return bank_file.get_slice("images").get_shape()[0]
 
 
-def _view_spec(seed: int, index: int, views_per_identity: int, view_set: int = 0) -> tuple[torch.Tensor, dict, float, float]:
+def _view_spec(
+    seed: int, index: int, views_per_identity: int, view_set: int = 0
+) -> tuple[torch.Tensor, dict, float, float]:
     """(identity (1, P), attributes, yaw, pitch) of view `index`: identity from its identity's seed
     (the same in every view set), attributes and pose from the view's own."""
     identity_seed = torch.Generator().manual_seed(seed * 1_000_003 + index // views_per_identity)
@@ -99,12 +110,15 @@ def _view_spec(seed: int, index: int, views_per_identity: int, view_set: int = 0
     attributes = sample_attributes(view)
     # The bank covers the evaluation's pose range evenly (yaw ±30°, pitch ±20°) rather than the
     # frontal-heavy data distribution: the encoder and classifiers must work at every view.
-    yaw, pitch = ((torch.rand(2, generator=view) * 2 - 1) * torch.tensor([math.radians(30), math.radians(20)])).tolist()
+    yaw, pitch = (
+        (torch.rand(2, generator=view) * 2 - 1) * torch.tensor([math.radians(30), math.radians(20)])
+    ).tolist()
     return identity, attributes, yaw, pitch
 
 
-def _render_views(seed: int, indices: list[int], views_per_identity: int, resolution: int,
-                  view_set: int = 0) -> dict[str, torch.Tensor]:
+def _render_views(
+    seed: int, indices: list[int], views_per_identity: int, resolution: int, view_set: int = 0
+) -> dict[str, torch.Tensor]:
     """Worker: render `indices` on one thread → tensors of `HeadBank` (identity_index included)."""
     torch.set_num_threads(1)
     model = SyntheticHeadGenerator(bank_generator_config(resolution)).eval()
@@ -123,8 +137,14 @@ def _render_views(seed: int, indices: list[int], views_per_identity: int, resolu
 
 
 def render_bank(
-    n_identities: int, views_per_identity: int, *, seed: int, resolution: int = BANK_RESOLUTION, workers: int = 2,
-    view_set: int = 0, progress: bool = True,
+    n_identities: int,
+    views_per_identity: int,
+    *,
+    seed: int,
+    resolution: int = BANK_RESOLUTION,
+    workers: int = 2,
+    view_set: int = 0,
+    progress: bool = True,
 ) -> HeadBank:
     """Render the bank (see the module docstring) with `workers` single-threaded processes.
 
@@ -136,7 +156,9 @@ def render_bank(
     if view_set not in range(VIEW_SETS):
         raise ValueError(f"view_set must be one of {list(range(VIEW_SETS))}, got {view_set}")
     total = n_identities * views_per_identity
-    tasks = [list(range(start, min(start + VIEWS_PER_TASK, total))) for start in range(0, total, VIEWS_PER_TASK)]
+    tasks = [
+        list(range(start, min(start + VIEWS_PER_TASK, total))) for start in range(0, total, VIEWS_PER_TASK)
+    ]
     parts: list[dict[str, torch.Tensor] | None] = [None] * len(tasks)
     with tqdm(total=total, desc="rendering heads", unit="view", disable=not progress) as bar:
         if workers <= 1:
@@ -146,10 +168,11 @@ def render_bank(
         else:
             # spawn: forked children would inherit the parent's OpenMP state, which can deadlock them.
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_render_views, seed, task, views_per_identity, resolution, view_set): number
-                           for number, task in enumerate(tasks)}
+                futures = {
+                    pool.submit(_render_views, seed, task, views_per_identity, resolution, view_set): number
+                    for number, task in enumerate(tasks)
+                }
                 for future in as_completed(futures):
                     parts[futures[future]] = future.result()
                     bar.update(len(tasks[futures[future]]))
     return HeadBank(**{name: torch.cat([part[name] for part in parts]) for name in parts[0]})
-

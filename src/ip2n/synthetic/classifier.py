@@ -23,7 +23,8 @@ from ip2n.synthetic.latent import COORDINATE_INDEX
 
 # Logit layout: the binary attributes, then each categorical attribute's values, in declaration order.
 GROUPS: tuple[tuple[str, int], ...] = tuple((name, 1) for name in BINARY_ATTRIBUTES) + tuple(
-    (name, len(values)) for name, values in CATEGORICAL_ATTRIBUTES.items())
+    (name, len(values)) for name, values in CATEGORICAL_ATTRIBUTES.items()
+)
 NUM_LOGITS = sum(size for _, size in GROUPS)
 
 
@@ -55,7 +56,9 @@ class AttributeClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.input_size
         if images.shape[-1] != size:
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            images = F.interpolate(
+                images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
         features = self.body(self.input_layer(images)).mean(dim=(2, 3))  # (N, C) global average
         return self.head(features)
 
@@ -73,7 +76,7 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     """Mean over attributes of binary / categorical cross-entropy; logits (N, NUM_LOGITS), targets (N, G)."""
     losses, start = [], 0
     for column, (_, size) in enumerate(GROUPS):
-        part = logits[:, start:start + size]
+        part = logits[:, start : start + size]
         if size == 1:
             losses.append(F.binary_cross_entropy_with_logits(part[:, 0], targets[:, column].float()))
         else:
@@ -86,7 +89,7 @@ def predicted_targets(logits: torch.Tensor) -> torch.Tensor:
     """Logits (N, NUM_LOGITS) → predicted targets (N, len(GROUPS)) in the layout of `attribute_targets`."""
     columns, start = [], 0
     for _, size in GROUPS:
-        part = logits[:, start:start + size]
+        part = logits[:, start : start + size]
         columns.append((part[:, 0] > 0).long() if size == 1 else part.argmax(dim=1))
         start += size
     return torch.stack(columns, dim=1)
@@ -97,7 +100,7 @@ def targets_to_attributes(targets: torch.Tensor) -> list[Attributes]:
     result = []
     for row in targets.tolist():
         attributes: Attributes = {name: bool(value) for name, value in zip(BINARY_ATTRIBUTES, row)}
-        for (name, values), value in zip(CATEGORICAL_ATTRIBUTES.items(), row[len(BINARY_ATTRIBUTES):]):
+        for (name, values), value in zip(CATEGORICAL_ATTRIBUTES.items(), row[len(BINARY_ATTRIBUTES) :]):
             attributes[name] = values[value]
         result.append(attributes)
     return result

@@ -61,18 +61,25 @@ class PairSpec:
 def sample_pose(generator: torch.Generator) -> tuple[float, float]:
     """(yaw, pitch) radians from the clipped-normal pose distribution."""
     yaw, pitch = torch.randn(2, generator=generator).tolist()
-    return (max(-YAW_LIMIT, min(YAW_LIMIT, yaw * YAW_STD)), max(-PITCH_LIMIT, min(PITCH_LIMIT, pitch * PITCH_STD)))
+    return (
+        max(-YAW_LIMIT, min(YAW_LIMIT, yaw * YAW_STD)),
+        max(-PITCH_LIMIT, min(PITCH_LIMIT, pitch * PITCH_STD)),
+    )
 
 
 def sample_edit(
-    source: Attributes, generator: torch.Generator,
+    source: Attributes,
+    generator: torch.Generator,
     count_probabilities: tuple[float, ...] = EDIT_COUNT_PROBABILITIES,
 ) -> tuple[Attributes, dict]:
     """A target attribute set differing from `source` in visible attributes → (target, edits); the
     number of edits is 1 + k with probability count_probabilities[k] (default: 1–3 edits)."""
     while True:
         n_edits = 1 + int(torch.multinomial(torch.tensor(count_probabilities), 1, generator=generator))
-        names = [ATTRIBUTE_NAMES[i] for i in torch.randperm(len(ATTRIBUTE_NAMES), generator=generator)[:n_edits].tolist()]
+        names = [
+            ATTRIBUTE_NAMES[i]
+            for i in torch.randperm(len(ATTRIBUTE_NAMES), generator=generator)[:n_edits].tolist()
+        ]
         target = dict(source)
         for name in names:
             if name in BINARY_ATTRIBUTES:
@@ -120,13 +127,25 @@ def write_triplets(
         for side in (0, 1):
             save_image(to_pil(images[side]), folder / f"{name}_{side}.png")
             labels.append([f"{name}/{name}_{side}.png", [float(v) for v in camera[0].tolist()]])
-        write_text_atomic(folder / f"{name}.txt", "\n".join(_instructions(spec.edits, instructions_per_pair, generator)) + "\n")
-        truth.append({
-            "name": name, "identity": dict(zip(IDENTITY_PARAMS, spec.identity[0].tolist())),
-            "source": spec.source, "target": spec.target, "edits": spec.edits, "yaw": spec.yaw, "pitch": spec.pitch,
-        })
+        write_text_atomic(
+            folder / f"{name}.txt",
+            "\n".join(_instructions(spec.edits, instructions_per_pair, generator)) + "\n",
+        )
+        truth.append(
+            {
+                "name": name,
+                "identity": dict(zip(IDENTITY_PARAMS, spec.identity[0].tolist())),
+                "source": spec.source,
+                "target": spec.target,
+                "edits": spec.edits,
+                "yaw": spec.yaw,
+                "pitch": spec.pitch,
+            }
+        )
         folders.append(folder)
-    write_text_atomic(out_dir / "truth.jsonl", "".join(json.dumps(row, sort_keys=True) + "\n" for row in truth))
+    write_text_atomic(
+        out_dir / "truth.jsonl", "".join(json.dumps(row, sort_keys=True) + "\n" for row in truth)
+    )
     write_text_atomic(out_dir / "dataset.json", json.dumps({"labels": labels}))
     logger.info("wrote %d pairs to %s", n_pairs, out_dir)
     return folders

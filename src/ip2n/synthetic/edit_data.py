@@ -58,8 +58,12 @@ from ip2n.training.samples import SampleSet
 class SyntheticEditData:
     """Triplet samples over encoded bank views; the training loop's data (`len`, `batch`, `sample_set`)."""
 
-    source_codes: torch.Tensor  # (V, 14, w_dim) encoder codes of the bank views, relative to the average latent
-    target_codes: torch.Tensor  # (V, 14, w_dim) the codes each edit starts from: source_codes, or the true codes
+    source_codes: (
+        torch.Tensor
+    )  # (V, 14, w_dim) encoder codes of the bank views, relative to the average latent
+    target_codes: (
+        torch.Tensor
+    )  # (V, 14, w_dim) the codes each edit starts from: source_codes, or the true codes
     source_identity: torch.Tensor  # (V, 512) identity features of the bank views
     rows: torch.Tensor  # (S,) int64 bank view of each sample
     coordinate_deltas: torch.Tensor  # (S, K) target − source coordinates (attribute codes only)
@@ -79,7 +83,9 @@ class SyntheticEditData:
         bases = row_bases(self.source_codes.shape[2])
         shifts = encode(self.source_shifts[indices], bases)
         source = self.source_codes[self.rows[indices]] + shifts  # (n, 14, w_dim)
-        edited = self.target_codes[self.rows[indices]] + shifts + encode(self.coordinate_deltas[indices], bases)
+        edited = (
+            self.target_codes[self.rows[indices]] + shifts + encode(self.coordinate_deltas[indices], bases)
+        )
         return source, edited
 
     def batch(self, indices: list[int], device: torch.device) -> Batch:
@@ -87,9 +93,13 @@ class SyntheticEditData:
         source, edited = self._codes(index)
         identity = self.source_identity[self.rows[index]]
         target_identity = identity * ~self.recombined[index, None]  # zero: no identity-loss target
-        return Batch(source_latent=pack_latent(source).to(device), edited_latent=pack_latent(edited).to(device),
-                     source_identity=identity.to(device), edited_identity=target_identity.to(device),
-                     tokens=self.tokens[index].to(device))
+        return Batch(
+            source_latent=pack_latent(source).to(device),
+            edited_latent=pack_latent(edited).to(device),
+            source_identity=identity.to(device),
+            edited_identity=target_identity.to(device),
+            tokens=self.tokens[index].to(device),
+        )
 
     def sample_set(self, count: int, seed: int, device: torch.device) -> SampleSet:
         """The first `count` samples, with noise drawn from `seed` (for the training sample grids)."""
@@ -98,15 +108,24 @@ class SyntheticEditData:
         noise = torch.randn((len(index), *self.latent_shape), generator=torch.Generator().manual_seed(seed))
         return SampleSet(
             instructions=tuple(self.instructions[i] for i in index.tolist()),
-            source_latent=pack_latent(source).to(device), edited_latent=pack_latent(edited).to(device),
-            source_identity=self.source_identity[self.rows[index]].to(device), noise=noise.to(device),
+            source_latent=pack_latent(source).to(device),
+            edited_latent=pack_latent(edited).to(device),
+            source_identity=self.source_identity[self.rows[index]].to(device),
+            noise=noise.to(device),
         )
 
 
 def build_edit_data(
-    coordinates: torch.Tensor, source_codes: torch.Tensor, source_identity: torch.Tensor, samples: int, *,
-    seed: int, count_probabilities: tuple[float, ...] = EDIT_COUNT_PROBABILITIES, recombined_fraction: float = 0.0,
-    target_codes: torch.Tensor | None = None, progress: bool = True,
+    coordinates: torch.Tensor,
+    source_codes: torch.Tensor,
+    source_identity: torch.Tensor,
+    samples: int,
+    *,
+    seed: int,
+    count_probabilities: tuple[float, ...] = EDIT_COUNT_PROBABILITIES,
+    recombined_fraction: float = 0.0,
+    target_codes: torch.Tensor | None = None,
+    progress: bool = True,
 ) -> SyntheticEditData:
     """`samples` triplets: a random bank view (true `coordinates` (V, K)), a random visible edit of its
     attributes (1–3 by default, as `ip2n synth data`), and a training-split instruction for it.
@@ -115,25 +134,41 @@ def build_edit_data(
     if not 0.0 <= recombined_fraction <= 1.0:
         raise ValueError(f"recombined_fraction must be between 0 and 1, got {recombined_fraction}")
     if target_codes is not None and target_codes.shape != source_codes.shape:
-        raise ValueError(f"target_codes must have the shape of source_codes {tuple(source_codes.shape)}, "
-                         f"got {tuple(target_codes.shape)}")
+        raise ValueError(
+            f"target_codes must have the shape of source_codes {tuple(source_codes.shape)}, "
+            f"got {tuple(target_codes.shape)}"
+        )
     generator = torch.Generator().manual_seed(seed)
     # Its own generator: with no recombined sources the triplets are exactly those of earlier versions.
     recombination = torch.Generator().manual_seed(seed + 1)
     attributes = attributes_of(coordinates)
     rows = torch.randint(len(attributes), (samples,), generator=generator)
     recombined = torch.rand(samples, generator=recombination) < recombined_fraction
-    deltas, shifts, instructions = torch.zeros(samples, coordinates.shape[1]), torch.zeros(samples, coordinates.shape[1]), []
-    for sample, row in enumerate(tqdm(rows.tolist(), desc="edit triplets", unit="triplet", disable=not progress)):
+    deltas, shifts, instructions = (
+        torch.zeros(samples, coordinates.shape[1]),
+        torch.zeros(samples, coordinates.shape[1]),
+        [],
+    )
+    for sample, row in enumerate(
+        tqdm(rows.tolist(), desc="edit triplets", unit="triplet", disable=not progress)
+    ):
         source = attributes[row]
         if recombined[sample]:
             source = sample_attributes(recombination)
-            shifts[sample] = coordinates_from(sample_identity(1, recombination), [source])[0] - coordinates[row]
+            shifts[sample] = (
+                coordinates_from(sample_identity(1, recombination), [source])[0] - coordinates[row]
+            )
         target, edits = sample_edit(source, generator, count_probabilities=count_probabilities)
         deltas[sample] = attribute_change(source, target)[0]
         instructions.append(compose_instruction(edits, generator, split="train"))
-    return SyntheticEditData(source_codes=source_codes,
-                             target_codes=source_codes if target_codes is None else target_codes,
-                             source_identity=source_identity, rows=rows, coordinate_deltas=deltas,
-                             source_shifts=shifts, recombined=recombined, tokens=tokenize(instructions),
-                             instructions=tuple(instructions))
+    return SyntheticEditData(
+        source_codes=source_codes,
+        target_codes=source_codes if target_codes is None else target_codes,
+        source_identity=source_identity,
+        rows=rows,
+        coordinate_deltas=deltas,
+        source_shifts=shifts,
+        recombined=recombined,
+        tokens=tokenize(instructions),
+        instructions=tuple(instructions),
+    )

@@ -102,7 +102,9 @@ class EvalSettings:
     def resolved(self, defaults) -> EvalSettings:
         """These settings with every unset sampling value taken from `defaults` (an `EditDefaults`)."""
         names = ("num_inference_steps", "strength", "guidance_scale", "image_guidance_scale")
-        return replace(self, **{name: getattr(defaults, name) for name in names if getattr(self, name) is None})
+        return replace(
+            self, **{name: getattr(defaults, name) for name in names if getattr(self, name) is None}
+        )
 
 
 def random_poses(count: int, generator: torch.Generator) -> torch.Tensor:
@@ -123,7 +125,11 @@ def make_cases(settings: EvalSettings) -> list[EvalCase]:
             identity = sample_identity(1, generator)
             source = sample_attributes(generator)
             _, edits = sample_edit(source, generator, count_probabilities=_one_hot_counts(count))
-            cases.append(EvalCase(identity, source, edits, compose_instruction(edits, generator, split=settings.phrasings)))
+            cases.append(
+                EvalCase(
+                    identity, source, edits, compose_instruction(edits, generator, split=settings.phrasings)
+                )
+            )
     return cases
 
 
@@ -143,7 +149,9 @@ def read_instruction_cases(path: str | os.PathLike, seed: int) -> list[EvalCase]
             row = json.loads(line)
             instruction, edits = row["instruction"], dict(row["edits"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise ValueError(f'{where}: expected {{"instruction": "...", "edits": {{"attribute": value}}}}') from None
+            raise ValueError(
+                f'{where}: expected {{"instruction": "...", "edits": {{"attribute": value}}}}'
+            ) from None
         if not isinstance(instruction, str) or not instruction.strip() or not edits:
             raise ValueError(f"{where}: the instruction must be non-empty text and edits a non-empty object")
         for name, value in edits.items():
@@ -152,11 +160,15 @@ def read_instruction_cases(path: str | os.PathLike, seed: int) -> list[EvalCase]
                     raise ValueError(f"{where}: {name} takes true or false, got {value!r}")
             elif name in CATEGORICAL_ATTRIBUTES:
                 if value not in CATEGORICAL_ATTRIBUTES[name]:
-                    raise ValueError(f"{where}: {name} takes one of {', '.join(CATEGORICAL_ATTRIBUTES[name])}, "
-                                     f"got {value!r}")
+                    raise ValueError(
+                        f"{where}: {name} takes one of {', '.join(CATEGORICAL_ATTRIBUTES[name])}, "
+                        f"got {value!r}"
+                    )
             else:
                 raise ValueError(f"{where}: unknown attribute {name!r}; known: {', '.join(ATTRIBUTE_NAMES)}")
-        cases.append(EvalCase(sample_identity(1, generator), _source_for(edits, generator, where), edits, instruction))
+        cases.append(
+            EvalCase(sample_identity(1, generator), _source_for(edits, generator, where), edits, instruction)
+        )
     if not cases:
         raise ValueError(f"{path} holds no instructions")
     return cases
@@ -204,7 +216,7 @@ def _probabilities(logits: torch.Tensor) -> list[torch.Tensor]:
     """Logits (N, NUM_LOGITS) → per group: (N,) P(True) for binary, (N, values) softmax for categorical."""
     parts, start = [], 0
     for _, size in GROUPS:
-        part = logits[:, start:start + size]
+        part = logits[:, start : start + size]
         parts.append(torch.sigmoid(part[:, 0]) if size == 1 else part.softmax(dim=1))
         start += size
     return parts
@@ -221,25 +233,42 @@ def _classifier_sees(probabilities: list[torch.Tensor], name: str, value) -> tor
 def _attribute_change(before: list[torch.Tensor], after: list[torch.Tensor], name: str) -> torch.Tensor:
     group = [g for g, _ in GROUPS].index(name)
     difference = (after[group] - before[group]).abs()
-    return difference if difference.ndim == 1 else difference.sum(dim=1) / 2  # total variation for categorical
+    return (
+        difference if difference.ndim == 1 else difference.sum(dim=1) / 2
+    )  # total variation for categorical
 
 
 @torch.no_grad()
-def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: AttributeClassifier,
-                  renderer: SyntheticHeadGenerator, index: int, variant: str = "full",
-                  identity_judge: torch.nn.Module | None = None) -> CaseResult:
+def evaluate_case(
+    pipeline,
+    case: EvalCase,
+    settings: EvalSettings,
+    classifier: AttributeClassifier,
+    renderer: SyntheticHeadGenerator,
+    index: int,
+    variant: str = "full",
+    identity_judge: torch.nn.Module | None = None,
+) -> CaseResult:
     """One case's figures. `identity_judge` measures the identity cosines (default: the model's own
     identity network); a fixed judge compares models whose identity networks differ."""
     switches = DIT_VARIANTS[variant]  # the conditions this variant was trained with
     generator = torch.Generator().manual_seed(settings.seed * 7919 + index)
     poses = random_poses(settings.views + 1, generator)
-    cameras = camera_labels(poses[:, 0], poses[:, 1])  # (1 + V, 25): the input view, then the evaluation views
+    cameras = camera_labels(
+        poses[:, 0], poses[:, 1]
+    )  # (1 + V, 25): the input view, then the evaluation views
     true_source = renderer.encode_heads(case.identity, [case.source])
     image = renderer.synthesis(true_source, cameras[:1])["image"][0]
     result = pipeline(
-        to_pil(image), case.instruction, num_inference_steps=settings.num_inference_steps, strength=settings.strength,
-        guidance_scale=settings.guidance_scale, image_guidance_scale=settings.image_guidance_scale,
-        generator=generator, identity_conditioning=switches.identity, source_conditioning=switches.source_conditioning,
+        to_pil(image),
+        case.instruction,
+        num_inference_steps=settings.num_inference_steps,
+        strength=settings.strength,
+        guidance_scale=settings.guidance_scale,
+        image_guidance_scale=settings.image_guidance_scale,
+        generator=generator,
+        identity_conditioning=switches.identity,
+        source_conditioning=switches.source_conditioning,
         token_position_randomization=settings.token_position_randomization,
     )
     bases = renderer.backbone.bases
@@ -247,8 +276,13 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
     encoded = attributes_of(decode(result.source_latent, bases))[0]
     target = case.target
     requested = list(case.edits)
-    visible = [name for name in ATTRIBUTE_NAMES if name not in requested
-               and name not in hidden_attributes(case.source) and name not in hidden_attributes(target)]
+    visible = [
+        name
+        for name in ATTRIBUTE_NAMES
+        if name not in requested
+        and name not in hidden_attributes(case.source)
+        and name not in hidden_attributes(target)
+    ]
     views = cameras[1:]
     source_views = renderer.synthesis(result.source_latent.expand(len(views), -1, -1), views)["image"]
     edited_views = renderer.synthesis(result.edited_latent.expand(len(views), -1, -1), views)["image"]
@@ -262,30 +296,42 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
     # lost by the inversion counts too; `cosine` compares the reconstruction at the same cameras.
     input_cosine = (identity_network(image[None]) * edited_features).sum(dim=1)
     exact_cosine = (source_features * identity_network(exact_views)).sum(dim=1)
-    edited_identity, reconstructed_identity = (identity_of(decode(latent, bases))
-                                               for latent in (result.edited_latent, result.source_latent))
+    edited_identity, reconstructed_identity = (
+        identity_of(decode(latent, bases)) for latent in (result.edited_latent, result.source_latent)
+    )
     drift = (edited_identity - reconstructed_identity).abs().mean()  # decode is linear
     before, after = _probabilities(classifier(source_views)), _probabilities(classifier(edited_views))
     seen = torch.stack([_classifier_sees(after, name, case.edits[name]) for name in requested])  # (E, V)
     exact = _probabilities(classifier(exact_views))
     seen_exact = torch.stack([_classifier_sees(exact, name, case.edits[name]) for name in requested])
-    dependency = torch.stack([_attribute_change(before, after, name) for name in visible]).mean() if visible else torch.zeros(())
-    true_latent_error = (result.source_latent - true_source).square().mean() / (true_source - pipeline.latent_avg).square().mean()
+    dependency = (
+        torch.stack([_attribute_change(before, after, name) for name in visible]).mean()
+        if visible
+        else torch.zeros(())
+    )
+    true_latent_error = (result.source_latent - true_source).square().mean() / (
+        true_source - pipeline.latent_avg
+    ).square().mean()
     return CaseResult(
         count=len(requested),
         success_truth=all(edited[name] == target[name] for name in requested),
         success_classifier=bool((seen.float().mean(dim=1) > 0.5).all()),
         changed_others_truth=sum(edited[name] != case.source[name] for name in visible),
         others=len(visible),
-        altered_views=int(seen.sum()), requested_views=seen.numel(),
+        altered_views=int(seen.sum()),
+        requested_views=seen.numel(),
         exact_success_classifier=bool((seen_exact.float().mean(dim=1) > 0.5).all()),
         exact_altered_views=int(seen_exact.sum()),
-        dependency=float(dependency), identity_cosine=float(cosine.mean()), input_identity_cosine=float(input_cosine.mean()),
-        exact_edit_identity_cosine=float(exact_cosine.mean()), identity_drift=float(drift),
+        dependency=float(dependency),
+        identity_cosine=float(cosine.mean()),
+        input_identity_cosine=float(input_cosine.mean()),
+        exact_edit_identity_cosine=float(exact_cosine.mean()),
+        identity_drift=float(drift),
         identity_error=float((edited_identity - case.identity).abs().mean()),
         reconstruction_identity_error=float((reconstructed_identity - case.identity).abs().mean()),
         reconstruction_error=float(true_latent_error),
-        reconstruction_attributes=sum(encoded[name] == case.source[name] for name in ATTRIBUTE_NAMES) / len(ATTRIBUTE_NAMES),
+        reconstruction_attributes=sum(encoded[name] == case.source[name] for name in ATTRIBUTE_NAMES)
+        / len(ATTRIBUTE_NAMES),
         changed_others_reconstruction=sum(edited[name] != encoded[name] for name in visible),
         misread_others=sum(encoded[name] != case.source[name] for name in visible),
     )
@@ -293,6 +339,7 @@ def evaluate_case(pipeline, case: EvalCase, settings: EvalSettings, classifier: 
 
 def summarize(results: list[CaseResult]) -> dict:
     """Figures over all cases and per number of edits."""
+
     def figures(rows: list[CaseResult]) -> dict:
         others = sum(r.others for r in rows)
         return {
@@ -300,11 +347,13 @@ def summarize(results: list[CaseResult]) -> dict:
             "success_truth": sum(r.success_truth for r in rows) / len(rows),
             "success_classifier": sum(r.success_classifier for r in rows) / len(rows),
             "other_attributes_changed_truth": sum(r.changed_others_truth for r in rows) / max(others, 1),
-            "other_attributes_changed_reconstruction": sum(r.changed_others_reconstruction for r in rows) / max(others, 1),
+            "other_attributes_changed_reconstruction": sum(r.changed_others_reconstruction for r in rows)
+            / max(others, 1),
             "other_attributes_misread_by_encoder": sum(r.misread_others for r in rows) / max(others, 1),
             "AA": sum(r.altered_views for r in rows) / max(sum(r.requested_views for r in rows), 1),
             "exact_success_classifier": sum(r.exact_success_classifier for r in rows) / len(rows),
-            "exact_AA": sum(r.exact_altered_views for r in rows) / max(sum(r.requested_views for r in rows), 1),
+            "exact_AA": sum(r.exact_altered_views for r in rows)
+            / max(sum(r.requested_views for r in rows), 1),
             "AD_percent": 100 * sum(r.dependency for r in rows) / len(rows),
             "identity_cosine": sum(r.identity_cosine for r in rows) / len(rows),
             "identity_cosine_min": min(r.identity_cosine for r in rows),
@@ -312,7 +361,8 @@ def summarize(results: list[CaseResult]) -> dict:
             "exact_edit_identity_cosine": sum(r.exact_edit_identity_cosine for r in rows) / len(rows),
             "identity_drift_truth": sum(r.identity_drift for r in rows) / len(rows),
             "identity_error_truth": sum(r.identity_error for r in rows) / len(rows),
-            "reconstruction_identity_error_truth": sum(r.reconstruction_identity_error for r in rows) / len(rows),
+            "reconstruction_identity_error_truth": sum(r.reconstruction_identity_error for r in rows)
+            / len(rows),
             "reconstruction_relative_error": sum(r.reconstruction_error for r in rows) / len(rows),
             "reconstruction_attributes": sum(r.reconstruction_attributes for r in rows) / len(rows),
         }
@@ -339,7 +389,7 @@ def sign_test(higher: int, lower: int) -> float:
     pairs = higher + lower
     if pairs == 0:
         return 1.0
-    tail = sum(math.comb(pairs, k) for k in range(min(higher, lower) + 1)) / 2 ** pairs
+    tail = sum(math.comb(pairs, k) for k in range(min(higher, lower) + 1)) / 2**pairs
     return min(1.0, 2 * tail)
 
 
@@ -348,28 +398,53 @@ def paired_difference(rows: list[dict], baseline: list[dict], key: str) -> dict:
     same cases): the mean difference, how many cases are higher / lower, and the sign test's p-value.
     Paired, because the cases' own difficulty varies far more than what tells two variants apart."""
     if [(r["instruction"], r["edits"]) for r in rows] != [(r["instruction"], r["edits"]) for r in baseline]:
-        raise ValueError("paired figures need two evaluations of the same cases (same instructions and edits)")
+        raise ValueError(
+            "paired figures need two evaluations of the same cases (same instructions and edits)"
+        )
     differences = [float(row[key]) - float(base[key]) for row, base in zip(rows, baseline)]
     higher, lower = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
-    return {"mean_difference": sum(differences) / max(len(differences), 1), "higher": higher, "lower": lower,
-            "cases": len(differences), "sign_test_p": sign_test(higher, lower)}
+    return {
+        "mean_difference": sum(differences) / max(len(differences), 1),
+        "higher": higher,
+        "lower": lower,
+        "cases": len(differences),
+        "sign_test_p": sign_test(higher, lower),
+    }
 
 
-def evaluate(pipeline, cases: list[EvalCase], settings: EvalSettings, classifier: AttributeClassifier,
-             variant: str = "full", progress: bool = True, identity_judge: torch.nn.Module | None = None) -> dict:
+def evaluate(
+    pipeline,
+    cases: list[EvalCase],
+    settings: EvalSettings,
+    classifier: AttributeClassifier,
+    variant: str = "full",
+    progress: bool = True,
+    identity_judge: torch.nn.Module | None = None,
+) -> dict:
     """`summarize`'s figures for `cases`, plus every case's own row (instruction, edits, figures) under "cases"."""
     renderer = SyntheticHeadGenerator(bank_generator_config()).eval()
-    results = [evaluate_case(pipeline, case, settings, classifier, renderer, index, variant, identity_judge)
-               for index, case in enumerate(tqdm(cases, desc=f"evaluating {variant}", unit="edit", disable=not progress))]
+    results = [
+        evaluate_case(pipeline, case, settings, classifier, renderer, index, variant, identity_judge)
+        for index, case in enumerate(
+            tqdm(cases, desc=f"evaluating {variant}", unit="edit", disable=not progress)
+        )
+    ]
     # Every case's own figures too: variants edit the same cases, so they can be compared pair by pair.
-    rows = [{"instruction": case.instruction, "edits": dict(case.edits), **asdict(result)}
-            for case, result in zip(cases, results)]
+    rows = [
+        {"instruction": case.instruction, "edits": dict(case.edits), **asdict(result)}
+        for case, result in zip(cases, results)
+    ]
     return {**summarize(results), "cases": rows}
 
 
 @torch.no_grad()
-def instruction_losses(pipeline, samples: int = 128, seed: int = 0, identity_conditioning: bool = True,
-                       source_conditioning: bool = True) -> dict[str, float]:
+def instruction_losses(
+    pipeline,
+    samples: int = 128,
+    seed: int = 0,
+    identity_conditioning: bool = True,
+    source_conditioning: bool = True,
+) -> dict[str, float]:
     """How much the DiT relies on the instruction: its denoising error with the right one, with
     another sample's ("shuffled") and with the empty prompt.
 
@@ -401,25 +476,44 @@ def instruction_losses(pipeline, samples: int = 128, seed: int = 0, identity_con
         poses = random_poses(samples, generator)
         cameras = camera_labels(poses[:, 0], poses[:, 1]).to(device)
         # One head at a time: batched, the procedural renderer is many times slower per head.
-        identity_features = torch.cat([
-            extract_identity(pipeline.identity_encoder, renderer.synthesis(source.to(device), camera[None])["image"])
-            for source, camera in zip(sources, cameras)])
+        identity_features = torch.cat(
+            [
+                extract_identity(
+                    pipeline.identity_encoder, renderer.synthesis(source.to(device), camera[None])["image"]
+                )
+                for source, camera in zip(sources, cameras)
+            ]
+        )
     source = pack_latent(torch.cat(sources).to(device) - pipeline.latent_avg) * scale  # (S, C, 4, 4)
     condition = source if source_conditioning else torch.zeros_like(source)
     target = pack_latent(torch.cat(targets).to(device) - pipeline.latent_avg) * scale
     schedule = make_schedule()
     timesteps = torch.randint(0, schedule.num_steps, (samples,), generator=generator)
     noise = torch.randn(target.shape, generator=generator).to(device)
-    labels = torch.full((samples,), dit.config.num_classes, dtype=torch.int64, device=device)  # inference's label
+    labels = torch.full(
+        (samples,), dit.config.num_classes, dtype=torch.int64, device=device
+    )  # inference's label
     shuffled = torch.roll(torch.arange(samples), 1)
-    prompts = {"right": instructions, "shuffled": [instructions[i] for i in shuffled], "empty": [""] * samples}
+    prompts = {
+        "right": instructions,
+        "shuffled": [instructions[i] for i in shuffled],
+        "empty": [""] * samples,
+    }
     losses = {}
     for name, texts in prompts.items():
         context = pipeline.text_encoder(tokenize(texts).to(device))
 
         def model_fn(x_t: torch.Tensor, model_timesteps: torch.Tensor) -> torch.Tensor:
-            return dit(torch.cat([x_t, condition], dim=1), model_timesteps, labels, context, identity=identity_features)
+            return dit(
+                torch.cat([x_t, condition], dim=1),
+                model_timesteps,
+                labels,
+                context,
+                identity=identity_features,
+            )
 
-        terms = training_losses(model_fn, target, timesteps, noise, schedule, prediction_type=dit.config.prediction_type)
+        terms = training_losses(
+            model_fn, target, timesteps, noise, schedule, prediction_type=dit.config.prediction_type
+        )
         losses[name] = float(terms["mse"].mean())
     return losses

@@ -19,15 +19,27 @@ LOG_EVERY = 50  # steps per (step, mean loss) history entry
 
 
 def fit(
-    model: nn.Module, optimizers: Sequence[torch.optim.Optimizer], loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    size: int, *, steps: int, batch_size: int, generator: torch.Generator, description: str, progress: bool,
+    model: nn.Module,
+    optimizers: Sequence[torch.optim.Optimizer],
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    size: int,
+    *,
+    steps: int,
+    batch_size: int,
+    generator: torch.Generator,
+    description: str,
+    progress: bool,
 ) -> list[tuple[int, float]]:
     """`steps` steps of `loss_fn(rows)` on random rows < `size` → (step, mean loss) every LOG_EVERY steps.
 
     `model` is put in training mode for the loop and back in eval mode after it.
     """
-    schedules = [torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))) for optimizer in optimizers]
+    schedules = [
+        torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+        )
+        for optimizer in optimizers
+    ]
     history, window = [], []
     model.train()
     with tqdm(range(steps), desc=description, unit="step", disable=not progress) as bar:

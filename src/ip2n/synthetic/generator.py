@@ -30,17 +30,25 @@ from ip2n.rendering.cameras import unpack_camera_label
 from ip2n.rendering.rays import ray_bundle
 from ip2n.rendering.volume import DEFAULT_POINTS_PER_CHUNK, RenderingConfig, render_field
 from ip2n.synthetic.attributes import (
+    ATTRIBUTE_NAMES,
     BINARY_ATTRIBUTES,
     CATEGORICAL_ATTRIBUTES,
     CATEGORICAL_PRIOR,
     IDENTITY_CLIP,
     IDENTITY_PARAMS,
     PRIOR,
-    ATTRIBUTE_NAMES,
     attributes_from_uniforms,
     normal_cdf,
 )
-from ip2n.synthetic.latent import COORDINATE_INDEX, COORDINATES, NUM_ROWS, coordinates_from, decode, encode, row_bases
+from ip2n.synthetic.latent import (
+    COORDINATE_INDEX,
+    COORDINATES,
+    NUM_ROWS,
+    coordinates_from,
+    decode,
+    encode,
+    row_bases,
+)
 from ip2n.synthetic.world import background_color, head_field
 
 # A head point costs a few kB through the field (about 30 shape channels and their normals).
@@ -58,13 +66,22 @@ class SyntheticHeadsConfig:
     z_dim: int = 64  # ≥ identity values + attributes; extra dimensions are ignored
     img_resolution: int = 128
     neural_rendering_resolution: int = 64
-    rendering: RenderingConfig = field(default_factory=lambda: RenderingConfig(
-        depth_resolution=24, depth_resolution_importance=24, ray_start=RAY_START, ray_end=RAY_END, box_warp=1.0))
+    rendering: RenderingConfig = field(
+        default_factory=lambda: RenderingConfig(
+            depth_resolution=24,
+            depth_resolution_importance=24,
+            ray_start=RAY_START,
+            ray_end=RAY_END,
+            box_warp=1.0,
+        )
+    )
 
     def __post_init__(self) -> None:
         needed = len(IDENTITY_PARAMS) + len(ATTRIBUTE_NAMES)
         if self.z_dim < needed:
-            raise ValueError(f"z_dim must be at least {needed} (one per identity value and attribute), got {self.z_dim}")
+            raise ValueError(
+                f"z_dim must be at least {needed} (one per identity value and attribute), got {self.z_dim}"
+            )
 
     @property
     def num_ws(self) -> int:
@@ -74,20 +91,28 @@ class SyntheticHeadsConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SyntheticHeadsConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SyntheticHeadsConfig:
         data = dict(data)
         data["rendering"] = RenderingConfig(**data["rendering"])
         return cls(**data)
 
 
 def synthetic_preset(name: str = "synthetic") -> SyntheticHeadsConfig:
-    """"synthetic": 64² neural render → 128² images; "tiny": 32² → 64², 12 + 12 samples (tests)."""
+    """ "synthetic": 64² neural render → 128² images; "tiny": 32² → 64², 12 + 12 samples (tests)."""
     if name == "synthetic":
         return SyntheticHeadsConfig()
     if name == "tiny":
         return SyntheticHeadsConfig(
-            w_dim=32, img_resolution=64, neural_rendering_resolution=32,
-            rendering=RenderingConfig(depth_resolution=16, depth_resolution_importance=16, ray_start=RAY_START, ray_end=RAY_END, box_warp=1.0),
+            w_dim=32,
+            img_resolution=64,
+            neural_rendering_resolution=32,
+            rendering=RenderingConfig(
+                depth_resolution=16,
+                depth_resolution_importance=16,
+                ray_start=RAY_START,
+                ray_end=RAY_END,
+                box_warp=1.0,
+            ),
         )
     raise ValueError(f"unknown synthetic-heads preset {name!r}; known: synthetic, tiny")
 
@@ -114,10 +139,15 @@ class LatentSampler(nn.Module):
         super().__init__()
         self.z_dim = config.z_dim
         self.register_buffer("bases", bases, persistent=False)
-        self.register_buffer("w_avg", encode(prior_mean_coordinates(), bases)[0], persistent=False)  # (14, w_dim)
+        self.register_buffer(
+            "w_avg", encode(prior_mean_coordinates(), bases)[0], persistent=False
+        )  # (14, w_dim)
 
     def forward(
-        self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
         """z (N, z_dim); c (N, 25) is accepted for interface parity and ignored (heads do not depend on pose)."""
@@ -160,7 +190,10 @@ class SyntheticHeadGenerator(nn.Module):
         return encode(coordinates_from(identity.to(bases), attributes), bases)
 
     def mapping(
-        self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
         """z (N, z_dim) → ws (N, 14, w_dim) of random heads (see `LatentSampler`)."""
@@ -169,7 +202,9 @@ class SyntheticHeadGenerator(nn.Module):
     def synthesize_planes(self, ws: torch.Tensor, **_unused) -> torch.Tensor:
         """ws (N, 14, w_dim) → head coordinates (N, K), differentiable (EG3D's noise options do not apply)."""
         if ws.ndim != 3 or ws.shape[1:] != (NUM_ROWS, self.config.w_dim):
-            raise ValueError(f"expected ws of shape (N, {NUM_ROWS}, {self.config.w_dim}), got {tuple(ws.shape)}")
+            raise ValueError(
+                f"expected ws of shape (N, {NUM_ROWS}, {self.config.w_dim}), got {tuple(ws.shape)}"
+            )
         return decode(ws, self.backbone.bases.to(ws.dtype))
 
     def render_planes(
@@ -199,8 +234,13 @@ class SyntheticHeadGenerator(nn.Module):
         cam2world, intrinsics = unpack_camera_label(cameras.to(planes.dtype))
         origins, directions = ray_bundle(cam2world, intrinsics, resolution)
         rendered = render_field(
-            lambda points: head_field(planes, points), origins, directions, self.config.rendering,
-            deterministic=deterministic, generator=generator, points_per_chunk=_POINTS_PER_CHUNK,
+            lambda points: head_field(planes, points),
+            origins,
+            directions,
+            self.config.rendering,
+            deterministic=deterministic,
+            generator=generator,
+            points_per_chunk=_POINTS_PER_CHUNK,
         )
 
         def to_image(values: torch.Tensor) -> torch.Tensor:  # (N, r², C) → (N, C, r, r)
@@ -218,8 +258,13 @@ class SyntheticHeadGenerator(nn.Module):
         }
         if superresolution:
             size = self.config.img_resolution
-            outputs["image"] = F.interpolate(image_raw, size=(size, size), mode="bilinear", align_corners=False,
-                                             antialias=size < resolution)
+            outputs["image"] = F.interpolate(
+                image_raw,
+                size=(size, size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=size < resolution,
+            )
         return outputs
 
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, **render_options) -> dict[str, torch.Tensor]:
@@ -227,7 +272,11 @@ class SyntheticHeadGenerator(nn.Module):
         return self.render_planes(self.synthesize_planes(ws), ws, c, **render_options)
 
     def forward(
-        self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
         **render_options,
     ) -> dict[str, torch.Tensor]:
         return self.synthesis(self.mapping(z, c, truncation_psi, truncation_cutoff), c, **render_options)

@@ -13,7 +13,7 @@ heads.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -36,7 +36,18 @@ def _categorical(name: str) -> tuple[str, ...]:
 LATENT_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("head", ("head_width", "head_height", "head_depth", "jaw_width", "chin_length", "cheekbone_width")),
     ("eyes", ("eye_spacing", "eye_height", "eye_size", "eye_hue", "eye_darkness")),
-    ("features", ("nose_length", "nose_width", "nose_projection", "mouth_width", "lip_thickness", "ear_size", "ear_angle")),
+    (
+        "features",
+        (
+            "nose_length",
+            "nose_width",
+            "nose_projection",
+            "mouth_width",
+            "lip_thickness",
+            "ear_size",
+            "ear_angle",
+        ),
+    ),
     ("skin", ("skin_tone", "skin_warmth", "lip_redness", "pale_skin")),
     ("hair", ("hairline_height", "hair_volume", "bald", "bangs")),
     ("hair_color", _categorical("hair_color")),
@@ -109,19 +120,24 @@ def decode(latent: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
 
 def coordinates_from(identity: torch.Tensor, attributes: Sequence[Mapping[str, object]]) -> torch.Tensor:
     """Identity values (N, len(IDENTITY_PARAMS)) + N attribute dicts → coordinates (N, K) float32."""
-    if identity.ndim != 2 or identity.shape[1] != len(IDENTITY_PARAMS) or identity.shape[0] != len(attributes):
+    if (
+        identity.ndim != 2
+        or identity.shape[1] != len(IDENTITY_PARAMS)
+        or identity.shape[0] != len(attributes)
+    ):
         raise ValueError(
             f"expected identity (N, {len(IDENTITY_PARAMS)}) and N attribute sets, got {tuple(identity.shape)} "
             f"and {len(attributes)}"
         )
-    coordinates = torch.zeros(identity.shape[0], len(COORDINATES), dtype=identity.dtype, device=identity.device)
+    coordinates = torch.zeros(
+        identity.shape[0], len(COORDINATES), dtype=identity.dtype, device=identity.device
+    )
     identity_index = [COORDINATE_INDEX[name] for name in IDENTITY_PARAMS]
     coordinates[:, identity_index] = identity
     codes = torch.tensor([_attribute_codes(complete_attributes(a)) for a in attributes], dtype=identity.dtype)
     attribute_index = [COORDINATE_INDEX[name] for name in ATTRIBUTE_COORDINATES]
     coordinates[:, attribute_index] = codes.to(identity.device)
     return coordinates
-
 
 
 def attribute_change(source: Mapping[str, object], target: Mapping[str, object]) -> torch.Tensor:

@@ -36,7 +36,9 @@ def ellipsoid(points: torch.Tensor, centre: torch.Tensor, radii: torch.Tensor) -
     return Shape(k0 * (k0 - 1) / k1, offset / (radii * radii))
 
 
-def capsule(points: torch.Tensor, start: torch.Tensor, end: torch.Tensor, radius: torch.Tensor | float) -> Shape:
+def capsule(
+    points: torch.Tensor, start: torch.Tensor, end: torch.Tensor, radius: torch.Tensor | float
+) -> Shape:
     """Segment start → end thickened by `radius`."""
     axis = end - start
     offset = points - start

@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES, AttributeValue, sample_attributes
+from ip2n.synthetic.attributes import (
+    ATTRIBUTE_NAMES,
+    BINARY_ATTRIBUTES,
+    CATEGORICAL_ATTRIBUTES,
+    AttributeValue,
+    sample_attributes,
+)
 from ip2n.synthetic.data import sample_edit
 from ip2n.synthetic.fitting import fit
 from ip2n.synthetic.instructions import compose_instruction
@@ -24,7 +30,9 @@ from ip2n.text import TextEncoder, TextEncoderConfig, randomize_token_positions,
 
 # Per attribute: class 0 = "left alone", then one class per value it can be set to.
 EDIT_CLASSES: dict[str, tuple[AttributeValue, ...]] = {
-    **{name: (True, False) for name in BINARY_ATTRIBUTES}, **CATEGORICAL_ATTRIBUTES}
+    **{name: (True, False) for name in BINARY_ATTRIBUTES},
+    **CATEGORICAL_ATTRIBUTES,
+}
 EDIT_COUNT_PROBABILITIES = (0.4, 0.3, 0.2, 0.1)  # 1 … 4 edits per training sentence
 
 
@@ -49,11 +57,15 @@ def edit_labels(edits: dict[str, AttributeValue]) -> list[int]:
     return [0 if name not in edits else 1 + EDIT_CLASSES[name].index(edits[name]) for name in ATTRIBUTE_NAMES]
 
 
-def instruction_batch(size: int, generator: torch.Generator, split: str = "train") -> tuple[list[str], torch.Tensor]:
+def instruction_batch(
+    size: int, generator: torch.Generator, split: str = "train"
+) -> tuple[list[str], torch.Tensor]:
     """`size` random instructions (1–4 edits) and their labels (size, len(ATTRIBUTE_NAMES))."""
     sentences, labels = [], []
     for _ in range(size):
-        _, edits = sample_edit(sample_attributes(generator), generator, count_probabilities=EDIT_COUNT_PROBABILITIES)
+        _, edits = sample_edit(
+            sample_attributes(generator), generator, count_probabilities=EDIT_COUNT_PROBABILITIES
+        )
         sentences.append(compose_instruction(edits, generator, split=split))
         labels.append(edit_labels(edits))
     return sentences, torch.tensor(labels)
@@ -97,22 +109,35 @@ def train_text_encoder(
     encoder.token_embedding.sparse = True
     embedding = [encoder.token_embedding.weight]
     dense = [p for p in reader.parameters() if p is not encoder.token_embedding.weight]
-    optimizers = [torch.optim.AdamW(dense, lr=config.learning_rate, weight_decay=config.weight_decay),
-                  torch.optim.SparseAdam(embedding, lr=config.learning_rate)]
+    optimizers = [
+        torch.optim.AdamW(dense, lr=config.learning_rate, weight_decay=config.weight_decay),
+        torch.optim.SparseAdam(embedding, lr=config.learning_rate),
+    ]
 
     def loss_fn(rows: torch.Tensor) -> torch.Tensor:
-        tokens = randomize_token_positions(pool[rows], training=config.token_position_randomization,
-                                           generator=generator)
+        tokens = randomize_token_positions(
+            pool[rows], training=config.token_position_randomization, generator=generator
+        )
         logits = reader(tokens)
-        return torch.stack([F.cross_entropy(part, labels[rows, column]) for column, part in enumerate(logits)]).mean()
+        return torch.stack(
+            [F.cross_entropy(part, labels[rows, column]) for column, part in enumerate(logits)]
+        ).mean()
 
     # The rows and the TPR offsets share `generator` (the one that drew the pool), as they always have.
-    history = fit(reader, optimizers, loss_fn, len(pool), steps=config.steps, batch_size=config.batch_size,
-                  generator=generator, description="text encoder", progress=progress)
+    history = fit(
+        reader,
+        optimizers,
+        loss_fn,
+        len(pool),
+        steps=config.steps,
+        batch_size=config.batch_size,
+        generator=generator,
+        description="text encoder",
+        progress=progress,
+    )
     encoder.token_embedding.sparse = False
     reader.requires_grad_(False)  # fit leaves it in eval mode
     return encoder, reader, history
-
 
 
 @torch.no_grad()

@@ -50,7 +50,6 @@ from ip2n.synthetic.vision_training import (
     true_codes,
 )
 
-
 ATTRIBUTES_FILE = "attributes.safetensors"
 ATTRIBUTES_KIND = "synthetic_attribute_classifier"
 MANIFEST = "world.json"
@@ -86,7 +85,9 @@ DIT_VARIANTS = {
     "no_identity": DiTVariant(identity=False),
     "img2img": DiTVariant(source_conditioning=False),
     "single_edit": DiTVariant(edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES),
-    "single_edit_no_tpr": DiTVariant(token_position_randomization=False, edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES),
+    "single_edit_no_tpr": DiTVariant(
+        token_position_randomization=False, edit_counts=SINGLE_EDIT_COUNT_PROBABILITIES
+    ),
     "recombined": DiTVariant(recombined_sources=0.5),
     # The identity module where the paper needs it: targets that do not keep the inversion's identity.
     "true_targets": DiTVariant(true_targets=True),
@@ -97,7 +98,12 @@ VARIANTS = tuple(DIT_VARIANTS)
 # sweep on validation cases (seed 7, not the evaluation's): at the paper's strength 0.3 the noised
 # source still shows its attributes and the edit rarely takes; 0.6 edits with identity cosine ≈ 0.85,
 # 0.7 edits no more and keeps less of the face (docs/synthetic_world.md).
-EDIT_DEFAULTS = {"num_inference_steps": 50, "strength": 0.6, "guidance_scale": 2.5, "image_guidance_scale": 1.0}
+EDIT_DEFAULTS = {
+    "num_inference_steps": 50,
+    "strength": 0.6,
+    "guidance_scale": 2.5,
+    "image_guidance_scale": 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -133,9 +139,19 @@ class WorldTrainingConfig:
     @classmethod
     def quick(cls) -> WorldTrainingConfig:
         """A few minutes end to end (tests, trying the command): tiny budgets, useless models."""
-        return cls(identities=12, views_per_identity=2, validation_identities=2, identity_extra_views=1,
-                   encoder_steps=3, identity_steps=3,
-                   attribute_steps=3, text_steps=3, dit_steps=3, dit_batch_size=8, triplets=64)
+        return cls(
+            identities=12,
+            views_per_identity=2,
+            validation_identities=2,
+            identity_extra_views=1,
+            encoder_steps=3,
+            identity_steps=3,
+            attribute_steps=3,
+            text_steps=3,
+            dit_steps=3,
+            dit_batch_size=8,
+            triplets=64,
+        )
 
     @property
     def training_identities(self) -> int:
@@ -176,7 +192,9 @@ def _as_worker(line: int) -> None:
     os.environ["TQDM_POSITION"] = str(line)
 
 
-def _train_encoder_and_classifier(bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig) -> dict:
+def _train_encoder_and_classifier(
+    bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig
+) -> dict:
     """Worker process A (one thread) → {model: seconds}."""
     _as_worker(0)
     out, seconds = Path(out_dir), {}
@@ -184,28 +202,43 @@ def _train_encoder_and_classifier(bank_path: str, out_dir: str, work_dir: str, c
     if not (out / WEIGHT_FILES["encoder"].converted).exists():
         start = time.perf_counter()
         encoder, encoder_config, _ = train_encoder(
-            train, VisionTrainingConfig(config.encoder_steps, seed=config.seed), w_dim=W_DIM)
+            train, VisionTrainingConfig(config.encoder_steps, seed=config.seed), w_dim=W_DIM
+        )
         save_model(out, "encoder", encoder, encoder_config, "ip2n synth train-all")
         seconds["encoder"] = round(time.perf_counter() - start, 1)
     if not (out / ATTRIBUTES_FILE).exists():
         start = time.perf_counter()
         classifier, classifier_config, _ = train_attribute_classifier(
-            train, VisionTrainingConfig(config.attribute_steps, seed=config.seed))
-        save_weights(out / ATTRIBUTES_FILE, classifier.state_dict(),
-                     {"kind": ATTRIBUTES_KIND, "config": classifier_config.to_dict(), "source": "ip2n synth train-all"})
+            train, VisionTrainingConfig(config.attribute_steps, seed=config.seed)
+        )
+        save_weights(
+            out / ATTRIBUTES_FILE,
+            classifier.state_dict(),
+            {
+                "kind": ATTRIBUTES_KIND,
+                "config": classifier_config.to_dict(),
+                "source": "ip2n synth train-all",
+            },
+        )
         seconds["attributes"] = round(time.perf_counter() - start, 1)
     return seconds
 
 
-def _train_text_and_identity(bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig) -> dict:
+def _train_text_and_identity(
+    bank_path: str, out_dir: str, work_dir: str, config: WorldTrainingConfig
+) -> dict:
     """Worker process B (one thread) → {model: seconds}."""
     _as_worker(1)
     out, seconds = Path(out_dir), {}
     if not (out / WEIGHT_FILES["text_encoder"].converted).exists():
         start = time.perf_counter()
         text_encoder, reader, _ = train_text_encoder(
-            TextTrainingConfig(steps=config.text_steps, seed=config.seed,
-                               token_position_randomization=config.text_position_randomization))
+            TextTrainingConfig(
+                steps=config.text_steps,
+                seed=config.seed,
+                token_position_randomization=config.text_position_randomization,
+            )
+        )
         # The read-out is not part of the model; kept to measure how well the encoder reads instructions.
         save_weights(Path(work_dir) / TEXT_READER_FILE, reader.head.state_dict(), {"kind": "text_reader"})
         save_model(out, "text_encoder", text_encoder, text_encoder.config, "ip2n synth train-all")
@@ -216,7 +249,8 @@ def _train_text_and_identity(bank_path: str, out_dir: str, work_dir: str, config
         if config.identity_extra_views:
             train = train.joined(HeadBank.load(Path(work_dir) / IDENTITY_BANK_FILE))
         network, identity_config, _ = train_identity(
-            train, VisionTrainingConfig(config.identity_steps, seed=config.seed))
+            train, VisionTrainingConfig(config.identity_steps, seed=config.seed)
+        )
         save_model(out, "identity", network, identity_config, "ip2n synth train-all")
         seconds["identity"] = round(time.perf_counter() - start, 1)
     return seconds
@@ -227,8 +261,14 @@ def _invert_fold(bank_path: str, fold: int, config: WorldTrainingConfig) -> torc
     _as_worker(fold)
     train, _ = _split(HeadBank.load(bank_path), config.validation_identities)
     steps = fold_encoder_steps(config.encoder_steps, config.inversion_folds)
-    return invert_held_out_fold(train, fold, config.inversion_folds, VisionTrainingConfig(steps, seed=config.seed),
-                                w_dim=W_DIM, progress=True)
+    return invert_held_out_fold(
+        train,
+        fold,
+        config.inversion_folds,
+        VisionTrainingConfig(steps, seed=config.seed),
+        w_dim=W_DIM,
+        progress=True,
+    )
 
 
 def out_of_fold_inversions(bank_path: Path, train: HeadBank, config: WorldTrainingConfig) -> torch.Tensor:
@@ -236,7 +276,9 @@ def out_of_fold_inversions(bank_path: Path, train: HeadBank, config: WorldTraini
     encoder trained without its identity (the folds train side by side, one thread each, each process
     loading the bank itself)."""
     folds = config.inversion_folds
-    with ProcessPoolExecutor(min(config.workers, folds), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        min(config.workers, folds), mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
         futures = [pool.submit(_invert_fold, str(bank_path), fold, config) for fold in range(folds)]
         fold_codes = [future.result() for future in futures]
     codes = fold_codes[0].new_empty(len(train), *fold_codes[0].shape[1:])
@@ -261,8 +303,11 @@ def validation_figures(out_dir: Path, work_dir: Path, validation: HeadBank) -> d
     figures = {
         "encoder": {"validation_relative_mse": relative_mse(codes, truth)},
         "identity": identity_separation(load_identity(out_dir), validation),
-        "attributes": {"validation_accuracy": attribute_accuracy(load_attribute_classifier(out_dir / ATTRIBUTES_FILE),
-                                                                  validation)},
+        "attributes": {
+            "validation_accuracy": attribute_accuracy(
+                load_attribute_classifier(out_dir / ATTRIBUTES_FILE), validation
+            )
+        },
     }
     reader_path = work_dir / TEXT_READER_FILE
     if reader_path.exists():
@@ -279,30 +324,62 @@ def identity_separation(network: torch.nn.Module, bank: HeadBank) -> dict[str, f
     cosine = features @ features.T
     same = bank.identity_index[:, None] == bank.identity_index[None, :]
     off_diagonal = ~torch.eye(len(bank), dtype=torch.bool)
-    return {"same_identity_cosine": float(cosine[same & off_diagonal].mean()),
-            "different_identity_cosine": float(cosine[~same].mean())}
+    return {
+        "same_identity_cosine": float(cosine[same & off_diagonal].mean()),
+        "different_identity_cosine": float(cosine[~same].mean()),
+    }
 
 
 def dit_training_config(variant: str, config: WorldTrainingConfig, weights_dir: Path):
     """The training pipeline's config for the world's DiT (`variant` one of VARIANTS)."""
-    from ip2n.training.config import LoggingConfig, ModelConfig, ObjectiveConfig, OptimizationConfig, TrainingConfig
+    from ip2n.training.config import (
+        LoggingConfig,
+        ModelConfig,
+        ObjectiveConfig,
+        OptimizationConfig,
+        TrainingConfig,
+    )
 
     if variant not in DIT_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     switches = DIT_VARIANTS[variant]
     return TrainingConfig(
         model=ModelConfig(
-            dit="tiny", dit_overrides={"hidden_size": 128, "depth": 4, "num_heads": 4, "in_channels": 2 * W_DIM,
-                                       "out_channels": W_DIM, "context_dim": 64, "latent_scale": LATENT_SCALE,
-                                       "prediction_type": "v"},
-            text_encoder="small", encoder="small", encoder_type="Encoder4Editing", identity="small",
-            generator_family="synthetic", generator="synthetic", weights_dir=str(weights_dir), init_seed=config.seed),
+            dit="tiny",
+            dit_overrides={
+                "hidden_size": 128,
+                "depth": 4,
+                "num_heads": 4,
+                "in_channels": 2 * W_DIM,
+                "out_channels": W_DIM,
+                "context_dim": 64,
+                "latent_scale": LATENT_SCALE,
+                "prediction_type": "v",
+            },
+            text_encoder="small",
+            encoder="small",
+            encoder_type="Encoder4Editing",
+            identity="small",
+            generator_family="synthetic",
+            generator="synthetic",
+            weights_dir=str(weights_dir),
+            init_seed=config.seed,
+        ),
         objective=ObjectiveConfig(
-            identity_weight=0.1 if switches.identity else 0.0, render_resolution=12, identity_max_samples=1,
+            identity_weight=0.1 if switches.identity else 0.0,
+            render_resolution=12,
+            identity_max_samples=1,
             token_position_randomization=switches.token_position_randomization,
-            identity_conditioning=switches.identity, source_conditioning=switches.source_conditioning),
-        optimization=OptimizationConfig(steps=config.dit_steps, batch_size=config.dit_batch_size, learning_rate=1e-3,
-                                        ema_decay=0.995, max_grad_norm=1.0),
+            identity_conditioning=switches.identity,
+            source_conditioning=switches.source_conditioning,
+        ),
+        optimization=OptimizationConfig(
+            steps=config.dit_steps,
+            batch_size=config.dit_batch_size,
+            learning_rate=1e-3,
+            ema_decay=0.995,
+            max_grad_norm=1.0,
+        ),
         logging=LoggingConfig(log_every=50, checkpoint_every=500, progress_bar=True, sample_every=0),
         seed=config.seed,
     )
@@ -320,8 +397,15 @@ def bank_identity_features(bank: HeadBank, weights_dir: Path) -> torch.Tensor:
     return run_on_views(lambda pixels: extract_identity(identity, pixels), bank)
 
 
-def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, config: WorldTrainingConfig,
-              source_codes: torch.Tensor | None = None, identity_features: torch.Tensor | None = None) -> Path:
+def train_dit(
+    variant: str,
+    bank: HeadBank,
+    weights_dir: Path,
+    run_dir: Path,
+    config: WorldTrainingConfig,
+    source_codes: torch.Tensor | None = None,
+    identity_features: torch.Tensor | None = None,
+) -> Path:
     """Stage 4 for one variant → the EMA weights file (dit.safetensors in `run_dir`). The sources are
     `source_codes` (N, 14, w_dim) when given (out-of-fold inversions), else the trained encoder's;
     `identity_features` (N, 512) are `bank_identity_features`, computed here when not given."""
@@ -334,9 +418,16 @@ def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, co
     targets = true_codes(bank, codes.shape[2]) if switches.true_targets else None
     if identity_features is None:
         identity_features = bank_identity_features(bank, weights_dir)
-    data = build_edit_data(bank.coordinates, codes, identity_features, config.triplets, seed=config.seed + 7,
-                           count_probabilities=switches.edit_counts, recombined_fraction=switches.recombined_sources,
-                           target_codes=targets)
+    data = build_edit_data(
+        bank.coordinates,
+        codes,
+        identity_features,
+        config.triplets,
+        seed=config.seed + 7,
+        count_probabilities=switches.edit_counts,
+        recombined_fraction=switches.recombined_sources,
+        target_codes=targets,
+    )
     result = train(training_config, run_dir, data=data)
     return result.ema_weights
 
@@ -344,8 +435,10 @@ def train_dit(variant: str, bank: HeadBank, weights_dir: Path, run_dir: Path, co
 def _check_bank_size(path: Path, identities: int, views_per_identity: int) -> None:
     views = HeadBank.views_in(path)
     if views != identities * views_per_identity:
-        raise ValueError(f"{path} holds {views} views, not the {identities} × {views_per_identity} of these "
-                         "settings: it belongs to another run; give a new --work")
+        raise ValueError(
+            f"{path} holds {views} views, not the {identities} × {views_per_identity} of these "
+            "settings: it belongs to another run; give a new --work"
+        )
 
 
 # Settings a resumed run may change: they decide how stages run, not what they produce.
@@ -362,17 +455,25 @@ def check_resumable(previous: dict | None, config: WorldTrainingConfig, out_dir:
     if previous is None:
         return
     defaults = {**dataclasses.asdict(WorldTrainingConfig()), **UNRECORDED_SETTINGS}
-    changed = [f"{key} {previous.get(key, defaults[key])!r} → {value!r}"
-               for key, value in dataclasses.asdict(config).items()
-               if key not in RESUMABLE_CHANGES and previous.get(key, defaults[key]) != value]
+    changed = [
+        f"{key} {previous.get(key, defaults[key])!r} → {value!r}"
+        for key, value in dataclasses.asdict(config).items()
+        if key not in RESUMABLE_CHANGES and previous.get(key, defaults[key]) != value
+    ]
     if changed:
-        raise ValueError(f"{out_dir} holds a train-all run started with other settings ({'; '.join(changed)}), "
-                         "whose finished stages would be kept; rerun with that run's settings to resume it, or "
-                         "give a new --out (and --work) to train from scratch")
+        raise ValueError(
+            f"{out_dir} holds a train-all run started with other settings ({'; '.join(changed)}), "
+            "whose finished stages would be kept; rerun with that run's settings to resume it, or "
+            "give a new --out (and --work) to train from scratch"
+        )
 
 
-def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTrainingConfig,
-                variants: tuple[str, ...] = ("full",)) -> dict:
+def train_world(
+    out_dir: str | Path,
+    work_dir: str | Path,
+    config: WorldTrainingConfig,
+    variants: tuple[str, ...] = ("full",),
+) -> dict:
     """All stages (see the module docstring) → the manifest written to OUT/world.json."""
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -380,23 +481,35 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
     manifest_path = out_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     check_resumable(manifest.get("config"), config, out_dir)
-    manifest.update({"config": dataclasses.asdict(config), "threads": torch.get_num_threads(),
-                     "edit_defaults": EDIT_DEFAULTS})
+    manifest.update(
+        {
+            "config": dataclasses.asdict(config),
+            "threads": torch.get_num_threads(),
+            "edit_defaults": EDIT_DEFAULTS,
+        }
+    )
     seconds = manifest.setdefault("seconds", {})
     figures = manifest.setdefault("figures", {})
 
     bank_path = work_dir / BANK_FILE
     if not bank_path.exists():
         start = time.perf_counter()
-        render_bank(config.identities, config.views_per_identity, seed=config.seed, workers=config.workers).save(bank_path)
+        render_bank(
+            config.identities, config.views_per_identity, seed=config.seed, workers=config.workers
+        ).save(bank_path)
         seconds["render_bank"] = round(time.perf_counter() - start, 1)
     _check_bank_size(bank_path, config.identities, config.views_per_identity)
     identity_bank_path = work_dir / IDENTITY_BANK_FILE
     if config.identity_extra_views:
         if not identity_bank_path.exists():
             start = time.perf_counter()
-            render_bank(config.training_identities, config.identity_extra_views, seed=config.seed, view_set=1,
-                        workers=config.workers).save(identity_bank_path)
+            render_bank(
+                config.training_identities,
+                config.identity_extra_views,
+                seed=config.seed,
+                view_set=1,
+                workers=config.workers,
+            ).save(identity_bank_path)
             seconds["render_identity_views"] = round(time.perf_counter() - start, 1)
         _check_bank_size(identity_bank_path, config.training_identities, config.identity_extra_views)
 
@@ -421,8 +534,11 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
         inversions_path = work_dir / config.inversions_file
         if not inversions_path.exists():
             start = time.perf_counter()
-            save_weights(inversions_path, {"codes": out_of_fold_inversions(bank_path, bank, config)},
-                         {"kind": "out_of_fold_inversions", "folds": config.inversion_folds})
+            save_weights(
+                inversions_path,
+                {"codes": out_of_fold_inversions(bank_path, bank, config)},
+                {"kind": "out_of_fold_inversions", "folds": config.inversion_folds},
+            )
             seconds["out_of_fold_inversions"] = round(time.perf_counter() - start, 1)
         source_codes = load_weights(inversions_path)[0]["codes"]
         figures["encoder"]["out_of_fold_relative_mse"] = relative_mse(source_codes, true_codes(bank, W_DIM))
@@ -436,8 +552,9 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
         start = time.perf_counter()
         if identity_features is None:
             identity_features = bank_identity_features(bank, out_dir)
-        weights = train_dit(variant, bank, out_dir, work_dir / f"dit-{variant}", config, source_codes,
-                            identity_features)
+        weights = train_dit(
+            variant, bank, out_dir, work_dir / f"dit-{variant}", config, source_codes, identity_features
+        )
         state_dict, metadata = load_weights(weights)
         save_weights(target / WEIGHT_FILES["dit"].converted, state_dict, metadata)
         seconds[f"dit_{variant}"] = round(time.perf_counter() - start, 1)
@@ -445,7 +562,10 @@ def train_world(out_dir: str | Path, work_dir: str | Path, config: WorldTraining
     return manifest
 
 
-SHIPPED_FILES = (*(WEIGHT_FILES[c].converted for c in ("dit", "text_encoder", "encoder", "identity")), ATTRIBUTES_FILE)
+SHIPPED_FILES = (
+    *(WEIGHT_FILES[c].converted for c in ("dit", "text_encoder", "encoder", "identity")),
+    ATTRIBUTES_FILE,
+)
 
 
 def export_builtin(out_dir: str | Path, target: str | Path) -> list[Path]:
@@ -455,7 +575,9 @@ def export_builtin(out_dir: str | Path, target: str | Path) -> list[Path]:
     written = []
     for name in SHIPPED_FILES:
         state_dict, metadata = load_weights(out_dir / name)
-        half = {key: value.half() if value.is_floating_point() else value for key, value in state_dict.items()}
+        half = {
+            key: value.half() if value.is_floating_point() else value for key, value in state_dict.items()
+        }
         written.append(save_weights(target / name, half, metadata))
     manifest = out_dir / MANIFEST
     write_text_atomic(target / MANIFEST, manifest.read_text(encoding="utf-8"))

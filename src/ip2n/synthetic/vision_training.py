@@ -14,25 +14,37 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ip2n.encoding import IdentityEncoder, build_encoder, encoder_preset, identity_preset
-from ip2n.encoding.preim3d import PREIM3DEncoderConfig
 from ip2n.encoding.identity import IdentityConfig
+from ip2n.encoding.preim3d import PREIM3DEncoderConfig
 from ip2n.synthetic.bank import HeadBank
-from ip2n.synthetic.classifier import AttributeClassifier, AttributeClassifierConfig, attribute_targets, classification_loss, predicted_targets
+from ip2n.synthetic.classifier import (
+    AttributeClassifier,
+    AttributeClassifierConfig,
+    attribute_targets,
+    classification_loss,
+    predicted_targets,
+)
 from ip2n.synthetic.fitting import fit
 from ip2n.synthetic.latent import encode, identity_of, row_bases
 
 ARCFACE_SCALE = 32.0  # logit scale s of ArcFace
-ARCFACE_MARGIN = 0.3  # additive angle margin m (radians); smaller than face recognition's 0.5: few views per identity
-IDENTITY_REGRESSION_WEIGHT = 10.0  # the identity values' read-out loss next to the margin loss (see train_identity)
-IDENTITY_ANCHOR_WEIGHT = 10.0  # the pull of the features towards an embedding of the identity values (see train_identity)
+ARCFACE_MARGIN = (
+    0.3  # additive angle margin m (radians); smaller than face recognition's 0.5: few views per identity
+)
+IDENTITY_REGRESSION_WEIGHT = (
+    10.0  # the identity values' read-out loss next to the margin loss (see train_identity)
+)
+IDENTITY_ANCHOR_WEIGHT = (
+    10.0  # the pull of the features towards an embedding of the identity values (see train_identity)
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,9 @@ def encoder_config(w_dim: int, resolution: int) -> PREIM3DEncoderConfig:
     The single-vector W+ variant could not even overfit 16 bank views (its 14 codes all come from
     one pooled 64-d vector); e4e's per-level style heads fit them readily.
     """
-    return dataclasses.replace(encoder_preset("small", "Encoder4Editing"), style_dim=w_dim, resolution=resolution)
+    return dataclasses.replace(
+        encoder_preset("small", "Encoder4Editing"), style_dim=w_dim, resolution=resolution
+    )
 
 
 def identity_config(resolution: int) -> IdentityConfig:
@@ -67,13 +81,27 @@ def true_codes(bank: HeadBank, w_dim: int) -> torch.Tensor:
 
 
 def _fit(
-    model: nn.Module, parameters: list[nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor], size: int,
-    config: VisionTrainingConfig, description: str, progress: bool,
+    model: nn.Module,
+    parameters: list[nn.Parameter],
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    size: int,
+    config: VisionTrainingConfig,
+    description: str,
+    progress: bool,
 ) -> list[tuple[int, float]]:
     """`fitting.fit` with one AdamW over `parameters` and rows drawn from `config.seed`."""
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    return fit(model, [optimizer], loss_fn, size, steps=config.steps, batch_size=config.batch_size,
-               generator=torch.Generator().manual_seed(config.seed), description=description, progress=progress)
+    return fit(
+        model,
+        [optimizer],
+        loss_fn,
+        size,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        generator=torch.Generator().manual_seed(config.seed),
+        description=description,
+        progress=progress,
+    )
 
 
 def train_encoder(
@@ -95,9 +123,13 @@ def train_encoder(
 
 
 @torch.no_grad()
-def run_on_views(network: Callable[[torch.Tensor], torch.Tensor], bank: HeadBank, batch_size: int = 128) -> torch.Tensor:
+def run_on_views(
+    network: Callable[[torch.Tensor], torch.Tensor], bank: HeadBank, batch_size: int = 128
+) -> torch.Tensor:
     """`network` applied to every view of `bank` in batches of pixels in [-1, 1], outputs concatenated."""
-    return torch.cat([network(bank.pixels(slice(start, start + batch_size))) for start in range(0, len(bank), batch_size)])
+    return torch.cat(
+        [network(bank.pixels(slice(start, start + batch_size))) for start in range(0, len(bank), batch_size)]
+    )
 
 
 def fold_encoder_steps(steps: int, folds: int) -> int:
@@ -133,7 +165,9 @@ class ArcFaceHead(nn.Module):
 
     def __init__(self, feature_dim: int, classes: int, generator: torch.Generator) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(classes, feature_dim, generator=generator) / math.sqrt(feature_dim))
+        self.weight = nn.Parameter(
+            torch.randn(classes, feature_dim, generator=generator) / math.sqrt(feature_dim)
+        )
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cosine = F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).T  # (N, classes)
@@ -177,8 +211,11 @@ def train_identity(
         features = network(pixels)
         margin_loss = F.cross_entropy(head(features, labels[rows]), labels[rows])
         anchor_loss = 1 - F.cosine_similarity(features, anchor(values[rows]), dim=1).mean()
-        return (margin_loss + IDENTITY_REGRESSION_WEIGHT * F.mse_loss(readout(features), values[rows])
-                + IDENTITY_ANCHOR_WEIGHT * anchor_loss)
+        return (
+            margin_loss
+            + IDENTITY_REGRESSION_WEIGHT * F.mse_loss(readout(features), values[rows])
+            + IDENTITY_ANCHOR_WEIGHT * anchor_loss
+        )
 
     history = _fit(wrapper, list(wrapper.parameters()), loss_fn, len(bank), config, "identity", progress)
     return network, model_config, history
@@ -196,7 +233,9 @@ def train_attribute_classifier(
     def loss_fn(rows: torch.Tensor) -> torch.Tensor:
         return classification_loss(classifier(bank.pixels(rows)), targets[rows])
 
-    history = _fit(classifier, list(classifier.parameters()), loss_fn, len(bank), config, "attributes", progress)
+    history = _fit(
+        classifier, list(classifier.parameters()), loss_fn, len(bank), config, "attributes", progress
+    )
     return classifier, model_config, history
 
 

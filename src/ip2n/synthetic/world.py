@@ -46,8 +46,13 @@ AMBIENT = 0.4
 HIDDEN_OFFSET = 0.08  # larger than the thickness of any optional part
 
 HAIR_COLORS = {
-    "black": (0.07, 0.06, 0.06), "brown": (0.33, 0.2, 0.11), "blond": (0.86, 0.71, 0.42),
-    "gray": (0.66, 0.66, 0.66), "red": (0.62, 0.2, 0.07), "pink": (0.95, 0.5, 0.72), "blue": (0.2, 0.35, 0.88),
+    "black": (0.07, 0.06, 0.06),
+    "brown": (0.33, 0.2, 0.11),
+    "blond": (0.86, 0.71, 0.42),
+    "gray": (0.66, 0.66, 0.66),
+    "red": (0.62, 0.2, 0.07),
+    "pink": (0.95, 0.5, 0.72),
+    "blue": (0.2, 0.35, 0.88),
 }
 STYLES = ("none", "bronze_statue", "cartoon", "marble")
 
@@ -162,50 +167,71 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
     skull = ellipsoid(p, _vec(0, 0.05, -0.02, like=one), _vec(head_rx, head_ry, head_rz, like=one))
     chin_drop = 0.015 * q.value("chin_length")
     jaw = ellipsoid(
-        p, _vec(0, -0.11 - chin_drop, 0.06, like=one),
-        _vec(0.15 * (1 + 0.07 * q.value("jaw_width")) * (1 + 0.15 * chubby), 0.16 + chin_drop, 0.17, like=one),
+        p,
+        _vec(0, -0.11 - chin_drop, 0.06, like=one),
+        _vec(
+            0.15 * (1 + 0.07 * q.value("jaw_width")) * (1 + 0.15 * chubby), 0.16 + chin_drop, 0.17, like=one
+        ),
     )
     skin = smooth_union(skull, jaw, 0.06)
     cheek_x = 0.11 * (1 + 0.05 * q.value("cheekbone_width")) + 0.02 * chubby
     for side in (-1, 1):
         cheek = ellipsoid(
-            p, _vec(side * cheek_x, -0.04 - 0.03 * old, 0.12, like=one),
+            p,
+            _vec(side * cheek_x, -0.04 - 0.03 * old, 0.12, like=one),
             _vec(0.06 + 0.05 * chubby, 0.055 + 0.03 * chubby, 0.07 + 0.03 * chubby, like=one),
         )
         skin = smooth_union(skin, cheek, 0.04)
-    double_chin = _optional(ellipsoid(p, _vec(0, -0.27, 0.1, like=one), _vec(0.1, 0.05, 0.08, like=one)), chubby)
+    double_chin = _optional(
+        ellipsoid(p, _vec(0, -0.27, 0.1, like=one), _vec(0.1, 0.05, 0.08, like=one)), chubby
+    )
     skin = smooth_union(skin, double_chin, 0.03)
 
     big_nose = 1 + 0.45 * q.presence("big_nose")
     nose_y = -0.035 - 0.008 * q.value("nose_length")
     nose_bridge = ellipsoid(
-        p, _vec(0, nose_y, 0.22 + 0.006 * q.value("nose_projection"), like=one),
-        _vec(0.024 * (1 + 0.1 * q.value("nose_width")) * big_nose, 0.065 * (1 + 0.06 * q.value("nose_length")) * (1 + 0.2 * (big_nose - 1)),
-             0.05 * big_nose, like=one),
+        p,
+        _vec(0, nose_y, 0.22 + 0.006 * q.value("nose_projection"), like=one),
+        _vec(
+            0.024 * (1 + 0.1 * q.value("nose_width")) * big_nose,
+            0.065 * (1 + 0.06 * q.value("nose_length")) * (1 + 0.2 * (big_nose - 1)),
+            0.05 * big_nose,
+            like=one,
+        ),
     )
     nose_tip = ellipsoid(
-        p, _vec(0, nose_y - 0.045, 0.245 + 0.008 * q.value("nose_projection") + 0.02 * (big_nose - 1), like=one),
-        _vec(0.03 * (1 + 0.1 * q.value("nose_width")) * big_nose, 0.025 * big_nose, 0.028 * big_nose, like=one),
+        p,
+        _vec(0, nose_y - 0.045, 0.245 + 0.008 * q.value("nose_projection") + 0.02 * (big_nose - 1), like=one),
+        _vec(
+            0.03 * (1 + 0.1 * q.value("nose_width")) * big_nose, 0.025 * big_nose, 0.028 * big_nose, like=one
+        ),
     )
     skin = smooth_union(skin, smooth_union(nose_bridge, nose_tip, 0.02), 0.02)
 
     ear_size = 1 + 0.1 * q.value("ear_size")
     for side in (-1, 1):
         ear = ellipsoid(
-            p, _vec(side * (head_rx - 0.005 + 0.008 * q.value("ear_angle")), 0.0, -0.02, like=one),
+            p,
+            _vec(side * (head_rx - 0.005 + 0.008 * q.value("ear_angle")), 0.0, -0.02, like=one),
             _vec(0.025, 0.065 * ear_size, 0.04 * ear_size, like=one),
         )
         skin = smooth_union(skin, ear, 0.015)
-    neck = capsule(p, _vec(0, -0.2, -0.04, like=one), _vec(0, -0.5, -0.06, like=one), 0.095 * (1 + 0.15 * chubby))
+    neck = capsule(
+        p, _vec(0, -0.2, -0.04, like=one), _vec(0, -0.5, -0.06, like=one), 0.095 * (1 + 0.15 * chubby)
+    )
     skin = smooth_union(skin, neck, 0.04)
 
     # Old age: forehead wrinkles (a ripple of the surface) and bags under the eyes.
     eye_x = 0.063 * (1 + 0.06 * q.value("eye_spacing"))
     eye_y = 0.055 + 0.008 * q.value("eye_height")
-    forehead = _mask(0.12 - p[..., 1:2], 0.01) * _mask(p[..., 1:2] - 0.22, 0.01) * _mask(0.08 - p[..., 2:3], 0.02)
+    forehead = (
+        _mask(0.12 - p[..., 1:2], 0.01) * _mask(p[..., 1:2] - 0.22, 0.01) * _mask(0.08 - p[..., 2:3], 0.02)
+    )
     skin = grow(skin, old * forehead * 0.005 * torch.sin(p[..., 1:2] * 150))
     for side in (-1, 1):
-        bag = ellipsoid(p, _vec(side * eye_x, eye_y - 0.035, 0.195, like=one), _vec(0.03, 0.016, 0.025, like=one))
+        bag = ellipsoid(
+            p, _vec(side * eye_x, eye_y - 0.035, 0.195, like=one), _vec(0.03, 0.016, 0.025, like=one)
+        )
         skin = smooth_union(skin, _optional(bag, old), 0.01)
 
     # Mouth: lips bent up at the corners by the smile, parted when open, a dark cavity behind.
@@ -215,21 +241,35 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
     mouth_width = 0.05 * (1 + 0.08 * q.value("mouth_width")) * (1 + 0.12 * smile)
     bent = torch.cat([p[..., :1], p[..., 1:2] - (9 * smile - 1.5) * p[..., :1] ** 2, p[..., 2:]], dim=-1)
     lip_t = 0.011 * (1 + 0.15 * q.value("lip_thickness")) * (1 - 0.25 * old)
-    cavity = ellipsoid(bent, _vec(0, mouth_y, 0.23, like=one), _vec(mouth_width * 0.95, 0.002 + gap, 0.045, like=one))
+    cavity = ellipsoid(
+        bent, _vec(0, mouth_y, 0.23, like=one), _vec(mouth_width * 0.95, 0.002 + gap, 0.045, like=one)
+    )
     skin = smooth_subtract(skin, cavity, 0.008)
-    upper_lip = ellipsoid(bent, _vec(0, mouth_y + 0.011 + gap, 0.222, like=one), _vec(mouth_width, lip_t, 0.02, like=one))
-    lower_lip = ellipsoid(bent, _vec(0, mouth_y - 0.013 - gap, 0.22, like=one), _vec(mouth_width * 0.9, lip_t * 1.2, 0.02, like=one))
+    upper_lip = ellipsoid(
+        bent, _vec(0, mouth_y + 0.011 + gap, 0.222, like=one), _vec(mouth_width, lip_t, 0.02, like=one)
+    )
+    lower_lip = ellipsoid(
+        bent,
+        _vec(0, mouth_y - 0.013 - gap, 0.22, like=one),
+        _vec(mouth_width * 0.9, lip_t * 1.2, 0.02, like=one),
+    )
     lips = subtract(union(upper_lip, lower_lip), cavity)
-    teeth = ellipsoid(bent, _vec(0, mouth_y + 0.006, 0.198, like=one), _vec(mouth_width * 0.75, 0.012, 0.012, like=one))
+    teeth = ellipsoid(
+        bent, _vec(0, mouth_y + 0.006, 0.198, like=one), _vec(mouth_width * 0.75, 0.012, 0.012, like=one)
+    )
     throat = ellipsoid(p, _vec(0, mouth_y, 0.16, like=one), _vec(0.05, 0.04, 0.05, like=one))
 
-    torso = ellipsoid(p, _vec(0, -0.64, -0.06, like=one), _vec(0.42 * (1 + 0.1 * chubby), 0.18, 0.2, like=one))
+    torso = ellipsoid(
+        p, _vec(0, -0.64, -0.06, like=one), _vec(0.42 * (1 + 0.1 * chubby), 0.18, 0.2, like=one)
+    )
 
     eye_r = 0.028 * (1 + 0.06 * q.value("eye_size")) * (1 + 0.3 * cartoon)
     eyes = None
     for side in (-1, 1):
         centre = _vec(side * eye_x, eye_y, 0.19, like=one)
-        socket = ellipsoid(p, centre + _vec(0, 0, 0.025, like=one), _vec(eye_r * 1.5, eye_r * 1.05, eye_r, like=one))
+        socket = ellipsoid(
+            p, centre + _vec(0, 0, 0.025, like=one), _vec(eye_r * 1.5, eye_r * 1.05, eye_r, like=one)
+        )
         skin = smooth_subtract(skin, socket, 0.01)
         eyeball = ellipsoid(p, centre, _vec(eye_r, eye_r, eye_r, like=one))
         eyes = eyeball if eyes is None else union(eyes, eyeball)
@@ -237,7 +277,11 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
     # Hair: a shell over the skull above a tilted hairline plane; bald shrinks it under the skin.
     hair_presence = 1 - q.presence("bald")
     thickness = (0.03 + 0.008 * q.value("hair_volume")) * hair_presence - 0.03 * (1 - hair_presence)
-    shell = ellipsoid(p, _vec(0, 0.05, -0.03, like=one), _vec(head_rx + thickness, head_ry + thickness, head_rz + thickness, like=one))
+    shell = ellipsoid(
+        p,
+        _vec(0, 0.05, -0.03, like=one),
+        _vec(head_rx + thickness, head_ry + thickness, head_rz + thickness, like=one),
+    )
     # Hair above y = h at the front (z = 0.2), reaching 0.32 lower at the back (z = −0.2).
     hairline_front = 0.16 + 0.015 * q.value("hairline_height")
     hairline = halfspace(p, (0.0, -1.0, 0.8), (0.16 - hairline_front) / math.sqrt(1.64))
@@ -254,15 +298,27 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
         brow = capsule(p, inner, outer, 0.0065 + 0.007 * bushy)
         brows = brow if brows is None else union(brows, brow)
 
-    beard_shell = ellipsoid(p, _vec(0, -0.12 - chin_drop, 0.055, like=one),
-                            _vec(0.175 * (1 + 0.15 * chubby), 0.18 + chin_drop, 0.195, like=one))
+    beard_shell = ellipsoid(
+        p,
+        _vec(0, -0.12 - chin_drop, 0.055, like=one),
+        _vec(0.175 * (1 + 0.15 * chubby), 0.18 + chin_drop, 0.195, like=one),
+    )
     beard = intersect(beard_shell, halfspace(p, (0.0, 1.0, 0.0), mouth_y - 0.02))
     beard = intersect(beard, halfspace(p, (0.0, 0.0, -1.0), -0.02))
-    beard = subtract(beard, ellipsoid(p, _vec(0, mouth_y - 0.005, 0.24, like=one), _vec(mouth_width + 0.012, 0.03, 0.05, like=one)))
+    beard = subtract(
+        beard,
+        ellipsoid(
+            p, _vec(0, mouth_y - 0.005, 0.24, like=one), _vec(mouth_width + 0.012, 0.03, 0.05, like=one)
+        ),
+    )
     facial_hair = _optional(beard, q.presence("beard"))
-    mustache = ellipsoid(bent, _vec(0, mouth_y + 0.035, 0.235, like=one), _vec(mouth_width + 0.008, 0.012, 0.018, like=one))
+    mustache = ellipsoid(
+        bent, _vec(0, mouth_y + 0.035, 0.235, like=one), _vec(mouth_width + 0.008, 0.012, 0.018, like=one)
+    )
     facial_hair = union(facial_hair, _optional(mustache, q.presence("mustache")))
-    goatee = ellipsoid(p, _vec(0, mouth_y - 0.065 - chin_drop, 0.215, like=one), _vec(0.035, 0.045, 0.04, like=one))
+    goatee = ellipsoid(
+        p, _vec(0, mouth_y - 0.065 - chin_drop, 0.215, like=one), _vec(0.035, 0.045, 0.04, like=one)
+    )
     facial_hair = union(facial_hair, _optional(goatee, q.presence("goatee")))
 
     glasses_on = q.presence("eyeglasses")
@@ -272,31 +328,57 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
     for side in (-1, 1):
         centre = _vec(side * eye_x, eye_y, 0.262, like=one)
         rim = torus_z(p, centre, rim_r, 0.006)
-        temple = capsule(p, _vec(side * (eye_x + rim_r), eye_y, 0.255, like=one), _vec(side * (head_rx + 0.012), eye_y + 0.01, -0.03, like=one), 0.005)
+        temple = capsule(
+            p,
+            _vec(side * (eye_x + rim_r), eye_y, 0.255, like=one),
+            _vec(side * (head_rx + 0.012), eye_y + 0.01, -0.03, like=one),
+            0.005,
+        )
         piece = union(rim, temple)
         frame = piece if frame is None else union(frame, piece)
         lens = ellipsoid(p, centre, _vec(rim_r, rim_r, 0.004, like=one))
         lenses = lens if lenses is None else union(lenses, lens)
-    bridge = capsule(p, _vec(-(eye_x - rim_r), eye_y + 0.008, 0.262, like=one), _vec(eye_x - rim_r, eye_y + 0.008, 0.262, like=one), 0.005)
+    bridge = capsule(
+        p,
+        _vec(-(eye_x - rim_r), eye_y + 0.008, 0.262, like=one),
+        _vec(eye_x - rim_r, eye_y + 0.008, 0.262, like=one),
+        0.005,
+    )
     frame = _optional(union(frame, bridge), glasses_on)
     lenses = _optional(lenses, glasses_on)
 
     parts = [
-        (skin, "skin"), (lips, "lips"), (teeth, "teeth"), (throat, "throat"), (torso, "clothes"),
-        (eyes, "eyes"), (hair, "hair"), (brows, "brows"), (facial_hair, "facial_hair"), (frame, "frame"),
+        (skin, "skin"),
+        (lips, "lips"),
+        (teeth, "teeth"),
+        (throat, "throat"),
+        (torso, "clothes"),
+        (eyes, "eyes"),
+        (hair, "hair"),
+        (brows, "brows"),
+        (facial_hair, "facial_hair"),
+        (frame, "frame"),
     ]
     return parts, lenses
 
 
-def _albedos(q: HeadParams, p: torch.Tensor, one: torch.Tensor, parts: list[tuple[Shape, str]]) -> list[torch.Tensor]:
+def _albedos(
+    q: HeadParams, p: torch.Tensor, one: torch.Tensor, parts: list[tuple[Shape, str]]
+) -> list[torch.Tensor]:
     """Albedo (N, 1 or M, 3) of every part, in the order of `parts`."""
     old = q.choice_weights("age", ("young", "old"))[1]
     tone = torch.sigmoid(0.9 * q.value("skin_tone"))
     skin = _lerp(_color((0.93, 0.76, 0.64), one), _color((0.42, 0.27, 0.19), one), tone)
     skin = skin + 0.04 * q.value("skin_warmth") * _color((1.0, 0.2, -0.6), one)
     skin = _lerp(skin, _color((0.97, 0.9, 0.88), one), 0.7 * q.presence("pale_skin"))
-    skin = _lerp(skin, skin.mean(dim=-1, keepdim=True) * _color((1.02, 0.98, 0.92), one), 0.5 * old) * (1 - 0.12 * old)
-    lips = skin * _color((0.88, 0.58, 0.58), one) * (1 + 0.05 * q.value("lip_redness") * _color((1.0, -1.0, -1.0), one))
+    skin = _lerp(skin, skin.mean(dim=-1, keepdim=True) * _color((1.02, 0.98, 0.92), one), 0.5 * old) * (
+        1 - 0.12 * old
+    )
+    lips = (
+        skin
+        * _color((0.88, 0.58, 0.58), one)
+        * (1 + 0.05 * q.value("lip_redness") * _color((1.0, -1.0, -1.0), one))
+    )
 
     hair_weights = q.choice_weights("hair_color", tuple(HAIR_COLORS))
     hair = sum(w * _color(rgb, one) for w, rgb in zip(hair_weights, HAIR_COLORS.values()))
@@ -308,7 +390,9 @@ def _albedos(q: HeadParams, p: torch.Tensor, one: torch.Tensor, parts: list[tupl
     eye_y = 0.055 + 0.008 * q.value("eye_height")
     hue = torch.softmax(torch.cat([-q.value("eye_hue"), 0 * one, q.value("eye_hue")], dim=-1) * 1.5, dim=-1)
     iris = hue[..., :1] * _color((0.36, 0.2, 0.1), one) + hue[..., 1:2] * _color((0.3, 0.45, 0.22), one)
-    iris = (iris + hue[..., 2:] * _color((0.25, 0.45, 0.75), one)) * (1 - 0.15 * q.value("eye_darkness").clamp(-2, 2))
+    iris = (iris + hue[..., 2:] * _color((0.25, 0.45, 0.75), one)) * (
+        1 - 0.15 * q.value("eye_darkness").clamp(-2, 2)
+    )
     # Distance from the eye's optical axis (parallel to +z through the eyeball centre).
     axis_distance = torch.minimum(
         torch.sqrt((p[..., :1] - eye_x) ** 2 + (p[..., 1:2] - eye_y) ** 2 + 1e-8),
@@ -318,16 +402,27 @@ def _albedos(q: HeadParams, p: torch.Tensor, one: torch.Tensor, parts: list[tupl
     eye = _lerp(eye, _color((0.02, 0.02, 0.03), one), _mask(axis_distance - 0.0055, 0.0015))
 
     hue_angle = 1.3 * q.value("background_hue")
-    clothes = 0.3 + 0.12 * torch.cat([torch.cos(hue_angle + 2.0), torch.cos(hue_angle + 4.1), torch.cos(hue_angle)], dim=-1)
+    clothes = 0.3 + 0.12 * torch.cat(
+        [torch.cos(hue_angle + 2.0), torch.cos(hue_angle + 4.1), torch.cos(hue_angle)], dim=-1
+    )
     by_material = {
-        "skin": skin, "lips": lips, "teeth": _color((0.93, 0.92, 0.86), one), "throat": _color((0.3, 0.06, 0.07), one),
-        "clothes": clothes, "eyes": eye, "hair": hair_textured, "brows": hair * 0.6,
-        "facial_hair": hair_textured * 0.9, "frame": _color((0.05, 0.05, 0.06), one),
+        "skin": skin,
+        "lips": lips,
+        "teeth": _color((0.93, 0.92, 0.86), one),
+        "throat": _color((0.3, 0.06, 0.07), one),
+        "clothes": clothes,
+        "eyes": eye,
+        "hair": hair_textured,
+        "brows": hair * 0.6,
+        "facial_hair": hair_textured * 0.9,
+        "frame": _color((0.05, 0.05, 0.06), one),
     }
     return [by_material[material] for _, material in parts]
 
 
-def _shade(q: HeadParams, p: torch.Tensor, albedo: torch.Tensor, normal: torch.Tensor, one: torch.Tensor) -> torch.Tensor:
+def _shade(
+    q: HeadParams, p: torch.Tensor, albedo: torch.Tensor, normal: torch.Tensor, one: torch.Tensor
+) -> torch.Tensor:
     """Lit colour (N, M, 3): Lambert + ambient, restyled as bronze, cartoon or marble."""
     none, bronze, cartoon, marble = q.choice_weights("style", STYLES)
     light = unit(torch.tensor(LIGHT_DIRECTION, dtype=p.dtype, device=p.device)).view(1, 1, 3)
@@ -338,11 +433,21 @@ def _shade(q: HeadParams, p: torch.Tensor, albedo: torch.Tensor, normal: torch.T
     # Specular highlight for a viewer in front of the face, baked into the surface: view-consistent.
     half = unit(light + _color((0.0, 0.0, 1.0), one))
     highlight = (normal * half).sum(dim=-1, keepdim=True).clamp_min(0) ** 24
-    bronze_rgb = (0.35 + 0.9 * luminance) * _color((0.72, 0.45, 0.2), one) * (0.3 + 0.8 * lambert) + 0.5 * highlight
+    bronze_rgb = (0.35 + 0.9 * luminance) * _color((0.72, 0.45, 0.2), one) * (
+        0.3 + 0.8 * lambert
+    ) + 0.5 * highlight
     toon = 0.55 + 0.45 * torch.sigmoid((lambert - 0.35) * 14)
     cartoon_rgb = (luminance + 1.6 * (albedo - luminance)).clamp(0, 1) * toon
-    veins = torch.exp(-torch.sin(14 * p[..., :1] + 9 * p[..., 1:2] + 4 * torch.sin(11 * p[..., 2:3] + 7 * p[..., 1:2])) ** 2 / 0.02)
-    marble_rgb = _color((0.93, 0.92, 0.9), one) * (1 - 0.3 * veins) * (0.45 + 0.6 * lambert) + 0.25 * highlight
+    veins = torch.exp(
+        -(
+            torch.sin(14 * p[..., :1] + 9 * p[..., 1:2] + 4 * torch.sin(11 * p[..., 2:3] + 7 * p[..., 1:2]))
+            ** 2
+        )
+        / 0.02
+    )
+    marble_rgb = (
+        _color((0.93, 0.92, 0.9), one) * (1 - 0.3 * veins) * (0.45 + 0.6 * lambert) + 0.25 * highlight
+    )
     return none * lit + bronze * bronze_rgb + cartoon * cartoon_rgb + marble * marble_rgb
 
 
@@ -351,5 +456,7 @@ def background_color(coordinates: torch.Tensor) -> torch.Tensor:
     q = HeadParams(coordinates)
     angle = q.value("background_hue")[:, 0] * 1.3  # (N, 1)
     brightness = 0.62 + 0.12 * torch.tanh(q.value("background_brightness")[:, 0])
-    phases = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=coordinates.dtype, device=coordinates.device)
+    phases = torch.tensor(
+        [0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=coordinates.dtype, device=coordinates.device
+    )
     return (brightness + 0.18 * torch.cos(angle + phases)).clamp(0, 1)

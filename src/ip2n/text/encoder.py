@@ -81,8 +81,13 @@ class TextEncoder(nn.Module):
     `reset_parameters`. On device "meta" nothing is allocated.
     """
 
-    def __init__(self, config: TextEncoderConfig, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        config: TextEncoderConfig,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.config = config
         with torch.device("meta"):
@@ -117,9 +122,14 @@ class TextEncoder(nn.Module):
             self.to_empty(device=device)
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], config: TextEncoderConfig, *,
-                        device: torch.device | str | None = None,
-                        dtype: torch.dtype | None = None) -> TextEncoder:
+    def from_state_dict(
+        cls,
+        state_dict: Mapping[str, torch.Tensor],
+        config: TextEncoderConfig,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> TextEncoder:
         """Build and load from an OpenCLIP or InstructPix2NeRF DiT state dict (see `text_state_dict_from`).
 
         The tensors are moved/cast once (`device`/`dtype` None keep their own) and become the
@@ -151,7 +161,9 @@ class TextEncoder(nn.Module):
         L outputs of the full call: training uses it to skip the padding it does not read.
         """
         if tokens.ndim != 2 or not 0 < tokens.shape[1] <= self.config.context_length:
-            raise ValueError(f"expected token ids (N, {self.config.context_length}), got {tuple(tokens.shape)}")
+            raise ValueError(
+                f"expected token ids (N, {self.config.context_length}), got {tuple(tokens.shape)}"
+            )
         length = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:length]  # (N, L, D)
         # Built per call (77², negligible) rather than kept as a buffer, so meta-device
@@ -165,8 +177,9 @@ def _device_of(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def text_state_dict_from(state_dict: Mapping[str, torch.Tensor],
-                         config: TextEncoderConfig = TEXT_ENCODER_PRESETS["ViT-H-14"]) -> dict[str, torch.Tensor]:
+def text_state_dict_from(
+    state_dict: Mapping[str, torch.Tensor], config: TextEncoderConfig = TEXT_ENCODER_PRESETS["ViT-H-14"]
+) -> dict[str, torch.Tensor]:
     """The `TextEncoder` weights inside an OpenCLIP or an InstructPix2NeRF DiT state dict.
 
     Accepts (a) an OpenCLIP CLIP state dict (keys as `open_clip.create_model("ViT-H-14")`), or
@@ -178,8 +191,11 @@ def text_state_dict_from(state_dict: Mapping[str, torch.Tensor],
     """
     if any(key.startswith(DIT_CHECKPOINT_PREFIX) for key in state_dict):
         source = "InstructPix2NeRF DiT checkpoint"
-        clip = {key[len(DIT_CHECKPOINT_PREFIX):]: value for key, value in state_dict.items()
-                if key.startswith(DIT_CHECKPOINT_PREFIX)}
+        clip = {
+            key[len(DIT_CHECKPOINT_PREFIX) :]: value
+            for key, value in state_dict.items()
+            if key.startswith(DIT_CHECKPOINT_PREFIX)
+        }
     else:
         source = "OpenCLIP state dict"
         clip = dict(state_dict)
@@ -202,14 +218,23 @@ def text_state_dict_from(state_dict: Mapping[str, torch.Tensor],
         raise ValueError(
             f"no OpenCLIP text-encoder weights found in this {source}: expected keys such as "
             f"'token_embedding.weight' or '{DIT_CHECKPOINT_PREFIX}token_embedding.weight'. Pass the "
-            "OpenCLIP ViT-H-14 weights (laion2b_s32b_b79k) or a DiT checkpoint that embeds them.")
+            "OpenCLIP ViT-H-14 weights (laion2b_s32b_b79k) or a DiT checkpoint that embeds them."
+        )
     if missing or unexpected or wrong_shape:
         raise ValueError(
             f"the text encoder in this {source} does not match the configured one "
-            f"(width {config.width}, {config.layers} layers):" + _key_report("missing", missing)
-            + _key_report("unexpected", unexpected) + _key_report("wrong shape", wrong_shape))
-    logger.info("text encoder: %d tensors from the %s; %d unused ones ignored (vision tower, projection, "
-                "logit scale, blocks after the output layer)", len(weights), source, len(ignored))
+            f"(width {config.width}, {config.layers} layers):"
+            + _key_report("missing", missing)
+            + _key_report("unexpected", unexpected)
+            + _key_report("wrong shape", wrong_shape)
+        )
+    logger.info(
+        "text encoder: %d tensors from the %s; %d unused ones ignored (vision tower, projection, "
+        "logit scale, blocks after the output layer)",
+        len(weights),
+        source,
+        len(ignored),
+    )
     return weights
 
 

@@ -43,8 +43,11 @@ def tokenize(texts: str | Sequence[str]) -> torch.Tensor:
         # open_clip's own call, with each text BPE-encoded once (training tokenizes every step).
         ids = [START_OF_TEXT, *tokenizer.encode(text), END_OF_TEXT]
         if len(ids) > CONTEXT_LENGTH:
-            logger.warning("prompt longer than %d tokens; ignoring its end: %r", CONTEXT_LENGTH,
-                           tokenizer.decode(ids[CONTEXT_LENGTH - 1:-1]).strip())
+            logger.warning(
+                "prompt longer than %d tokens; ignoring its end: %r",
+                CONTEXT_LENGTH,
+                tokenizer.decode(ids[CONTEXT_LENGTH - 1 : -1]).strip(),
+            )
             ids = [*ids[: CONTEXT_LENGTH - 1], END_OF_TEXT]
         tokens[row, : len(ids)] = torch.tensor(ids)
     return tokens

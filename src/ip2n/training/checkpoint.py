@@ -77,7 +77,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise CheckpointError(f"cannot read training checkpoint {path} ({exc}); it is damaged") from None
 
 
-def export_ema(path: str | os.PathLike, ema_state: dict[str, torch.Tensor], dit_config: DiTConfig, step: int) -> Path:
+def export_ema(
+    path: str | os.PathLike, ema_state: dict[str, torch.Tensor], dit_config: DiTConfig, step: int
+) -> Path:
     """EMA weights → `<path>.safetensors` + `.json` in the converted-DiT format `load_dit` reads."""
     metadata = {
         "kind": WEIGHT_FILES["dit"].kind,

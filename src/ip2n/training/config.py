@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -64,7 +65,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.generator_family not in GENERATOR_FAMILIES:
-            raise ValueError(f"generator_family must be one of {GENERATOR_FAMILIES}, got {self.generator_family!r}")
+            raise ValueError(
+                f"generator_family must be one of {GENERATOR_FAMILIES}, got {self.generator_family!r}"
+            )
 
     def dit_config(self) -> DiTConfig:
         return dataclasses.replace(dit_config(self.dit), **dict(self.dit_overrides))
@@ -76,7 +79,9 @@ class ObjectiveConfig:
 
     identity_weight: float = 0.1  # λ_id; 0 switches the identity loss (and its rendering) off
     identity_threshold: int = 600  # identity loss only for timesteps t < threshold
-    render_resolution: int | None = None  # neural rendering resolution of the identity render; None = generator's
+    render_resolution: int | None = (
+        None  # neural rendering resolution of the identity render; None = generator's
+    )
     token_position_randomization: bool = True
     condition_dropout: bool = True
     # At most this many samples of a batch (the first with t < threshold) get the identity loss;
@@ -105,11 +110,15 @@ class OptimizationConfig:
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION_MODES:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_MODES}, got {self.mixed_precision!r}")
+            raise ValueError(
+                f"mixed_precision must be one of {MIXED_PRECISION_MODES}, got {self.mixed_precision!r}"
+            )
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
         if not 0 <= self.lr_decay_steps <= self.steps:
-            raise ValueError(f"lr_decay_steps must be between 0 and steps ({self.steps}), got {self.lr_decay_steps}")
+            raise ValueError(
+                f"lr_decay_steps must be between 0 and steps ({self.steps}), got {self.lr_decay_steps}"
+            )
 
     def learning_rate_at(self, step: int) -> float:
         """The learning rate of the update that takes the model from `step` to `step + 1`."""
@@ -129,7 +138,9 @@ class LoggingConfig:
     sample_every: int = 5000  # sample grid interval (steps), plus one at the end; 0 switches grids off
     sample_pairs: int = 4  # grid rows: the first instruction of each of the first pairs
     sample_steps: int = 50  # DDIM steps of the edit (strength and guidance: the edit pipeline's defaults)
-    sample_resolution: int | None = None  # neural rendering resolution of the grid renders; None = generator's
+    sample_resolution: int | None = (
+        None  # neural rendering resolution of the grid renders; None = generator's
+    )
 
     def __post_init__(self) -> None:
         if self.sample_every < 0 or self.sample_pairs < 1:

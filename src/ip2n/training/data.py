@@ -74,7 +74,9 @@ class TripletDataset:
 
     def cameras(self) -> torch.Tensor:
         """Camera labels of all pairs, (P, 25) float32."""
-        return torch.tensor([pair.camera for pair in self.pairs], dtype=torch.float32).reshape(-1, CAMERA_LABEL_SIZE)
+        return torch.tensor([pair.camera for pair in self.pairs], dtype=torch.float32).reshape(
+            -1, CAMERA_LABEL_SIZE
+        )
 
     def keep_pairs(self, keep: list[bool]) -> TripletDataset:
         """The data set without the pairs whose `keep` entry is False (samples renumbered)."""
@@ -83,7 +85,9 @@ class TripletDataset:
             if kept:
                 new_index[old] = len(new_index)
         pairs = tuple(pair for pair, kept in zip(self.pairs, keep) if kept)
-        samples = tuple(Sample(new_index[s.pair_index], s.instruction) for s in self.samples if s.pair_index in new_index)
+        samples = tuple(
+            Sample(new_index[s.pair_index], s.instruction) for s in self.samples if s.pair_index in new_index
+        )
         return _require_samples(TripletDataset(self.root, pairs, samples))
 
 
@@ -118,7 +122,9 @@ def read_triplets(root: str | os.PathLike) -> tuple[TripletDataset, DataReport]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"training data folder {root} does not exist; set data.root in the config or pass --data")
+        raise ValueError(
+            f"training data folder {root} does not exist; set data.root in the config or pass --data"
+        )
     report = DataReport()
     labels = read_camera_labels(root, report)
     pairs: list[ImagePair] = []

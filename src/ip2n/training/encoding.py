@@ -77,7 +77,9 @@ def encode_image_pairs(
     def flush() -> None:
         if not batch:
             return
-        images = torch.stack([image for pair in batch for image in pair]).to(device)  # (2B, 3, S, S): src, edit, …
+        images = torch.stack([image for pair in batch for image in pair]).to(
+            device
+        )  # (2B, 3, S, S): src, edit, …
         codes = networks.encoder(images)  # (2B, 14, w_dim)
         identity = networks.identity(images)  # (2B, 512), pooled to 112² inside as the official features
 
@@ -122,7 +124,11 @@ def pair_names(dataset: TripletDataset) -> list[str]:
 
 
 def save_encodings(
-    path: str | os.PathLike, dataset: TripletDataset, keep: list[bool], encodings: PairEncodings, fingerprint: dict
+    path: str | os.PathLike,
+    dataset: TripletDataset,
+    keep: list[bool],
+    encodings: PairEncodings,
+    fingerprint: dict,
 ) -> None:
     """Write the cache (atomic safetensors; scanned pair names, which were readable, network config)."""
     meta = {"kind": CACHE_KIND, "pairs": pair_names(dataset), "keep": keep, "networks": fingerprint}
@@ -136,7 +142,11 @@ def load_encodings(
     if not weights_paths(path)[0].is_file():
         return None
     tensors, meta = load_weights(path)
-    if meta.get("kind") != CACHE_KIND or meta.get("pairs") != pair_names(dataset) or meta.get("networks") != fingerprint:
+    if (
+        meta.get("kind") != CACHE_KIND
+        or meta.get("pairs") != pair_names(dataset)
+        or meta.get("networks") != fingerprint
+    ):
         logger.warning("encoding cache %s does not match this data set or these networks; re-encoding", path)
         return None
     logger.info("using cached encodings of %d pairs from %s", sum(meta["keep"]), path)

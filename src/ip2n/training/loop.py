@@ -24,11 +24,23 @@ from tqdm import tqdm
 from ip2n.diffusion import make_schedule
 from ip2n.export.images import save_image
 from ip2n.text import tokenize
-from ip2n.training.checkpoint import CHECKPOINT_NAME, TrainingState, export_ema, load_checkpoint, save_checkpoint
+from ip2n.training.checkpoint import (
+    CHECKPOINT_NAME,
+    TrainingState,
+    export_ema,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ip2n.training.config import TrainingConfig
 from ip2n.training.data import DataReport, TripletDataset, read_triplets
 from ip2n.training.distributed import DistributedContext
-from ip2n.training.encoding import PairEncodings, encode_pairs, load_encodings, network_fingerprint, save_encodings
+from ip2n.training.encoding import (
+    PairEncodings,
+    encode_pairs,
+    load_encodings,
+    network_fingerprint,
+    save_encodings,
+)
 from ip2n.training.models import FrozenNetworks, build_dit, build_frozen_networks
 from ip2n.training.objective import Batch, batch_losses, draw
 from ip2n.training.plots import write_loss_curve
@@ -60,8 +72,11 @@ class BatchSampler:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch not in self._permutations:
-            self._permutations = {epoch: torch.randperm(
-                self.num_samples, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))}
+            self._permutations = {
+                epoch: torch.randperm(
+                    self.num_samples, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                )
+            }
         return self._permutations[epoch]
 
     def indices(self, step: int) -> list[int]:
@@ -80,12 +95,18 @@ def prepare_data(
     else:
         keep, encodings = _in_memory_data(config, dataset, networks, report, fingerprint, context)
     dataset = dataset.keep_pairs(keep)
-    logger.info("training data: %d pairs, %d samples; skipped: %s", len(dataset.pairs), len(dataset), report.summary())
+    logger.info(
+        "training data: %d pairs, %d samples; skipped: %s", len(dataset.pairs), len(dataset), report.summary()
+    )
     return dataset, encodings, report
 
 
 def _in_memory_data(
-    config: TrainingConfig, dataset: TripletDataset, networks: FrozenNetworks, report: DataReport, fingerprint: dict,
+    config: TrainingConfig,
+    dataset: TripletDataset,
+    networks: FrozenNetworks,
+    report: DataReport,
+    fingerprint: dict,
     context: DistributedContext,
 ) -> tuple[list[bool], PairEncodings]:
     cached = load_encodings(config.data.cache, dataset, fingerprint) if config.data.cache else None
@@ -105,24 +126,40 @@ def _in_memory_data(
 
 
 def _sharded_data(
-    config: TrainingConfig, dataset: TripletDataset, networks: FrozenNetworks, report: DataReport, fingerprint: dict,
+    config: TrainingConfig,
+    dataset: TripletDataset,
+    networks: FrozenNetworks,
+    report: DataReport,
+    fingerprint: dict,
     context: DistributedContext,
 ) -> tuple[list[bool], ShardedEncodings]:
     cached = load_sharded_encodings(config.data.cache, dataset, fingerprint)
     if cached is None:
         # Shards are only ever read from disk: the main process writes them, everyone maps them.
         if context.is_main:
-            write_sharded_encodings(config.data.cache, dataset, networks, report, fingerprint,
-                                    config.data.cache_shard_pairs, config.data.encode_batch_size)
+            write_sharded_encodings(
+                config.data.cache,
+                dataset,
+                networks,
+                report,
+                fingerprint,
+                config.data.cache_shard_pairs,
+                config.data.encode_batch_size,
+            )
         context.barrier()
         cached = load_sharded_encodings(config.data.cache, dataset, fingerprint)
         if cached is None:
-            raise RuntimeError(f"the sharded encoding cache {config.data.cache} was written but cannot be read back")
+            raise RuntimeError(
+                f"the sharded encoding cache {config.data.cache} was written but cannot be read back"
+            )
     return cached
 
 
 def make_batch(
-    dataset: TripletDataset, encodings: PairEncodings | ShardedEncodings, indices: list[int], device: torch.device
+    dataset: TripletDataset,
+    encodings: PairEncodings | ShardedEncodings,
+    indices: list[int],
+    device: torch.device,
 ) -> Batch:
     samples = [dataset.samples[i] for i in indices]
     pairs = torch.tensor([sample.pair_index for sample in samples], dtype=torch.int64)
@@ -177,8 +214,10 @@ def _check_resumable(saved: dict, current: TrainingConfig) -> None:
     current_core["optimization"] = {**current_core["optimization"], **schedule}
     if saved_core != current_core:
         changed = sorted(k for k in current_core if saved_core.get(k) != current_core[k])
-        raise ValueError(f"the checkpoint was made with a different config (sections: {', '.join(changed)}); "
-                         "resume with the config it was made with, or start a new output folder")
+        raise ValueError(
+            f"the checkpoint was made with a different config (sections: {', '.join(changed)}); "
+            "resume with the config it was made with, or start a new output folder"
+        )
 
 
 class _RunLog:
@@ -232,13 +271,19 @@ def train(
 
 
 def _train(
-    config: TrainingConfig, output_dir: Path, resume: bool, context: DistributedContext, stop_after: int | None,
+    config: TrainingConfig,
+    output_dir: Path,
+    resume: bool,
+    context: DistributedContext,
+    stop_after: int | None,
     data: EncodedTriplets | None,
 ) -> TrainingResult:
     optimization = config.optimization
     if optimization.batch_size % context.world_size:
-        raise ValueError(f"the global batch {optimization.batch_size} must be divisible by the "
-                         f"{context.world_size} processes")
+        raise ValueError(
+            f"the global batch {optimization.batch_size} must be divisible by the "
+            f"{context.world_size} processes"
+        )
     local_size = optimization.batch_size // context.world_size
     local_rows = slice(context.rank * local_size, (context.rank + 1) * local_size)
     device = context.device
@@ -250,7 +295,9 @@ def _train(
     model = build_dit(config.model, device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=optimization.learning_rate, weight_decay=optimization.weight_decay)
+    optimizer = torch.optim.AdamW(
+        trainable, lr=optimization.learning_rate, weight_decay=optimization.weight_decay
+    )
     generator = torch.Generator().manual_seed(config.seed)
     step, history = 0, []
     checkpoint_path = output_dir / CHECKPOINT_NAME
@@ -263,8 +310,11 @@ def _train(
         generator.set_state(state.rng_state)
         step, history = state.step, list(state.loss_history)
         logger.info("resumed from %s at step %d", checkpoint_path, step)
-    network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if context.enabled else model
+    network = (
+        DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if context.enabled
+        else model
+    )
     model.train()
     sampler = BatchSampler(len(data), optimization.batch_size, config.seed)
     autocast_dtype = torch.bfloat16 if optimization.mixed_precision == "bf16" else None
@@ -272,30 +322,57 @@ def _train(
 
     def checkpoint() -> None:
         if context.is_main:
-            save_checkpoint(checkpoint_path, TrainingState(
-                step, model.state_dict(), ema.state_dict(), optimizer.state_dict(), generator.get_state(),
-                config.to_dict(), history))
+            save_checkpoint(
+                checkpoint_path,
+                TrainingState(
+                    step,
+                    model.state_dict(),
+                    ema.state_dict(),
+                    optimizer.state_dict(),
+                    generator.get_state(),
+                    config.to_dict(),
+                    history,
+                ),
+            )
             write_loss_curve(output_dir / LOSS_CURVE_NAME, history)
         context.barrier()
 
     logging_config = config.logging
-    samples = data.sample_set(logging_config.sample_pairs, config.seed, device) \
-        if context.is_main and logging_config.sample_every else None
+    samples = (
+        data.sample_set(logging_config.sample_pairs, config.seed, device)
+        if context.is_main and logging_config.sample_every
+        else None
+    )
 
     def write_samples() -> None:
         if samples is not None:
-            grid = sample_grid(ema, samples, networks, logging_config.sample_steps, logging_config.sample_resolution)
+            grid = sample_grid(
+                ema, samples, networks, logging_config.sample_steps, logging_config.sample_resolution
+            )
             save_image(grid, output_dir / SAMPLES_DIR / f"step_{step:06d}.png")
 
-    progress = tqdm(total=optimization.steps, initial=step, disable=not (context.is_main and config.logging.progress_bar),
-                    desc="train", unit="step", dynamic_ncols=True)
+    progress = tqdm(
+        total=optimization.steps,
+        initial=step,
+        disable=not (context.is_main and config.logging.progress_bar),
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
     window_losses: list[float] = []
     window_start = time.perf_counter()
     while step < last_step:
         indices = sampler.indices(step)[local_rows]
         draws = draw(optimization.batch_size, data.latent_shape, schedule.num_steps, generator)
-        terms = batch_losses(network, data.batch(indices, device), draws.rows(local_rows),
-                             networks, schedule, config.objective, autocast_dtype=autocast_dtype)
+        terms = batch_losses(
+            network,
+            data.batch(indices, device),
+            draws.rows(local_rows),
+            networks,
+            schedule,
+            config.objective,
+            autocast_dtype=autocast_dtype,
+        )
         loss = terms["loss"].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -61,12 +61,15 @@ def build_frozen_networks(config: ModelConfig, device: torch.device) -> FrozenNe
             generator = load_generator(config.weights_dir, device)
             latent_avg = load_latent_avg(config.weights_dir, generator)
     else:
-        logger.warning("model.weights_dir is not set: the frozen networks get seeded RANDOM weights (tests only)")
+        logger.warning(
+            "model.weights_dir is not set: the frozen networks get seeded RANDOM weights (tests only)"
+        )
         generator_seed = torch.Generator().manual_seed(config.init_seed + 1)
         text_encoder = TextEncoder(text_encoder_config(config.text_encoder), device="cpu")
         text_encoder.reset_parameters(generator_seed)
-        encoder_config = dataclasses.replace(encoder_preset(config.encoder, config.encoder_type),
-                                             **dict(config.encoder_overrides))
+        encoder_config = dataclasses.replace(
+            encoder_preset(config.encoder, config.encoder_type), **dict(config.encoder_overrides)
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed + 2)
             encoder = build_encoder(encoder_config)
@@ -74,7 +77,9 @@ def build_frozen_networks(config: ModelConfig, device: torch.device) -> FrozenNe
         if config.generator_family == "eg3d":
             generator = random_generator(config.generator, seed=config.init_seed + 3)
             # The random mapping network's average would cost 10 000 mapping calls; any fixed offset will do.
-            latent_avg = 0.1 * torch.randn(1, generator.num_ws, generator.config.w_dim, generator=generator_seed)
+            latent_avg = 0.1 * torch.randn(
+                1, generator.num_ws, generator.config.w_dim, generator=generator_seed
+            )
     if config.generator_family == "synthetic":
         generator = SyntheticHeadGenerator(synthetic_preset(config.generator))
         latent_avg = generator.backbone.mapping.w_avg[None]  # (1, 14, w_dim): the exact prior mean

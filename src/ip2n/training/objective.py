@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ip2n.diffusion import DiffusionSchedule, condition_dropout, dropout_draws, label_dropout, training_losses, unpack_latent
+from ip2n.diffusion import (
+    DiffusionSchedule,
+    condition_dropout,
+    dropout_draws,
+    label_dropout,
+    training_losses,
+    unpack_latent,
+)
 from ip2n.encoding.preprocess import ENCODER_RESOLUTION
 from ip2n.rendering.cameras import frontal_camera
 from ip2n.text import TPR_MAX_OFFSET, randomize_token_positions, tokenize
@@ -34,7 +41,9 @@ class Batch:
     source_latent: torch.Tensor  # (N, 512, 4, 4) packed W+ offsets
     edited_latent: torch.Tensor  # (N, 512, 4, 4)
     source_identity: torch.Tensor  # (N, 512) unit ArcFace features of the source image (condition)
-    edited_identity: torch.Tensor  # (N, 512) unit ArcFace features of the edited image (identity-loss target; zeros: none)
+    edited_identity: (
+        torch.Tensor
+    )  # (N, 512) unit ArcFace features of the edited image (identity-loss target; zeros: none)
     tokens: torch.Tensor  # (N, 77) int64 instruction token ids (before TPR)
 
     def rows(self, selection: slice) -> Batch:
@@ -56,8 +65,13 @@ class Draws:
         return Draws(*(getattr(self, name)[selection] for name in self.__dataclass_fields__))
 
 
-def draw(batch_size: int, latent_shape: tuple[int, ...], num_steps: int, generator: torch.Generator,
-         max_tpr_offset: int = TPR_MAX_OFFSET) -> Draws:
+def draw(
+    batch_size: int,
+    latent_shape: tuple[int, ...],
+    num_steps: int,
+    generator: torch.Generator,
+    max_tpr_offset: int = TPR_MAX_OFFSET,
+) -> Draws:
     """The step's random choices, drawn in a fixed order from `generator` (CPU)."""
     return Draws(
         timesteps=torch.randint(0, num_steps, (batch_size,), generator=generator),
@@ -69,7 +83,9 @@ def draw(batch_size: int, latent_shape: tuple[int, ...], num_steps: int, generat
     )
 
 
-def conditioned_tokens(tokens: torch.Tensor, draws: Draws, config: ObjectiveConfig, *, training: bool) -> torch.Tensor:
+def conditioned_tokens(
+    tokens: torch.Tensor, draws: Draws, config: ObjectiveConfig, *, training: bool
+) -> torch.Tensor:
     """Instruction tokens (N, 77) after TPR and text dropout, ready for the text encoder.
 
     TPR shifts both the instruction and the empty prompt (the official text encoder shifts every
@@ -84,13 +100,20 @@ def conditioned_tokens(tokens: torch.Tensor, draws: Draws, config: ObjectiveConf
     if not (training and config.condition_dropout):
         return tokens
     # condition_dropout works on (N, L, D) contexts; token ids are a context of width 1 here.
-    dropped = condition_dropout(draws.dropout.to(tokens.device), tokens[..., None], empty[..., None],
-                                torch.zeros(tokens.shape[0], 1, 1, 1, device=tokens.device))
+    dropped = condition_dropout(
+        draws.dropout.to(tokens.device),
+        tokens[..., None],
+        empty[..., None],
+        torch.zeros(tokens.shape[0], 1, 1, 1, device=tokens.device),
+    )
     return dropped.context[..., 0]
 
 
 def identity_loss(
-    pred_xstart: torch.Tensor, target_identity: torch.Tensor, networks: FrozenNetworks, render_resolution: int | None
+    pred_xstart: torch.Tensor,
+    target_identity: torch.Tensor,
+    networks: FrozenNetworks,
+    render_resolution: int | None,
 ) -> torch.Tensor:
     """1 − cos(F(frontal render of x0), target) per sample (N,), differentiable w.r.t. pred_xstart.
 
@@ -99,7 +122,9 @@ def identity_loss(
     ws = unpack_latent(pred_xstart, networks.latent_avg.to(pred_xstart.dtype))  # (N, 14, 512) absolute W+
     cameras = frontal_camera(device=pred_xstart.device).expand(ws.shape[0], -1)  # (N, 25)
     image = networks.generator.synthesis(ws, cameras, neural_rendering_resolution=render_resolution)["image"]
-    image = F.interpolate(image, size=ENCODER_RESOLUTION, mode="bilinear", align_corners=False, antialias=True)
+    image = F.interpolate(
+        image, size=ENCODER_RESOLUTION, mode="bilinear", align_corners=False, antialias=True
+    )
     features = networks.identity(image)  # (N, 512) unit vectors
     return 1.0 - (features * target_identity).sum(dim=1)
 
@@ -134,7 +159,9 @@ def batch_losses(
     identity_keep = None
     labels = torch.full_like(timesteps, REAL_LABEL)
     if training and config.condition_dropout:
-        dropped = condition_dropout(dropout, context, context, source_latent)  # text already handled on tokens
+        dropped = condition_dropout(
+            dropout, context, context, source_latent
+        )  # text already handled on tokens
         source_latent, identity_keep = dropped.source_latent, dropped.identity_keep
         labels = label_dropout(labels, draws.label.to(device), null_label=_null_label(dit))
     if not config.source_conditioning:  # img2img ablation: the source is never seen (as if always dropped)
@@ -143,20 +170,40 @@ def batch_losses(
         identity_keep = torch.zeros_like(timesteps, dtype=source_latent.dtype)
 
     def model_fn(x_t: torch.Tensor, model_timesteps: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            output = dit(torch.cat([x_t, source_latent], dim=1), model_timesteps, labels, context,
-                         batch.source_identity, identity_keep)
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+        ):
+            output = dit(
+                torch.cat([x_t, source_latent], dim=1),
+                model_timesteps,
+                labels,
+                context,
+                batch.source_identity,
+                identity_keep,
+            )
         return output.float()
 
-    terms = training_losses(model_fn, batch.edited_latent * scale, timesteps, draws.noise.to(device), schedule,
-                            prediction_type=_dit_config(dit).prediction_type)
+    terms = training_losses(
+        model_fn,
+        batch.edited_latent * scale,
+        timesteps,
+        draws.noise.to(device),
+        schedule,
+        prediction_type=_dit_config(dit).prediction_type,
+    )
     identity = torch.zeros_like(terms["loss"])
     selected = schedule.model_timesteps(timesteps) < config.identity_threshold
-    selected &= batch.edited_identity.abs().sum(dim=1) > 0  # all-zero features: this row has no identity target
+    selected &= (
+        batch.edited_identity.abs().sum(dim=1) > 0
+    )  # all-zero features: this row has no identity target
     if config.identity_weight > 0 and bool(selected.any()):
         rows = selected.nonzero().squeeze(1)[: config.identity_max_samples]
-        per_sample = identity_loss(terms["pred_xstart"][rows].float() / scale, batch.edited_identity[rows], networks,
-                                   config.render_resolution)
+        per_sample = identity_loss(
+            terms["pred_xstart"][rows].float() / scale,
+            batch.edited_identity[rows],
+            networks,
+            config.render_resolution,
+        )
         identity = identity.index_put((rows,), per_sample.to(identity.dtype))
     loss = terms["loss"] + config.identity_weight * identity
     return {"loss": loss, "mse": terms["mse"], "vb": terms["vb"], "identity": identity}

@@ -11,7 +11,9 @@ from PIL import Image, ImageDraw
 from ip2n.atomic import atomic_path
 
 
-def write_loss_curve(path: str | os.PathLike, history: Sequence[tuple[int, float]], size: tuple[int, int] = (640, 360)) -> None:
+def write_loss_curve(
+    path: str | os.PathLike, history: Sequence[tuple[int, float]], size: tuple[int, int] = (640, 360)
+) -> None:
     """Plot (step, loss) points on a log10 loss axis; written atomically."""
     width, height = size
     margin_left, margin, margin_bottom = 70, 20, 40
@@ -36,8 +38,8 @@ def write_loss_curve(path: str | os.PathLike, history: Sequence[tuple[int, float
             drawing.line(pixels, fill=(31, 119, 180), width=2)
         for x, y in pixels[-1:]:
             drawing.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(31, 119, 180))
-        drawing.text((4, plot[1]), f"{10 ** high:.3g}", fill="black")
-        drawing.text((4, plot[3] - 10), f"{10 ** low:.3g}", fill="black")
+        drawing.text((4, plot[1]), f"{10**high:.3g}", fill="black")
+        drawing.text((4, plot[3] - 10), f"{10**low:.3g}", fill="black")
         drawing.text((plot[0], plot[3] + 8), f"step {step_low}", fill="black")
         drawing.text((plot[2] - 90, plot[3] + 8), f"step {step_high}", fill="black")
     drawing.text((width // 2 - 40, height - 16), "training loss (log scale)", fill="black")

@@ -16,7 +16,13 @@ from PIL import Image, ImageDraw
 
 from ip2n.diffusion import pack_latent, unpack_latent
 from ip2n.export.images import make_grid, to_pil
-from ip2n.pipeline.edit import DEFAULT_IMAGE_SCALE, DEFAULT_STRENGTH, DEFAULT_TEXT_SCALE, edit_codes, edit_schedule
+from ip2n.pipeline.edit import (
+    DEFAULT_IMAGE_SCALE,
+    DEFAULT_STRENGTH,
+    DEFAULT_TEXT_SCALE,
+    edit_codes,
+    edit_schedule,
+)
 from ip2n.rendering.cameras import frontal_camera
 from ip2n.text import PromptEncoder
 from ip2n.training.data import TripletDataset
@@ -41,7 +47,11 @@ class SampleSet:
 
 
 def choose_samples(
-    dataset: TripletDataset, encodings: PairEncodings | ShardedEncodings, count: int, seed: int, device: torch.device
+    dataset: TripletDataset,
+    encodings: PairEncodings | ShardedEncodings,
+    count: int,
+    seed: int,
+    device: torch.device,
 ) -> SampleSet:
     """The first instruction of each of the first `count` pairs, with noise drawn from `seed`."""
     first: dict[int, str] = {}
@@ -69,15 +79,24 @@ def render_frontal(packed: torch.Tensor, networks: FrozenNetworks, resolution: i
 
 
 @torch.no_grad()
-def edit_samples(dit: torch.nn.Module, samples: SampleSet, networks: FrozenNetworks, num_steps: int) -> torch.Tensor:
+def edit_samples(
+    dit: torch.nn.Module, samples: SampleSet, networks: FrozenNetworks, num_steps: int
+) -> torch.Tensor:
     """The model's edits of the sample sources: packed offsets (K, w_dim, 4, 4)."""
     prompts = PromptEncoder(networks.text_encoder)
     contexts = prompts.encode_prompts(list(samples.instructions))  # (K, 77, D)
     null_context = prompts.encode_prompts([""])[0]  # (77, D)
     codes = edit_codes(
-        dit, unpack_latent(samples.source_latent), contexts, null_context, edit_schedule(num_steps, DEFAULT_STRENGTH),
-        strength=DEFAULT_STRENGTH, text_scale=DEFAULT_TEXT_SCALE, image_scale=DEFAULT_IMAGE_SCALE,
-        noise=samples.noise, identity=samples.source_identity,
+        dit,
+        unpack_latent(samples.source_latent),
+        contexts,
+        null_context,
+        edit_schedule(num_steps, DEFAULT_STRENGTH),
+        strength=DEFAULT_STRENGTH,
+        text_scale=DEFAULT_TEXT_SCALE,
+        image_scale=DEFAULT_IMAGE_SCALE,
+        noise=samples.noise,
+        identity=samples.source_identity,
     )  # (K, 14, w_dim)
     return pack_latent(codes)
 
@@ -91,8 +110,10 @@ def sample_grid(
     R plus padding wide, K · (R + CAPTION_HEIGHT) plus padding high.
     """
     edited = edit_samples(dit, samples, networks, num_steps)
-    columns = [render_frontal(latent, networks, resolution)
-               for latent in (samples.source_latent, samples.edited_latent, edited)]  # 3 × (K, 3, R, R)
+    columns = [
+        render_frontal(latent, networks, resolution)
+        for latent in (samples.source_latent, samples.edited_latent, edited)
+    ]  # 3 × (K, 3, R, R)
     rows = []
     for index, instruction in enumerate(samples.instructions):
         tiles = make_grid([to_pil(column[index]) for column in columns], columns=COLUMNS, padding=PADDING)

@@ -66,7 +66,9 @@ def write_sharded_encodings(
     keep: list[bool] = []
     shards = []
     for start in range(0, len(dataset.pairs), shard_pairs):
-        shard_keep, encodings = encode_image_pairs(dataset.pairs[start:start + shard_pairs], networks, report, batch_size)
+        shard_keep, encodings = encode_image_pairs(
+            dataset.pairs[start : start + shard_pairs], networks, report, batch_size
+        )
         keep.extend(shard_keep)
         if encodings is None:
             continue  # every pair of this shard was unreadable: nothing to store
@@ -76,10 +78,17 @@ def write_sharded_encodings(
         shards.append({"file": shard.name, "rows": int(encodings.source_latent.shape[0])})
     if not shards:
         raise ValueError(f"no readable image pair in {dataset.root}")
-    index = {"kind": SHARDED_CACHE_KIND, "pairs": pair_names(dataset), "keep": keep, "networks": fingerprint,
-             "shards": shards}
+    index = {
+        "kind": SHARDED_CACHE_KIND,
+        "pairs": pair_names(dataset),
+        "keep": keep,
+        "networks": fingerprint,
+        "shards": shards,
+    }
     write_text_atomic(index_path(path), json.dumps(index) + "\n")
-    logger.info("wrote the encodings of %d pairs as %d shards (index %s)", sum(keep), len(shards), index_path(path))
+    logger.info(
+        "wrote the encodings of %d pairs as %d shards (index %s)", sum(keep), len(shards), index_path(path)
+    )
     return keep
 
 
@@ -95,9 +104,14 @@ def load_sharded_encodings(
     except (OSError, ValueError) as exc:
         logger.warning("cannot read the encoding cache index %s (%s); re-encoding", index_file, exc)
         return None
-    if (index.get("kind") != SHARDED_CACHE_KIND or index.get("pairs") != pair_names(dataset)
-            or index.get("networks") != fingerprint):
-        logger.warning("encoding cache %s does not match this data set or these networks; re-encoding", index_file)
+    if (
+        index.get("kind") != SHARDED_CACHE_KIND
+        or index.get("pairs") != pair_names(dataset)
+        or index.get("networks") != fingerprint
+    ):
+        logger.warning(
+            "encoding cache %s does not match this data set or these networks; re-encoding", index_file
+        )
         return None
     shard_files = [index_file.parent / shard["file"] for shard in index["shards"]]
     if not all(shard.is_file() for shard in shard_files):
@@ -105,10 +119,16 @@ def load_sharded_encodings(
         return None
     encodings = ShardedEncodings(shard_files)
     if len(encodings) != sum(index["keep"]):
-        logger.warning("encoding cache %s has %d rows for %d readable pairs; re-encoding",
-                       index_file, len(encodings), sum(index["keep"]))
+        logger.warning(
+            "encoding cache %s has %d rows for %d readable pairs; re-encoding",
+            index_file,
+            len(encodings),
+            sum(index["keep"]),
+        )
         return None
-    logger.info("using cached encodings of %d pairs from %d shards (%s)", len(encodings), len(shard_files), index_file)
+    logger.info(
+        "using cached encodings of %d pairs from %d shards (%s)", len(encodings), len(shard_files), index_file
+    )
     return index["keep"], encodings
 
 
@@ -121,8 +141,13 @@ def _memory_map(path: Path) -> dict[str, np.memmap]:
     maps = {}
     for name, entry in header.items():
         start, _ = entry["data_offsets"]
-        maps[name] = np.memmap(path, dtype=_NUMPY_DTYPES[entry["dtype"]], mode="r",
-                               offset=8 + header_size + start, shape=tuple(entry["shape"]))
+        maps[name] = np.memmap(
+            path,
+            dtype=_NUMPY_DTYPES[entry["dtype"]],
+            mode="r",
+            offset=8 + header_size + start,
+            shape=tuple(entry["shape"]),
+        )
     return maps
 
 

@@ -83,8 +83,10 @@ def check_output_root(output_root: str | os.PathLike) -> None:
     """Refuse an output folder that holds the current folder: every file in it could be downloaded."""
     output_root = Path(output_root).resolve()
     if Path.cwd().resolve().is_relative_to(output_root):
-        raise ValueError(f"the output folder {output_root} holds the current folder, and every file in it could be "
-                         "downloaded from the page; choose a folder of its own for the web app (-o/--out)")
+        raise ValueError(
+            f"the output folder {output_root} holds the current folder, and every file in it could be "
+            "downloaded from the page; choose a folder of its own for the web app (-o/--out)"
+        )
 
 
 def confine_files_to(output_root: Path) -> None:
@@ -104,70 +106,173 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
     check_output_root(session.output_root)
     confine_files_to(session.output_root)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
-        gr.Markdown(f"# {TITLE}\nModel: **{html.escape(session.model_name or 'unnamed')}**. Upload a portrait, "
-                    "type what to change, press **Edit**. Results: the edited view, views from −30° to 30°, depth, "
-                    "and optionally an orbit video and a 3-D mesh.")
+        gr.Markdown(
+            f"# {TITLE}\nModel: **{html.escape(session.model_name or 'unnamed')}**. Upload a portrait, "
+            "type what to change, press **Edit**. Results: the edited view, views from −30° to 30°, depth, "
+            "and optionally an orbit video and a 3-D mesh."
+        )
         history = gr.State({"steps": [], "last_digest": None})
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(label="Portrait", type="filepath", sources=["upload", "clipboard"], height=320,
-                                 elem_id="portrait")
-                instructions = gr.Textbox(label="Instructions (one per line)", lines=3, max_lines=8,
-                                          placeholder="add eyeglasses", elem_id="instructions")
+                image = gr.Image(
+                    label="Portrait",
+                    type="filepath",
+                    sources=["upload", "clipboard"],
+                    height=320,
+                    elem_id="portrait",
+                )
+                instructions = gr.Textbox(
+                    label="Instructions (one per line)",
+                    lines=3,
+                    max_lines=8,
+                    placeholder="add eyeglasses",
+                    elem_id="instructions",
+                )
                 with gr.Row():
-                    align = gr.Checkbox(label="Align face (photos)", value=True,
-                                        info="detect and crop the face first; off for ready crops", elem_id="align")
-                    chain = gr.Checkbox(label="One after another", value=False,
-                                        info="apply several instructions in turn, not as one sentence")
+                    align = gr.Checkbox(
+                        label="Align face (photos)",
+                        value=True,
+                        info="detect and crop the face first; off for ready crops",
+                        elem_id="align",
+                    )
+                    chain = gr.Checkbox(
+                        label="One after another",
+                        value=False,
+                        info="apply several instructions in turn, not as one sentence",
+                    )
                 with gr.Accordion("Settings", open=True):
-                    strength = gr.Slider(0.05, 0.95, value=defaults.strength, step=0.05, label="Strength",
-                                         info="how much may change")
-                    text_scale = gr.Slider(0.0, 10.0, value=defaults.guidance_scale, step=0.1,
-                                           label="Text guidance", info="how closely to follow the instruction")
-                    image_scale = gr.Slider(0.0, 5.0, value=defaults.image_guidance_scale, step=0.1,
-                                            label="Image guidance", info="how closely to keep the input")
-                    steps = gr.Slider(10, 50, value=defaults.num_inference_steps, step=10, label="Steps",
-                                      info="diffusion schedule length (the edit runs strength × steps)")
+                    strength = gr.Slider(
+                        0.05,
+                        0.95,
+                        value=defaults.strength,
+                        step=0.05,
+                        label="Strength",
+                        info="how much may change",
+                    )
+                    text_scale = gr.Slider(
+                        0.0,
+                        10.0,
+                        value=defaults.guidance_scale,
+                        step=0.1,
+                        label="Text guidance",
+                        info="how closely to follow the instruction",
+                    )
+                    image_scale = gr.Slider(
+                        0.0,
+                        5.0,
+                        value=defaults.image_guidance_scale,
+                        step=0.1,
+                        label="Image guidance",
+                        info="how closely to keep the input",
+                    )
+                    steps = gr.Slider(
+                        10,
+                        50,
+                        value=defaults.num_inference_steps,
+                        step=10,
+                        label="Steps",
+                        info="diffusion schedule length (the edit runs strength × steps)",
+                    )
                     seed = gr.Slider(0, 10_000, value=defaults.seed, step=1, label="Seed")
                 with gr.Accordion("Outputs", open=False):
                     views = gr.Slider(1, MAX_VIEWS, value=defaults.views, step=1, label="Views")
-                    video = gr.Checkbox(label=f"Orbit video ({defaults.video_frames} frames)", value=defaults.video,
-                                        elem_id="video-option")
-                    mesh = gr.Checkbox(label=f"3-D mesh ({defaults.mesh_resolution}³ grid, GLB)", value=defaults.mesh,
-                                       elem_id="mesh-option")
+                    video = gr.Checkbox(
+                        label=f"Orbit video ({defaults.video_frames} frames)",
+                        value=defaults.video,
+                        elem_id="video-option",
+                    )
+                    mesh = gr.Checkbox(
+                        label=f"3-D mesh ({defaults.mesh_resolution}³ grid, GLB)",
+                        value=defaults.mesh,
+                        elem_id="mesh-option",
+                    )
                 edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
-                gr.Examples(example_inputs(session.output_root), inputs=[image, instructions, align],
-                            label="Examples: heads of the built-in synthetic world", elem_id="examples")
+                gr.Examples(
+                    example_inputs(session.output_root),
+                    inputs=[image, instructions, align],
+                    label="Examples: heads of the built-in synthetic world",
+                    elem_id="examples",
+                )
             with gr.Column(scale=2):
                 with gr.Row():
-                    crop = gr.Image(label="What the model sees", type="filepath", interactive=False, height=256,
-                                    elem_id="crop")
-                    edited = gr.Image(label="Edited", type="filepath", interactive=False, height=256, elem_id="edited")
-                    depth = gr.Image(label="Depth (near = bright)", type="filepath", interactive=False, height=256,
-                                     elem_id="depth")
+                    crop = gr.Image(
+                        label="What the model sees",
+                        type="filepath",
+                        interactive=False,
+                        height=256,
+                        elem_id="crop",
+                    )
+                    edited = gr.Image(
+                        label="Edited", type="filepath", interactive=False, height=256, elem_id="edited"
+                    )
+                    depth = gr.Image(
+                        label="Depth (near = bright)",
+                        type="filepath",
+                        interactive=False,
+                        height=256,
+                        elem_id="depth",
+                    )
                 summary = gr.Markdown(elem_id="summary")
-                gallery = gr.Gallery(label="Views", columns=MAX_VIEWS // 2, height=220, object_fit="contain",
-                                     elem_id="views")
+                gallery = gr.Gallery(
+                    label="Views", columns=MAX_VIEWS // 2, height=220, object_fit="contain", elem_id="views"
+                )
                 with gr.Row():
                     orbit = gr.Video(label="Orbit", interactive=False, loop=True, height=300, elem_id="orbit")
                     viewer = gr.Model3D(label="Mesh", interactive=False, height=300, elem_id="mesh")
-                mesh_download = gr.DownloadButton("Download mesh (GLB)", visible=False, elem_id="mesh-download")
+                mesh_download = gr.DownloadButton(
+                    "Download mesh (GLB)", visible=False, elem_id="mesh-download"
+                )
                 again = gr.Button("Edit this result again", visible=False, elem_id="again")
-                history_gallery = gr.Gallery(label="History (chained edits)", columns=6, height=180,
-                                             object_fit="contain", elem_id="history")
+                history_gallery = gr.Gallery(
+                    label="History (chained edits)",
+                    columns=6,
+                    height=180,
+                    object_fit="contain",
+                    elem_id="history",
+                )
 
         run = functools.partial(_edit, session)
         edit_button.click(
             _page_messages(run),
-            inputs=[image, instructions, align, chain, strength, text_scale, image_scale, steps, seed, views, video,
-                    mesh, history],
-            outputs=[crop, edited, depth, summary, gallery, orbit, viewer, mesh_download, again, history_gallery,
-                     history],
+            inputs=[
+                image,
+                instructions,
+                align,
+                chain,
+                strength,
+                text_scale,
+                image_scale,
+                steps,
+                seed,
+                views,
+                video,
+                mesh,
+                history,
+            ],
+            outputs=[
+                crop,
+                edited,
+                depth,
+                summary,
+                gallery,
+                orbit,
+                viewer,
+                mesh_download,
+                again,
+                history_gallery,
+                history,
+            ],
             # Raw payloads: the session reads the upload itself, so a bad file gets its readable message.
-            preprocess=False, api_name="edit",
+            preprocess=False,
+            api_name="edit",
         )
-        again.click(_continue, inputs=[history], outputs=[image, align, instructions], concurrency_limit=None,
-                    api_visibility="private")
+        again.click(
+            _continue,
+            inputs=[history],
+            outputs=[image, align, instructions],
+            concurrency_limit=None,
+            api_visibility="private",
+        )
         image.upload(lambda: True, outputs=[align], concurrency_limit=None, api_visibility="private")
     app.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     return app
@@ -176,9 +281,16 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
 def launch(app: gr.Blocks, session: EditSession, settings: ServeSettings = ServeSettings()) -> str:
     """Start the server in a background thread → its local URL (`app.block_thread()` waits on it)."""
     app.launch(
-        server_name=settings.host, server_port=settings.port, max_file_size=round(settings.max_upload_mb * 2**20),
-        allowed_paths=[str(session.output_root)], show_error=False, ssr_mode=False, share=False,
-        quiet=True, prevent_thread_lock=True, footer_links=["api"],
+        server_name=settings.host,
+        server_port=settings.port,
+        max_file_size=round(settings.max_upload_mb * 2**20),
+        allowed_paths=[str(session.output_root)],
+        show_error=False,
+        ssr_mode=False,
+        share=False,
+        quiet=True,
+        prevent_thread_lock=True,
+        footer_links=["api"],
     )
     return app.local_url
 
@@ -192,34 +304,68 @@ def _page_messages(function: Callable) -> Callable:
             return function(*args)
         # Every failure ip2n expects from users' input is a ValueError with a message for people.
         except ValueError as exc:
-            raise gr.Error(html.escape(str(exc), quote=False), title="Cannot edit", print_exception=False) from None
+            raise gr.Error(
+                html.escape(str(exc), quote=False), title="Cannot edit", print_exception=False
+            ) from None
         except Exception:
             logger.exception("an edit failed")
-            raise gr.Error("the server could not finish this edit because of an internal error (its log has the "
-                           "details); please try again", title="Server error", print_exception=False) from None
+            raise gr.Error(
+                "the server could not finish this edit because of an internal error (its log has the "
+                "details); please try again",
+                title="Server error",
+                print_exception=False,
+            ) from None
 
     return wrapper
 
 
-def _edit(session: EditSession, image: dict | None, instructions: str, align: bool, chain: bool, strength: float,
-          text_scale: float, image_scale: float, steps: float, seed: float, views: float, video: bool, mesh: bool,
-          history: dict) -> tuple:
+def _edit(
+    session: EditSession,
+    image: dict | None,
+    instructions: str,
+    align: bool,
+    chain: bool,
+    strength: float,
+    text_scale: float,
+    image_scale: float,
+    steps: float,
+    seed: float,
+    views: float,
+    video: bool,
+    mesh: bool,
+    history: dict,
+) -> tuple:
     settings = WebEditSettings(
-        num_inference_steps=_whole(steps), strength=strength, guidance_scale=text_scale,
-        image_guidance_scale=image_scale, seed=_whole(seed), align=bool(align), chain=bool(chain),
-        views=_whole(views), video=bool(video), mesh=bool(mesh),
+        num_inference_steps=_whole(steps),
+        strength=strength,
+        guidance_scale=text_scale,
+        image_guidance_scale=image_scale,
+        seed=_whole(seed),
+        align=bool(align),
+        chain=bool(chain),
+        views=_whole(views),
+        video=bool(video),
+        mesh=bool(mesh),
     )
     path = image.get("path") if isinstance(image, dict) else None
-    name = (image.get("orig_name") if isinstance(image, dict) else None) or (Path(path).name if path else None)
+    name = (image.get("orig_name") if isinstance(image, dict) else None) or (
+        Path(path).name if path else None
+    )
     lines = instructions.splitlines() if isinstance(instructions, str) else []
     outcome = session.edit(path, lines, settings, image_name=name)
     history = _extend_history(history, path, outcome)
     return (
-        str(outcome.crop), str(outcome.edited), str(outcome.depth), _summary(outcome),
+        str(outcome.crop),
+        str(outcome.edited),
+        str(outcome.depth),
+        _summary(outcome),
         [(str(view), f"yaw {yaw:+g}°") for view, yaw in zip(outcome.views, outcome.view_yaws)],
-        _optional(outcome.orbit), _optional(outcome.mesh),
+        _optional(outcome.orbit),
+        _optional(outcome.mesh),
         gr.DownloadButton(value=_optional(outcome.mesh), visible=outcome.mesh is not None),
-        gr.Button(visible=True), list(history["steps"]), history,
+        gr.Button(visible=True),
+        list(history["steps"]),
+        history,
     )
 
 
@@ -242,9 +388,11 @@ def _continue(history: dict) -> tuple:
 def _summary(outcome: EditOutcome) -> str:
     settings = outcome.settings
     prompts = " → ".join(f"“{html.escape(prompt)}”" for prompt in settings.prompts)
-    lines = [f"Edited in {outcome.seconds:.1f} s: {prompts}, strength {settings.strength:g}, "
-             f"text guidance {settings.guidance_scale:g}, image guidance {settings.image_guidance_scale:g}, "
-             f"{settings.num_inference_steps} steps, seed {settings.seed}. Files: `{outcome.folder.name}`."]
+    lines = [
+        f"Edited in {outcome.seconds:.1f} s: {prompts}, strength {settings.strength:g}, "
+        f"text guidance {settings.guidance_scale:g}, image guidance {settings.image_guidance_scale:g}, "
+        f"{settings.num_inference_steps} steps, seed {settings.seed}. Files: `{outcome.folder.name}`."
+    ]
     lines += [f"Note: {html.escape(note)}" for note in outcome.notes]
     return "\n\n".join(lines)
 

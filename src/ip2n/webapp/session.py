@@ -89,8 +89,11 @@ class WebEditSettings:
 
     def check(self) -> None:
         """Refuse values outside the app's bounds (the pipeline checks the ranges of the others)."""
-        for name, value in (("strength", self.strength), ("text guidance", self.guidance_scale),
-                            ("image guidance", self.image_guidance_scale)):
+        for name, value in (
+            ("strength", self.strength),
+            ("text guidance", self.guidance_scale),
+            ("image guidance", self.image_guidance_scale),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RequestError(f"{name} must be a number, got {value!r}")
         _check_int("steps", self.num_inference_steps, 1, MAX_STEPS)
@@ -160,8 +163,12 @@ class EditSession:
     def default_settings(self) -> WebEditSettings:
         """The page's initial controls: the model's own sampling defaults (`EditPipeline.defaults`)."""
         model = self.pipeline.defaults
-        return WebEditSettings(num_inference_steps=model.num_inference_steps, strength=model.strength,
-                               guidance_scale=model.guidance_scale, image_guidance_scale=model.image_guidance_scale)
+        return WebEditSettings(
+            num_inference_steps=model.num_inference_steps,
+            strength=model.strength,
+            guidance_scale=model.guidance_scale,
+            image_guidance_scale=model.image_guidance_scale,
+        )
 
     def edit(
         self,
@@ -183,8 +190,11 @@ class EditSession:
         if image is None:
             raise ImageInputError("no image given: upload a portrait (or pick an example) first")
         picture = image if isinstance(image, Image.Image) else os.fspath(image)
-        folder = Path(tempfile.mkdtemp(prefix=datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f-"),
-                                       dir=self.requests_dir))
+        folder = Path(
+            tempfile.mkdtemp(
+                prefix=datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f-"), dir=self.requests_dir
+            )
+        )
         try:
             outcome = self._run(picture, image_name, instructions, settings, folder, deadline)
         except BaseException:
@@ -193,24 +203,38 @@ class EditSession:
         self._prune()
         return outcome
 
-    def _run(self, picture: str | Image.Image, image_name: str | None, instructions: list[str],
-             settings: WebEditSettings, folder: Path, deadline: float) -> EditOutcome:
+    def _run(
+        self,
+        picture: str | Image.Image,
+        image_name: str | None,
+        instructions: list[str],
+        settings: WebEditSettings,
+        folder: Path,
+        deadline: float,
+    ) -> EditOutcome:
         start = time.perf_counter()
         with self._pipeline_lock:
             self._check_deadline(deadline)
             try:
                 result = self.pipeline(
-                    picture, instructions, num_inference_steps=settings.num_inference_steps,
-                    strength=settings.strength, guidance_scale=settings.guidance_scale,
-                    image_guidance_scale=settings.image_guidance_scale, chain=settings.chain, align=settings.align,
+                    picture,
+                    instructions,
+                    num_inference_steps=settings.num_inference_steps,
+                    strength=settings.strength,
+                    guidance_scale=settings.guidance_scale,
+                    image_guidance_scale=settings.image_guidance_scale,
+                    chain=settings.chain,
+                    align=settings.align,
                     generator=torch.Generator().manual_seed(settings.seed),
                 )
             # Messages name the user's file, not the server's copy of it.
             except ImageInputError as exc:
                 raise ImageInputError(_name_upload(str(exc), picture, image_name)) from None
             except AlignmentError as exc:
-                raise RequestError(f"{_name_upload(str(exc), picture, image_name)}. If the image already is a face "
-                                   "crop (like the examples), untick \"Align face\".") from None
+                raise RequestError(
+                    f"{_name_upload(str(exc), picture, image_name)}. If the image already is a face "
+                    'crop (like the examples), untick "Align face".'
+                ) from None
         self._check_deadline(deadline)
         crop = folder / "crop.png"
         save_image(result.input_image, crop)
@@ -221,17 +245,37 @@ class EditSession:
             save_image(to_pil(image), path)
         self._check_deadline(deadline)
         written = result.save(
-            folder, views=0, video=settings.video, video_frames=settings.video_frames,
-            mesh="glb" if settings.mesh else None, mesh_resolution=settings.mesh_resolution,
+            folder,
+            views=0,
+            video=settings.video,
+            video_frames=settings.video_frames,
+            mesh="glb" if settings.mesh else None,
+            mesh_resolution=settings.mesh_resolution,
             mesh_level=self.mesh_level,
-            metadata={"webapp": {"crop": crop.name, "views": [path.name for path in views], "view_yaws_degrees": yaws}},
+            metadata={
+                "webapp": {
+                    "crop": crop.name,
+                    "views": [path.name for path in views],
+                    "view_yaws_degrees": yaws,
+                }
+            },
         )
         names = {path.name: path for path in written}
         return EditOutcome(
-            folder=folder, crop=crop, source=names["source.png"], edited=names["edited.png"], views=views,
-            view_yaws=yaws, depth=names["depth.png"], latent=names["edited_latent.npy"],
-            orbit=names.get("orbit.mp4"), mesh=names.get("mesh.glb"), record=names["result.json"],
-            settings=result.settings, notes=result.notes, seconds=round(time.perf_counter() - start, 3),
+            folder=folder,
+            crop=crop,
+            source=names["source.png"],
+            edited=names["edited.png"],
+            views=views,
+            view_yaws=yaws,
+            depth=names["depth.png"],
+            latent=names["edited_latent.npy"],
+            orbit=names.get("orbit.mp4"),
+            mesh=names.get("mesh.glb"),
+            record=names["result.json"],
+            settings=result.settings,
+            notes=result.notes,
+            seconds=round(time.perf_counter() - start, 3),
         )
 
     def _check_deadline(self, deadline: float) -> None:
@@ -267,9 +311,11 @@ def _check_instructions(instructions: list[str]) -> list[str]:
     """Non-empty, not too many, not absurdly long; the pipeline checks the 77-token window."""
     instructions = [text.strip() for text in instructions if isinstance(text, str) and text.strip()]
     if not instructions:
-        raise InstructionError("type an instruction first, e.g. \"add eyeglasses\" (one per line for several)")
+        raise InstructionError('type an instruction first, e.g. "add eyeglasses" (one per line for several)')
     if len(instructions) > MAX_INSTRUCTIONS:
-        raise RequestError(f"{len(instructions)} instructions given; at most {MAX_INSTRUCTIONS} are accepted at once")
+        raise RequestError(
+            f"{len(instructions)} instructions given; at most {MAX_INSTRUCTIONS} are accepted at once"
+        )
     for number, text in enumerate(instructions, start=1):
         if len(text) > MAX_INSTRUCTION_CHARACTERS:
             which = "the instruction" if len(instructions) == 1 else f"instruction {number}"
