@@ -24,9 +24,14 @@ class WeightReport:
     missing_optional: tuple[str, ...] = ()  # absent but tolerated (e.g. old BatchNorm counters)
 
     @property
+    def complete(self) -> bool:
+        """True when every required key is present with the expected shape (extra keys allowed)."""
+        return not (self.missing or self.mismatched)
+
+    @property
     def ok(self) -> bool:
         """True when every required key is present with the expected shape and nothing is extra."""
-        return not (self.missing or self.unexpected or self.mismatched)
+        return self.complete and not self.unexpected
 
     def summary(self, max_lines: int = 20) -> str:
         """Human-readable report: a headline, then one line per problem (at most `max_lines`)."""

@@ -22,14 +22,15 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ip2n.checkpoints import generator_weights
-from ip2n.checkpoints.official import describe_checkpoint, read_torch_checkpoint, select_dit_weights
+from ip2n.checkpoints.contents import ReadWeights, identify, ignored_entries, ignored_note
+from ip2n.checkpoints.official import read_torch_checkpoint, select_dit_weights, wrong_kind_message
 from ip2n.checkpoints.safe_unpickle import CheckpointError
 from ip2n.checkpoints.safetensors_io import CONFIG_METADATA_KEY, load_weights, save_weights
 from ip2n.diffusion.dit import DIT_PRESETS, DiT, DiTConfig, dit_config
@@ -44,7 +45,7 @@ from ip2n.text.encoder import (
     text_encoder_config,
     text_state_dict_from,
 )
-from ip2n.weight_report import WeightReport, check_state_dict
+from ip2n.weight_report import check_state_dict
 
 __all__ = [
     "WEIGHT_FILES",
@@ -70,6 +71,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Shape = tuple[int, ...]
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -196,13 +198,15 @@ def _embeds_text(weights: Mapping[str, Any]) -> bool:
 # --- official layouts → module state dicts (pure: tensors, memory-mapped tensors or meta tensors) --
 
 
-def dit_weights(checkpoint: Mapping[str, Any], config: DiTConfig) -> dict[str, torch.Tensor]:
-    """The DiT state dict of an official checkpoint (its `ema` weights, else `model`, else itself).
+def dit_weights(checkpoint: Mapping[str, Any], config: DiTConfig) -> ReadWeights:
+    """The DiT of an official checkpoint (its `ema` weights, else `model`, else the file itself).
 
-    The embedded text model (`cond_stage_model.*`) is left out: it is the text encoder's. Raises
-    `CheckpointError` listing missing, unexpected and wrongly shaped keys when the weights do not
-    fit `config`.
+    The embedded text model (`cond_stage_model.*`) is left out: it is the text encoder's. So are
+    the training state beside the weights (`model` when `ema` is there, `opt`, `args`, ...) and
+    tensors the DiT does not have, all listed in `ignored`. Raises `CheckpointError` listing the
+    missing and wrongly shaped keys when the weights do not fit `config`.
     """
+    chosen = next((key for key in ("ema", "model") if key in checkpoint), None)
     weights = {
         key: value
         for key, value in select_dit_weights(checkpoint).items()
@@ -211,14 +215,16 @@ def dit_weights(checkpoint: Mapping[str, Any], config: DiTConfig) -> dict[str, t
     with torch.device("meta"):
         expected = _shapes(DiT(config))
     sizes = f"hidden {config.hidden_size}, depth {config.depth}, {config.num_heads} heads"
-    _require_layout(
+    extra = _require_layout(
         weights,
         expected,
         f"DiT sizes assumed ({sizes}){_dit_sizes_found(weights)}",
-        advice="ip2n reads the released InstructPix2NeRF checkpoint (DiT-B_G/1_pair); for a DiT of other sizes "
+        advice="ip2n reads the released InstructPix2NeRF checkpoint (DiT-B_G/1_pair); for a DiT of other "
+        "sizes "
         f"choose the matching preset ({', '.join(DIT_PRESETS)}).",
     )
-    return weights
+    others = {key: value for key, value in checkpoint.items() if key != chosen} if chosen else {}
+    return ReadWeights(config, weights, ignored_entries(others) + ignored_entries(extra))
 
 
 def _dit_sizes_found(weights: Mapping[str, Any]) -> str:
@@ -229,25 +235,24 @@ def _dit_sizes_found(weights: Mapping[str, Any]) -> str:
     return f"; the file's weights look like hidden {embed.shape[0]}, depth {depth}"
 
 
-def preim3d_encoder_weights(
-    checkpoint: Mapping[str, Any], preset: str = _RELEASED.encoder
-) -> tuple[PREIM3DEncoderConfig, dict[str, torch.Tensor]]:
-    """(config, encoder state dict) of an official PREIM3D checkpoint (`state_dict` + `opts`).
+def preim3d_encoder_weights(checkpoint: Mapping[str, Any], preset: str = _RELEASED.encoder) -> ReadWeights:
+    """The encoder of an official PREIM3D checkpoint (`state_dict` + `opts`).
 
     The variant and style count come from `opts` (as in the official code); the trunk and code
-    sizes from `preset`. The `decoder.*` copy of the generator and `latent_avg` are ignored.
+    sizes from `preset`. The `decoder.*` copy of the generator, `latent_avg` and any training state
+    are left out and listed in `ignored`.
     """
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint or "opts" not in checkpoint:
+        expected = "a PREIM3D encoder checkpoint (a dict with 'state_dict' and 'opts')"
         raise CheckpointError(
-            f"this is {describe_checkpoint(checkpoint)}, but a PREIM3D encoder checkpoint (a dict with "
-            f"'state_dict' and 'opts') was expected; pass {WEIGHT_FILES['encoder'].official[0]}."
+            wrong_kind_message(checkpoint, expected, f"pass {WEIGHT_FILES['encoder'].official[0]}")
         )
     opts, state_dict = checkpoint["opts"], checkpoint["state_dict"]
     if not isinstance(opts, Mapping):
         raise CheckpointError(
             f"its 'opts' is a {type(opts).__name__}, not the dict of training options PREIM3D saves."
         )
-    _require_tensors(state_dict, "its 'state_dict'")
+    _require_tensors(state_dict, "a state dict of tensors under 'state_dict'")
     try:
         from_opts = PREIM3DEncoderConfig.from_opts(opts)
     except (TypeError, ValueError) as exc:
@@ -256,60 +261,71 @@ def preim3d_encoder_weights(
         encoder_preset(preset, from_opts.encoder_type), num_styles=from_opts.num_styles
     )
     weights = encoder_weights_from_psp(state_dict)
-    _require_layout(
+    extra = _require_layout(
         weights,
         _encoder_shapes(config),
         f"PREIM3D {config.encoder_type} encoder ('{preset}' trunk)",
-        advice="Pass the PREIM3D checkpoint InstructPix2NeRF uses (preim3d.pt); the official code always builds "
+        advice="Pass the PREIM3D checkpoint InstructPix2NeRF uses (preim3d.pt); the official code always "
+        "builds "
         "the IR-SE50 trunk.",
     )
-    return config, weights
+    others = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "opts")}
+    not_encoder = {key: value for key, value in state_dict.items() if not key.startswith("encoder")}
+    ignored = ignored_entries(others) + ignored_entries(not_encoder) + ignored_entries(extra)
+    return ReadWeights(config, weights, ignored)
 
 
-def identity_weights(state_dict: Mapping[str, Any], config: IdentityConfig) -> dict[str, torch.Tensor]:
-    """The IR-SE ArcFace state dict, checked against `config`.
+def identity_weights(state_dict: Mapping[str, Any], config: IdentityConfig) -> ReadWeights:
+    """The IR-SE ArcFace network of a state dict, checked against `config`.
 
     Files saved by old PyTorch versions lack the BatchNorm `num_batches_tracked` counters; they are
-    added as zeros (only training uses them).
+    added as zeros (only training uses them). Tensors the network does not have are listed in
+    `ignored`.
     """
-    _require_tensors(state_dict, "this")
+    _require_tensors(state_dict, "the IR-SE50 ArcFace weights (a state dict of tensors)")
     with torch.device("meta"):
         expected = _shapes(IdentityEncoder(config))
-    report = _require_layout(
-        state_dict,
+    weights = dict(state_dict)
+    extra = _require_layout(
+        weights,
         expected,
         "IR-SE ArcFace identity network",
         optional_suffixes=(".num_batches_tracked",),
         advice="Pass the IR-SE50 ArcFace weights (model_ir_se50.pth).",
     )
-    weights = dict(state_dict)
-    for key in report.missing_optional:
+    for key in expected.keys() - weights.keys():  # only optional counters can be absent here
         weights[key] = torch.zeros((), dtype=torch.long)
-    return weights
+    return ReadWeights(config, weights, ignored_entries(extra))
 
 
-def _require_tensors(value: Any, what: str) -> None:
+def _require_tensors(value: Any, expected: str) -> None:
     if not (
         isinstance(value, Mapping)
         and value
         and all(isinstance(key, str) and isinstance(item, torch.Tensor) for key, item in value.items())
     ):
-        raise CheckpointError(f"{what} is {describe_checkpoint(value)}, not a state dict of tensors.")
+        raise CheckpointError(wrong_kind_message(value, expected))
 
 
 def _require_layout(
-    weights: Mapping[str, Any],
+    weights: dict[str, Any],
     expected: Mapping[str, Shape],
     what: str,
     *,
     advice: str,
     optional_suffixes: tuple[str, ...] = (),
-) -> WeightReport:
-    """The key/shape report of `weights`; a `CheckpointError` listing the first differences if it fails."""
+    allow_extra: bool = True,
+) -> dict[str, Any]:
+    """Check `weights` against the expected keys and shapes; remove and return the extra entries.
+
+    Raises `CheckpointError` listing the first differences when a tensor the model needs is missing
+    or has another shape, or (without `allow_extra`: ip2n's own converted files) when the file
+    holds tensors the model does not have.
+    """
     report = check_state_dict(weights, expected, optional_suffixes)
-    if not report.ok:
+    if not (report.ok if not allow_extra else report.complete):
         raise CheckpointError(f"the weights do not fit the {what}:\n{report.summary(max_lines=8)}\n{advice}")
-    return report
+    return {key: weights.pop(key) for key, _shape in report.unexpected}
 
 
 def _shapes(model: nn.Module) -> dict[str, Shape]:
@@ -321,13 +337,38 @@ def _encoder_shapes(config: PREIM3DEncoderConfig) -> dict[str, Shape]:
         return _shapes(build_encoder(config))
 
 
-def _text_weights(weights: Mapping[str, Any], config: TextEncoderConfig) -> dict[str, torch.Tensor]:
+def _text_weights(weights: Mapping[str, Any], config: TextEncoderConfig) -> ReadWeights:
+    """The text tower in an OpenCLIP state dict or a DiT state dict embedding it."""
     try:
-        return text_state_dict_from(weights, config)
+        text = text_state_dict_from(weights, config, allow_unexpected=True)
     except ValueError as exc:
+        if not _embeds_text(weights) and identify(weights).component != "text_encoder":
+            raise CheckpointError(wrong_kind_message(weights, "the OpenCLIP ViT-H-14 weights")) from None
         raise CheckpointError(
-            f"{exc}\nPass the OpenCLIP ViT-H-14 weights (laion2b_s32b_b79k) or a DiT checkpoint that embeds them."
+            f"{exc}\nPass the OpenCLIP ViT-H-14 weights (laion2b_s32b_b79k) or a DiT checkpoint that embeds "
+            "them."
         ) from None
+    clip_keys = (
+        [key for key in weights if key.startswith(DIT_CHECKPOINT_PREFIX)] if _embeds_text(weights) else []
+    )
+    left_out = (len(clip_keys) or len(weights)) - len(text)
+    ignored = (
+        (
+            f"{left_out} OpenCLIP tensors that penultimate-layer text features do not use (the image tower, "
+            "the projections, the logit scale, the blocks after the penultimate one)",
+        )
+        if left_out
+        else ()
+    )
+    return ReadWeights(config, text, ignored)
+
+
+def _converted(config: Any, state_dict: dict[str, torch.Tensor], model: nn.Module, what: str) -> ReadWeights:
+    """A converted file's weights, which must fit `model` (built on the meta device) exactly."""
+    _require_layout(
+        state_dict, _shapes(model), what, advice="Convert the official file again.", allow_extra=False
+    )
+    return ReadWeights(config, state_dict)
 
 
 @contextlib.contextmanager
@@ -343,29 +384,29 @@ def _about(path: Path) -> Iterator[None]:
 
 # --- reading files ----------------------------------------------------------------------------------
 #
-# Each reader returns (config, state dict) for a file or weights directory, checked against the
-# layout. With shapes_only, converted files yield meta tensors from their header (nothing read);
-# official files are memory-mapped either way.
+# Each reader returns the `ReadWeights` (config, state dict, what was left out) of a file or weights
+# directory, checked against the layout. With shapes_only, converted files yield meta tensors from
+# their header (nothing read); official files are memory-mapped either way.
 
 
 def read_dit(
     path: str | os.PathLike, *, preset: str = _RELEASED.dit, shapes_only: bool = False
-) -> tuple[DiTConfig, dict[str, torch.Tensor]]:
-    """(config, state dict) of the DiT in an official `instructpix2nerf.pt` or a converted `dit.safetensors`."""
+) -> ReadWeights:
+    """The DiT in an official `instructpix2nerf.pt` or a converted `dit.safetensors`."""
     path = find_weights_file("dit", path)
     with _about(path):
         if path.suffix == ".safetensors":
             data, state_dict = _read_converted(path, "dit", shapes_only)
             config = _config_from(lambda: DiTConfig(**data))
-        else:
-            config, state_dict = dit_config(preset), read_torch_checkpoint(path)
-        return config, dit_weights(state_dict, config)
+            with torch.device("meta"):
+                return _converted(config, state_dict, DiT(config), "DiT it describes")
+        return dit_weights(read_torch_checkpoint(path), dit_config(preset))
 
 
 def read_text_encoder(
     path: str | os.PathLike, *, preset: str = _RELEASED.text_encoder, shapes_only: bool = False
-) -> tuple[TextEncoderConfig, dict[str, torch.Tensor]]:
-    """(config, `TextEncoder` state dict) from an OpenCLIP file, a DiT file embedding it, or a converted file.
+) -> ReadWeights:
+    """The `TextEncoder` from an OpenCLIP file, a DiT file embedding it, or a converted file.
 
     Only the text tower is taken: the vision tower is never read (memory-mapped, or skipped in a
     safetensors file).
@@ -374,13 +415,15 @@ def read_text_encoder(
     with _about(path):
         if path.suffix == ".safetensors":
             if _ip2n_config(path) is not None:
-                data, weights = _read_converted(path, "text_encoder", shapes_only)
+                data, converted = _read_converted(path, "text_encoder", shapes_only)
                 config = _config_from(lambda: TextEncoderConfig(**data))
-            else:
-                config, weights = text_encoder_config(preset), _read_foreign_text_tower(path, shapes_only)
+                return _converted(
+                    config, converted, TextEncoder(config, device="meta"), "text encoder it describes"
+                )
+            weights: Mapping[str, Any] = _read_foreign_text_tower(path, shapes_only)
         else:
-            config, weights = text_encoder_config(preset), _text_source(read_torch_checkpoint(path))
-        return config, _text_weights(weights, config)
+            weights = _text_source(read_torch_checkpoint(path))
+        return _text_weights(weights, text_encoder_config(preset))
 
 
 def _text_source(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -394,7 +437,7 @@ def _text_source(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
                 f"({' or '.join(WEIGHT_FILES['text_encoder'].official)}) instead."
             )
         return weights
-    _require_tensors(checkpoint, "this")
+    _require_tensors(checkpoint, "the OpenCLIP weights (a state dict of tensors)")
     return checkpoint
 
 
@@ -413,35 +456,33 @@ def _tensors(handle: Any, keys: list[str], shapes_only: bool) -> dict[str, torch
 
 def read_preim3d_encoder(
     path: str | os.PathLike, *, preset: str = _RELEASED.encoder, shapes_only: bool = False
-) -> tuple[PREIM3DEncoderConfig, dict[str, torch.Tensor]]:
-    """(config, encoder state dict) from an official `preim3d.pt` or a converted `encoder.safetensors`."""
+) -> ReadWeights:
+    """The encoder in an official `preim3d.pt` or a converted `encoder.safetensors`."""
     path = find_weights_file("encoder", path)
     with _about(path):
         if path.suffix == ".safetensors":
             data, weights = _read_converted(path, "encoder", shapes_only)
             config = _config_from(lambda: PREIM3DEncoderConfig.from_dict(data))
-            _require_layout(
-                weights,
-                _encoder_shapes(config),
-                f"PREIM3D {config.encoder_type} encoder it describes",
-                advice="Convert the official preim3d.pt again.",
-            )
-            return config, weights
+            with torch.device("meta"):
+                model = build_encoder(config)
+            return _converted(config, weights, model, f"PREIM3D {config.encoder_type} encoder it describes")
         return preim3d_encoder_weights(read_torch_checkpoint(path), preset)
 
 
 def read_identity(
     path: str | os.PathLike, *, preset: str = _RELEASED.identity, shapes_only: bool = False
-) -> tuple[IdentityConfig, dict[str, torch.Tensor]]:
-    """(config, state dict) from an official `model_ir_se50.pth` or a converted `identity.safetensors`."""
+) -> ReadWeights:
+    """The identity network in an official `model_ir_se50.pth` or a converted `identity.safetensors`."""
     path = find_weights_file("identity", path)
     with _about(path):
         if path.suffix == ".safetensors":
             data, state_dict = _read_converted(path, "identity", shapes_only)
             config = _config_from(lambda: IdentityConfig.from_dict(data))
-        else:
-            config, state_dict = identity_preset(preset), read_torch_checkpoint(path)
-        return config, identity_weights(state_dict, config)
+            with torch.device("meta"):
+                return _converted(
+                    config, state_dict, IdentityEncoder(config), "identity network it describes"
+                )
+        return identity_weights(read_torch_checkpoint(path), identity_preset(preset))
 
 
 def _ip2n_config(path: Path) -> dict[str, Any] | None:
@@ -498,14 +539,15 @@ def _safetensors_errors() -> Iterator[None]:
         yield
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read it as safetensors ({exc}); the file is damaged or incomplete: convert or download it again."
+            f"cannot read it as safetensors ({exc}); the file is damaged or incomplete: convert or download "
+            "it again."
         ) from None
 
 
 # --- building modules ---------------------------------------------------------------------------------
 
 
-def _build(model: nn.Module, state_dict: Mapping[str, torch.Tensor], device: str | torch.device) -> nn.Module:
+def _build(model: ModuleT, state_dict: Mapping[str, torch.Tensor], device: str | torch.device) -> ModuleT:
     """Assign checked weights to a module built on the meta device; eval mode, no gradients."""
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device).eval().requires_grad_(False)
@@ -520,18 +562,18 @@ def load_dit(
     with a list of the differences when they do not fit; embedded OpenCLIP weights are not loaded
     here (see `load_text_encoder`).
     """
-    config, state_dict = read_dit(path, preset=preset)
+    read = read_dit(path, preset=preset)
     with torch.device("meta"):
-        model = DiT(config)
-    return _build(model, state_dict, device)
+        model = DiT(read.config)
+    return _build(model, read.state_dict, device)
 
 
 def load_text_encoder(
     path: str | os.PathLike, device: str | torch.device = "cpu", *, preset: str = _RELEASED.text_encoder
 ) -> TextEncoder:
-    """The OpenCLIP text tower from an OpenCLIP file, a DiT file embedding it, a converted file or a directory."""
-    config, state_dict = read_text_encoder(path, preset=preset)
-    return _build(TextEncoder(config, device="meta"), state_dict, device)
+    """The OpenCLIP text tower from an OpenCLIP file, a DiT file embedding it, a converted file or folder."""
+    read = read_text_encoder(path, preset=preset)
+    return _build(TextEncoder(read.config, device="meta"), read.state_dict, device)
 
 
 def load_preim3d_encoder(
@@ -542,20 +584,20 @@ def load_preim3d_encoder(
     The encoder maps (N, 3, R, R) images in [-1, 1] to W+ codes (N, num_styles, style_dim) relative
     to the generator's average latent; its class follows the checkpoint's `opts["encoder_type"]`.
     """
-    config, state_dict = read_preim3d_encoder(path, preset=preset)
+    read = read_preim3d_encoder(path, preset=preset)
     with torch.device("meta"):
-        model = build_encoder(config)
-    return _build(model, state_dict, device), config
+        model = build_encoder(read.config)
+    return _build(model, read.state_dict, device), read.config
 
 
 def load_identity(
     path: str | os.PathLike, device: str | torch.device = "cpu", *, preset: str = _RELEASED.identity
 ) -> IdentityEncoder:
     """The IR-SE50 ArcFace network from `model_ir_se50.pth`, `identity.safetensors` or a directory."""
-    config, state_dict = read_identity(path, preset=preset)
+    read = read_identity(path, preset=preset)
     with torch.device("meta"):
-        model = IdentityEncoder(config)
-    return _build(model, state_dict, device)
+        model = IdentityEncoder(read.config)
+    return _build(model, read.state_dict, device)
 
 
 # --- converting ---------------------------------------------------------------------------------------
@@ -567,8 +609,9 @@ def convert_editing_models(
     """Convert the official editing-model files present in `src_dir` to safetensors + JSON in `out_dir`.
 
     The text encoder is taken from the DiT file when it embeds OpenCLIP, else from an OpenCLIP
-    file. Returns the written `.safetensors` paths (none when `src_dir` holds no editing-model
-    file). Raises `CheckpointError` for a file that cannot be read or does not fit.
+    file. Each converted file's JSON records its source and what was left out of it (`ignored`).
+    Returns the written `.safetensors` paths (none when `src_dir` holds no editing-model file).
+    Raises `CheckpointError` for a file that cannot be read or does not fit.
     """
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     sources = {component: next(iter(_official_files(component, src_dir)), None) for component in _EDITING}
@@ -582,9 +625,14 @@ def convert_editing_models(
         if source is None:
             logger.warning("no %s in %s (%s); not converted", files.what, src_dir, " / ".join(files.official))
             continue
-        config, state_dict = _READERS[component](source, preset=getattr(presets, component))
-        metadata = {"kind": files.kind, "config": dataclasses.asdict(config), "source": source.name}
-        written.append(save_weights(out_dir / files.converted, state_dict, metadata))
+        read = _READERS[component](source, preset=getattr(presets, component))
+        metadata = {
+            "kind": files.kind,
+            "config": dataclasses.asdict(read.config),
+            "source": source.name,
+            "ignored": list(read.ignored),
+        }
+        written.append(save_weights(out_dir / files.converted, read.state_dict, metadata))
         logger.info("converted %s (%s) to %s", source.name, component, written[-1])
     return written
 
@@ -637,20 +685,20 @@ def _check_component(name: str, weights_dir: Path, presets: EditingPresets) -> C
     if file is None:
         return ComponentReport(name, None, False, _not_found_message(name, weights_dir))
     try:
-        config, state_dict = _READERS[name](file, preset=getattr(presets, name), shapes_only=True)
+        read = _READERS[name](file, preset=getattr(presets, name), shapes_only=True)
     except CheckpointError as exc:
         return ComponentReport(name, file, False, str(exc))
     except Exception as exc:  # noqa: BLE001 - a damaged file must become a report line, whatever breaks
         return _unexpected_failure(name, file, exc)
-    count = sum(value.numel() for value in state_dict.values())
+    count = sum(value.numel() for value in read.state_dict.values())
     origin = "converted" if file.name == WEIGHT_FILES[name].converted else "official"
-    description = _DESCRIPTIONS[name](config, getattr(presets, name))
+    description = _DESCRIPTIONS[name](read.config, getattr(presets, name))
     return ComponentReport(
         name,
         file,
         True,
-        f"{file.name} ({origin}): {description}; {len(state_dict)} tensors, "
-        f"{count / 1e6:.1f} M numbers, all with the expected shapes.",
+        f"{file.name} ({origin}): {description}; {len(read.state_dict)} tensors, "
+        f"{count / 1e6:.1f} M numbers, all with the expected shapes.{ignored_note(read.ignored)}",
     )
 
 
@@ -692,7 +740,7 @@ def _preset_note(matches: bool, preset: str) -> str:
     )
 
 
-_READERS: dict[str, Callable[..., tuple[Any, dict[str, torch.Tensor]]]] = {
+_READERS: dict[str, Callable[..., ReadWeights]] = {
     "dit": read_dit,
     "text_encoder": read_text_encoder,
     "encoder": read_preim3d_encoder,

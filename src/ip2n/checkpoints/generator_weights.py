@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ip2n.checkpoints.contents import ReadWeights, ignored_entries, ignored_note
 from ip2n.checkpoints.official import read_eg3d_generator
 from ip2n.checkpoints.safe_unpickle import CheckpointError
 from ip2n.checkpoints.safetensors_io import load_weights, save_weights
@@ -47,28 +48,44 @@ def find_generator_file(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"generator weights not found: {path} does not exist.")
 
 
-def read_generator(path: str | os.PathLike) -> tuple[EG3DConfig, dict[str, torch.Tensor]]:
-    """(config, state dict) from any accepted generator file, checked against the config's layout."""
+def read_generator(path: str | os.PathLike) -> ReadWeights:
+    """Config and state dict from any accepted generator file, checked against the config's layout.
+
+    From official files, what the generator does not need (the snapshot's other networks, training
+    buffers, unknown extra tensors) is left out and listed in `ignored`; a converted file must fit
+    exactly.
+    """
     path = find_generator_file(path)
     state_dict, config_data = load_weights(path) if path.suffix == ".safetensors" else ({}, {})
-    if config_data.get("kind") == KIND:
+    ignored: tuple[str, ...] = ()
+    official = config_data.get("kind") != KIND
+    if not official:
         config = EG3DConfig.from_dict(config_data["config"])
     else:
         checkpoint = read_eg3d_generator(path)
-        state_dict = checkpoint.state_dict
+        state_dict, ignored = dict(checkpoint.state_dict), checkpoint.ignored
         if checkpoint.init_kwargs:
-            config = EG3DConfig.from_official(checkpoint.init_kwargs, checkpoint.neural_rendering_resolution)
+            try:
+                config = EG3DConfig.from_official(
+                    checkpoint.init_kwargs, checkpoint.neural_rendering_resolution
+                )
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise CheckpointError(
+                    f"{path}: the generator's constructor options (init_kwargs) are incomplete or not valid "
+                    f"({type(exc).__name__}: {exc}); use the generator file that came with the model "
+                    "(G_ema.pkl)."
+                ) from None
         else:
             # A bare state dict carries no options: assume the released FFHQ-512 generator, then verify.
             config = preset("ffhq512")
-    expected = _expected_shapes(config)
-    report = check_state_dict(state_dict, expected)
-    if not report.ok:
+    report = check_state_dict(state_dict, _expected_shapes(config))
+    if not (report.complete if official else report.ok):
         raise CheckpointError(
             f"{path} does not match the EG3D generator layout it describes:\n{report.summary()}\n"
             "Use the generator file that came with the model (G_ema.pkl), or convert it again."
         )
-    return config, state_dict
+    extra = {key: state_dict.pop(key) for key, _shape in report.unexpected}
+    return ReadWeights(config, state_dict, ignored + ignored_entries(extra))
 
 
 def _expected_shapes(config: EG3DConfig) -> dict[str, tuple[int, ...]]:
@@ -89,8 +106,8 @@ def build_generator(
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> TriPlaneGenerator:
     """Load any accepted generator file (or weights directory) → ready-to-render generator."""
-    config, state_dict = read_generator(path)
-    return build_generator(config, state_dict, device)
+    read = read_generator(path)
+    return build_generator(read.config, read.state_dict, device)
 
 
 def random_generator(preset_name: str = "ffhq512", seed: int = 0) -> TriPlaneGenerator:
@@ -113,11 +130,20 @@ def load_latent_avg(weights_dir: str | os.PathLike | None, generator: TriPlaneGe
 
 
 def convert_generator(source: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Official generator file → `generator.safetensors` (+ .json) and `latent_avg.safetensors`."""
-    config, state_dict = read_generator(source)
+    """Official generator file → `generator.safetensors` (+ .json) and `latent_avg.safetensors`.
+
+    The JSON records the source file and what was left out of it (`ignored`).
+    """
+    read = read_generator(source)
     out_dir = Path(out_dir)
-    written = [save_weights(out_dir / CONVERTED_NAME, state_dict, {"kind": KIND, "config": config.to_dict()})]
-    latent_avg = compute_latent_avg(build_generator(config, state_dict))
+    metadata = {
+        "kind": KIND,
+        "config": read.config.to_dict(),
+        "source": Path(source).name,
+        "ignored": list(read.ignored),
+    }
+    written = [save_weights(out_dir / CONVERTED_NAME, read.state_dict, metadata)]
+    latent_avg = compute_latent_avg(build_generator(read.config, read.state_dict))
     written.append(
         save_weights(
             out_dir / LATENT_AVG_NAME,
@@ -135,14 +161,15 @@ def check_generator_file(path: str | os.PathLike) -> tuple[bool, str]:
     """(ok, one-paragraph summary) for `ip2n weights check`; never raises for a bad file."""
     try:
         file = find_generator_file(path)
-        config, state_dict = read_generator(file)
+        read = read_generator(file)
     except CheckpointError as exc:
         return False, str(exc)
+    config, state_dict = read.config, read.state_dict
     parameters = sum(value.numel() for value in state_dict.values())
     return True, (
         f"{file.name}: EG3D generator, {len(state_dict)} tensors ({parameters / 1e6:.1f} M numbers), "
         f"{config.img_resolution}² output, neural rendering {config.neural_rendering_resolution}², "
-        f"super-resolution {config.superresolution}"
+        f"super-resolution {config.superresolution}{ignored_note(read.ignored)}"
     )
 
 

@@ -19,18 +19,18 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 import torch
 
+from ip2n.checkpoints.contents import describe_entry, describe_value, identify, ignored_entries
 from ip2n.checkpoints.safe_unpickle import (
     CheckpointError,
-    EasyDictRecord,
-    ModuleRecord,
     NamespaceRecord,
     PersistentRecord,
+    PickledObject,
     load_checkpoint,
     sniff_checkpoint,
 )
@@ -39,6 +39,7 @@ from ip2n.checkpoints.safetensors_io import load_weights
 __all__ = [
     "EG3DCheckpoint",
     "describe_checkpoint",
+    "wrong_kind_message",
     "read_eg3d_generator",
     "read_module_state",
     "read_torch_checkpoint",
@@ -52,6 +53,11 @@ logger = logging.getLogger(__name__)
 _GENERATOR_CLASS = "TriPlaneGenerator"
 # Every EG3D generator state dict has these top-level submodules.
 _GENERATOR_KEY_PREFIXES = ("backbone.", "superresolution.", "decoder.")
+# Buffers EG3D's training loop adds to the generator (before copying it to G_ema): not weights.
+_GENERATOR_TRAINING_BUFFERS = ("dataset_label_std",)
+# Containers nested deeper than this, or networks deeper than this, are not a checkpoint (real
+# files nest a few levels); the limit keeps hostile files from exhausting the interpreter's stack.
+MAX_NESTING = 100
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ class EG3DCheckpoint:
     in the official order. `init_kwargs` / `rendering_kwargs` are the constructor options as plain
     JSON-like data (empty when the file is a bare state dict); `neural_rendering_resolution` is the
     pickled attribute (128 for ffhq512-128), None when the file does not carry it. `source_format`
-    is one of "network_pickle", "torch_module", "state_dict", "safetensors".
+    is one of "network_pickle", "torch_module", "state_dict", "safetensors". `ignored` describes
+    what the file holds besides the generator's weights (`contents.ignored_entries`).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -70,25 +77,35 @@ class EG3DCheckpoint:
     rendering_kwargs: dict[str, Any]
     neural_rendering_resolution: int | None
     source_format: str
+    ignored: tuple[str, ...] = ()
 
 
 # --- module records ---------------------------------------------------------------------------
 
 
-def read_module_state(module: PersistentRecord | ModuleRecord) -> dict[str, torch.Tensor]:
+def read_module_state(module: PersistentRecord | PickledObject) -> dict[str, torch.Tensor]:
     """The `state_dict()` of a pickled torch module, recovered from its record without its class.
 
     Walks `_parameters`, then `_buffers` (minus `_non_persistent_buffers_set`), then `_modules`
     recursively, as `torch.nn.Module.state_dict` does; keys are joined with ".". Tensors are
-    detached views of the loaded data, not copies.
+    detached views of the loaded data, not copies. A module that contains itself, or networks
+    nested deeper than `MAX_NESTING`, raise `CheckpointError`.
     """
     state_dict: dict[str, torch.Tensor] = {}
-    _collect_module_state(module, "", state_dict)
+    _collect_module_state(module, "", state_dict, set())
     return state_dict
 
 
-def _collect_module_state(module: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+def _collect_module_state(
+    module: Any, prefix: str, out: dict[str, torch.Tensor], open_modules: set[int]
+) -> None:
     state = _module_dict(module, prefix)
+    if id(module) in open_modules or prefix.count(".") > MAX_NESTING:
+        raise CheckpointError(
+            f"the pickled network at {prefix.rstrip('.')} contains itself or is nested beyond "
+            f"{MAX_NESTING} levels; this is not a real checkpoint"
+        )
+    open_modules.add(id(module))
     non_persistent = state.get("_non_persistent_buffers_set") or set()
     for name, tensor in state["_parameters"].items():
         if tensor is not None:
@@ -98,12 +115,13 @@ def _collect_module_state(module: Any, prefix: str, out: dict[str, torch.Tensor]
             out[prefix + name] = _as_tensor(tensor, prefix + name)
     for name, child in state["_modules"].items():
         if child is not None:
-            _collect_module_state(child, f"{prefix}{name}.", out)
+            _collect_module_state(child, f"{prefix}{name}.", out, open_modules)
+    open_modules.discard(id(module))
 
 
 def _module_dict(module: Any, prefix: str) -> dict[str, Any]:
     where = prefix.rstrip(".") or "the top-level object"
-    if not isinstance(module, (PersistentRecord, ModuleRecord)) or not isinstance(module.state, dict):
+    if not isinstance(module, (PersistentRecord, PickledObject)) or not isinstance(module.state, dict):
         raise CheckpointError(f"expected a pickled torch module at {where}, found {type(module).__name__}")
     state = module.state
     for field in ("_parameters", "_buffers", "_modules"):
@@ -114,7 +132,7 @@ def _module_dict(module: Any, prefix: str) -> dict[str, Any]:
 
 def _as_tensor(value: Any, key: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise CheckpointError(f"{key} is a {type(value).__name__}, not a tensor")
+        raise CheckpointError(f"{key} is {describe_value(value)}, not a tensor")
     return value.detach()
 
 
@@ -122,21 +140,42 @@ def to_plain_data(value: Any) -> Any:
     """Records and numpy scalars → plain Python data (dicts, lists, numbers); tensors unchanged.
 
     `EasyDictRecord` and `NamespaceRecord` become dicts, tuples stay tuples, numpy scalars become
-    Python numbers. Pickled modules cannot be made plain and raise `CheckpointError`.
+    Python numbers, paths strings. Records of networks and of unknown objects stay as they are
+    (inert). An object the file references several times is converted once and shared, so data
+    built from repeated references stays as small as the file; containers that contain themselves
+    or nest deeper than `MAX_NESTING` raise `CheckpointError`.
     """
-    if isinstance(value, NamespaceRecord):
-        return to_plain_data(value.state or {})
-    if isinstance(value, (PersistentRecord, ModuleRecord)):
-        raise CheckpointError(f"found a pickled network ({value!r}) where plain data was expected")
-    if isinstance(value, dict):  # includes EasyDictRecord and OrderedDict
-        return {key: to_plain_data(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [to_plain_data(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(to_plain_data(item) for item in value)
+    return _plain(value, {}, set(), 0)
+
+
+def _plain(value: Any, done: dict[int, Any], open_containers: set[int], depth: int) -> Any:
     if isinstance(value, np.generic):
         return value.item()
-    return value
+    if isinstance(value, PurePath):
+        return str(value)
+    if not isinstance(value, (dict, list, tuple, NamespaceRecord)):
+        return value
+    key = id(value)
+    if key in done:
+        return done[key]
+    if key in open_containers or depth > MAX_NESTING:
+        raise CheckpointError(
+            f"its data contains itself or is nested beyond {MAX_NESTING} levels; this is not a real "
+            "checkpoint"
+        )
+    open_containers.add(key)
+    if isinstance(value, NamespaceRecord):
+        items = value.state if isinstance(value.state, dict) else {}
+        plain: Any = {name: _plain(item, done, open_containers, depth + 1) for name, item in items.items()}
+    elif isinstance(value, dict):  # includes EasyDictRecord and OrderedDict
+        plain = {name: _plain(item, done, open_containers, depth + 1) for name, item in value.items()}
+    elif isinstance(value, list):
+        plain = [_plain(item, done, open_containers, depth + 1) for item in value]
+    else:
+        plain = tuple(_plain(item, done, open_containers, depth + 1) for item in value)
+    open_containers.discard(key)
+    done[key] = plain
+    return plain
 
 
 # --- EG3D generator ---------------------------------------------------------------------------
@@ -146,42 +185,60 @@ def read_eg3d_generator(path: str | os.PathLike) -> EG3DCheckpoint:
     """Read an EG3D generator from a network pickle, a `torch.save`d module or a state dict.
 
     From a network pickle the `G_ema` network is taken (the one meant for inference; `G` holds the
-    raw training weights). Raises `CheckpointError` when the file is missing, unreadable or holds
-    something else (e.g. a DiT or PREIM3D checkpoint), `UnsafeCheckpointError` when it asks for
-    anything outside the allow-list.
+    raw training weights). What the file holds besides the generator's weights (the snapshot's
+    other networks and options, the `dataset_label_std` buffer EG3D's training loop adds) is left
+    out and listed in `ignored`. Raises `CheckpointError` when the file is missing, unreadable or
+    holds something else (e.g. a DiT or PREIM3D checkpoint), `UnsafeCheckpointError` when it asks
+    to run code.
     """
     if sniff_checkpoint(path) == "safetensors":
         return _generator_from_safetensors(path)
     loaded = _load_untrusted(path)
     if isinstance(loaded, PersistentRecord):
-        return _generator_from_record(path, loaded, "torch_module")
+        return _generator_from_record(path, loaded, "torch_module", ())
     if isinstance(loaded, dict) and "G_ema" in loaded:
-        return _generator_from_record(path, loaded["G_ema"], "network_pickle")
+        others = ignored_entries({key: value for key, value in loaded.items() if key != "G_ema"})
+        return _generator_from_record(path, loaded["G_ema"], "network_pickle", others)
     if _is_state_dict(loaded):
-        state_dict = dict(loaded)
+        state_dict, ignored = _without_training_buffers(dict(loaded))
         _check_generator_keys(path, state_dict)
-        return EG3DCheckpoint(state_dict, {}, {}, None, "state_dict")
+        return EG3DCheckpoint(state_dict, {}, {}, None, "state_dict", ignored)
     raise _wrong_kind(
         path, loaded, "an EG3D generator (G_ema.pkl: a network pickle or a pickled TriPlaneGenerator)"
     )
 
 
-def _generator_from_record(path: str | os.PathLike, record: Any, source_format: str) -> EG3DCheckpoint:
+def _without_training_buffers(
+    state_dict: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    extras = {key: state_dict.pop(key) for key in _GENERATOR_TRAINING_BUFFERS if key in state_dict}
+    return state_dict, ignored_entries(extras)
+
+
+def _generator_from_record(
+    path: str | os.PathLike, record: Any, source_format: str, ignored: tuple[str, ...]
+) -> EG3DCheckpoint:
     if not isinstance(record, PersistentRecord) or record.class_name != _GENERATOR_CLASS:
-        found = record.class_name if isinstance(record, PersistentRecord) else type(record).__name__
+        kind = identify(record)
+        advice = f"; {kind.advice}" if kind.advice else ""
         raise CheckpointError(
-            f"{path} holds a {found}, not an EG3D {_GENERATOR_CLASS}; pass the EG3D generator file (G_ema.pkl)."
+            f"{path} holds {kind.what}, not an EG3D {_GENERATOR_CLASS}{advice}. Pass the EG3D generator "
+            "file (G_ema.pkl)."
         )
     try:
-        state_dict = read_module_state(record)
+        state_dict, training_buffers = _without_training_buffers(read_module_state(record))
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: the pickled generator is malformed: {exc}") from None
     state = record.state
     init_kwargs = to_plain_data(state.get("_init_kwargs") or {})
+    if not isinstance(init_kwargs, dict):
+        raise CheckpointError(f"{path}: the generator's _init_kwargs are {describe_entry('', init_kwargs)}")
     rendering_kwargs = to_plain_data(
         state.get("rendering_kwargs") or init_kwargs.get("rendering_kwargs") or {}
     )
-    resolution = state.get("neural_rendering_resolution")
+    resolution = to_plain_data(state.get("neural_rendering_resolution"))
+    if not (resolution is None or isinstance(resolution, int)) or not isinstance(rendering_kwargs, dict):
+        raise CheckpointError(f"{path}: the generator's rendering options are not plain data")
     if state.get("_init_args"):
         logger.warning(
             "%s: the generator was built with positional arguments %r; they are ignored",
@@ -192,8 +249,9 @@ def _generator_from_record(path: str | os.PathLike, record: Any, source_format: 
         state_dict=state_dict,
         init_kwargs=init_kwargs,
         rendering_kwargs=rendering_kwargs,
-        neural_rendering_resolution=None if resolution is None else int(resolution),
+        neural_rendering_resolution=resolution,
         source_format=source_format,
+        ignored=ignored + training_buffers,
     )
 
 
@@ -228,9 +286,10 @@ def _check_generator_keys(path: str | os.PathLike, state_dict: Mapping[str, torc
 def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a `torch.save` checkpoint (DiT, PREIM3D, IR-SE50) as a dict of plain data and tensors.
 
-    The DiT training `args` (an `argparse.Namespace`) becomes a dict. Large files are memory-mapped.
-    Raises `CheckpointError` for missing/unreadable files or files holding pickled networks (use
-    `read_eg3d_generator` for those), `UnsafeCheckpointError` when the file asks to run code.
+    The DiT training `args` (an `argparse.Namespace`) becomes a dict; objects of unknown classes stay
+    inert records (`to_plain_data`). Large files are memory-mapped. Raises `CheckpointError` for
+    missing/unreadable files or files holding a pickled EG3D network (use `read_eg3d_generator`
+    for those), `UnsafeCheckpointError` when the file asks to run code.
     """
     if sniff_checkpoint(path) == "safetensors":
         raise CheckpointError(
@@ -244,7 +303,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return to_plain_data(loaded)
     except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}; this is not a weights checkpoint.") from None
+        raise CheckpointError(f"{path}: {exc}.") from None
 
 
 def select_dit_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -258,15 +317,16 @@ def select_dit_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]
             break
     else:
         weights = checkpoint
-    if not _is_state_dict(weights):
+    if isinstance(weights, dict) and any(
+        isinstance(key, str) and key.startswith("x_embedder.") for key in weights
+    ):
+        for key, value in weights.items():
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"the DiT weight {key} is {describe_value(value)}, not a tensor.")
+    if not _is_state_dict(weights) or not any(key.startswith("x_embedder.") for key in weights):
+        expected = "the InstructPix2NeRF DiT (a state dict with x_embedder.* keys, or a training checkpoint)"
         raise CheckpointError(
-            f"no DiT weights found: expected a state dict or a training checkpoint with 'ema' or 'model'; "
-            f"this is {describe_checkpoint(checkpoint)}."
-        )
-    if not any(key.startswith("x_embedder.") for key in weights):
-        raise CheckpointError(
-            f"the weights are not those of the InstructPix2NeRF DiT (no x_embedder.* keys); this is "
-            f"{describe_checkpoint(checkpoint)}. Pass instructpix2nerf.pt."
+            "no DiT weights found: " + wrong_kind_message(checkpoint, expected, "pass instructpix2nerf.pt")
         )
     return dict(weights)
 
@@ -281,22 +341,15 @@ def split_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
 
 def describe_checkpoint(loaded: Any) -> str:
     """A short human description of what a loaded checkpoint looks like (for error messages)."""
-    if isinstance(loaded, PersistentRecord):
-        return f"a pickled EG3D network ({loaded.class_name})"
-    if isinstance(loaded, (ModuleRecord, NamespaceRecord, EasyDictRecord)):
-        return f"a pickled {loaded.class_path}"
-    if not isinstance(loaded, dict):
-        return f"a {type(loaded).__name__}"
-    if "G_ema" in loaded:
-        return "an EG3D/StyleGAN network pickle (G, D, G_ema)"
-    if "state_dict" in loaded and "opts" in loaded:
-        return "a PREIM3D encoder checkpoint (state_dict + opts)"
-    if "ema" in loaded or ("model" in loaded and "args" in loaded):
-        return "an InstructPix2NeRF DiT training checkpoint (model/ema/opt/args)"
-    if _is_state_dict(loaded):
-        sample = ", ".join(list(loaded)[:3])
-        return f"a state dict of {len(loaded)} tensors (first keys: {sample})"
-    return f"a dict with keys {sorted(map(str, loaded))[:8]}"
+    return identify(loaded).what
+
+
+def wrong_kind_message(
+    loaded: Any, expected: str, default_advice: str = "check which file you passed"
+) -> str:
+    """'this is <what the file is>, but <expected> was expected; <where it belongs, or advice>.'"""
+    kind = identify(loaded)
+    return f"this is {kind.what}, but {expected} was expected; {kind.advice or default_advice}."
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -308,9 +361,7 @@ def _is_state_dict(value: Any) -> bool:
 
 
 def _wrong_kind(path: str | os.PathLike, loaded: Any, expected: str) -> CheckpointError:
-    return CheckpointError(
-        f"{path} is {describe_checkpoint(loaded)}, but {expected} was expected; check which file you passed."
-    )
+    return CheckpointError(f"{path}: {wrong_kind_message(loaded, expected)}")
 
 
 def _load_untrusted(path: str | os.PathLike) -> Any:

@@ -2,17 +2,22 @@
 
 Official InstructPix2NeRF, PREIM3D and EG3D checkpoints are pickles. A pickle is a small program:
 it may import any callable and call it with any arguments, which is why `pickle.load` on a
-downloaded file can run arbitrary code. This module reads them with an unpickler that
+downloaded file can run arbitrary code. This module reads them with an unpickler that never imports
+a module and never calls anything a file names, except the few functions in `ALLOWED_GLOBALS`
+(tensor and numpy rebuilders, containers, and inert stand-ins written here):
 
-- resolves globals ONLY through an explicit allow-list (`ALLOWED_GLOBALS`); every other global,
-  whatever opcode asks for it, raises `UnsafeCheckpointError`;
-- replaces every class of the official code (and the few torch / argparse / dnnlib classes the files
-  name) with INERT record classes that only store the pickled state — nothing is imported, no
-  `__init__` of a real class runs;
-- turns `torch_utils.persistence._reconstruct_persistent_obj` into a function that keeps the class
-  name and state and drops `module_src`, the source text the official loader would execute;
-- lets the BUILD opcode touch only those records, `OrderedDict`s and freshly created numpy dtypes, so
-  a file cannot rewire attributes of the allowed functions themselves.
+- every other global becomes an INERT record class (`ObjectRecord` subclass named after the
+  global): "calling" it or creating an instance of it only stores the arguments and state the file
+  gives. Real checkpoints written by training runs hold such objects (paths, optimizer and
+  augmentation objects, classes of the official code); they never block reading the weights beside
+  them. A tensor that would need the result of such a call is refused, naming the global;
+- globals of modules whose only use in a pickle is to run code or touch the system (`os`,
+  `subprocess`, `builtins.eval`, ...: `CODE_RUNNING_MODULES`) make the whole file refused at once:
+  no training run pickles them, so a file that names them was made to attack;
+- `torch_utils.persistence._reconstruct_persistent_obj` keeps the class name and state and drops
+  `module_src`, the source text the official loader would execute;
+- the BUILD opcode may touch only records, `OrderedDict`s, arrays and dtypes made here, so a file
+  cannot rewire attributes of the allowed functions themselves.
 
 The module doubles as a `pickle_module` for `torch.load` (it exposes `Unpickler` and `load`), which
 is how torch zip archives are read: torch then handles the zip records and storages while every
@@ -25,6 +30,7 @@ import collections
 import io
 import logging
 import os
+import pathlib
 import pickle
 import sys
 import warnings
@@ -41,6 +47,7 @@ __all__ = [
     "EasyDictRecord",
     "ModuleRecord",
     "NamespaceRecord",
+    "ObjectRecord",
     "PersistentRecord",
     "PickledObject",
     "Unpickler",
@@ -86,22 +93,52 @@ class PickledObject:
     """Stand-in for an instance of a class named by a checkpoint: it only stores what the file says.
 
     `args` holds the constructor arguments the pickle passed (NEWOBJ / REDUCE), `state` what BUILD
-    set (for a torch module: its `__dict__` with `_parameters`, `_buffers`, `_modules`, ...).
+    set (for a torch module: its `__dict__` with `_parameters`, `_buffers`, `_modules`, ...), and
+    `items` / `list_items` what the pickle added as to a dict or a list (subclasses of dict and
+    list pickle their contents that way).
     """
 
     class_path: ClassVar[str] = "builtins.object"
+    args: tuple[Any, ...]
+    state: Any
+    items: dict[Any, Any]
+    list_items: list[Any]
 
-    def __new__(cls, *args: Any) -> PickledObject:
+    def __new__(cls, *args: Any, **kwargs: Any) -> PickledObject:
         record = super().__new__(cls)
-        record.args = args
+        record.args = args + ((kwargs,) if kwargs else ())
         record.state = None
+        record.items = {}
+        record.list_items = []
         return record
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.list_items.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.list_items.extend(values)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self.class_path}>"
+
+
+class ObjectRecord(PickledObject):
+    """An object of a class (or the result of a function) that ip2n does not know.
+
+    Nothing of the named global is imported or run: `class_path` is its dotted name, `args` what
+    the file would have called it with. Such objects are kept so that the rest of the file can be
+    read; a tensor that needs one is refused (`record_in`).
+    """
+
+    def describe(self) -> str:
+        """'a <class_path> object' for messages."""
+        return f"a {self.class_path} object"
 
 
 class ModuleRecord(PickledObject):
@@ -144,6 +181,82 @@ class PersistentRecord:
 def _module_record_class(class_path: str) -> type[ModuleRecord]:
     name = class_path.rsplit(".", 1)[-1] + "Record"
     return type(name, (ModuleRecord,), {"class_path": class_path, "__module__": __name__})
+
+
+def _object_record_class(class_path: str) -> type[ObjectRecord]:
+    name = _printable(class_path).rsplit(".", 1)[-1] + "Record"
+    return type(name, (ObjectRecord,), {"class_path": class_path, "__module__": __name__})
+
+
+def record_in(value: Any, depth: int = 2) -> ObjectRecord | None:
+    """The first `ObjectRecord` in `value` or its containers (up to `depth` levels), else None."""
+    if isinstance(value, ObjectRecord):
+        return value
+    if depth > 0 and isinstance(value, (tuple, list)):
+        for item in value:
+            found = record_in(item, depth - 1)
+            if found is not None:
+                return found
+    if depth > 0 and isinstance(value, dict):
+        for item in value.values():
+            found = record_in(item, depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
+# Top-level modules whose callables, in a pickle, exist only to run code or reach the system.
+# No checkpoint written by a training run names them; a file that does is refused outright.
+CODE_RUNNING_MODULES = frozenset(
+    {
+        "__builtin__",
+        "_io",
+        "_pickle",
+        "_posixsubprocess",
+        "_thread",
+        "asyncio",
+        "bdb",
+        "builtins",
+        "code",
+        "codeop",
+        "commands",
+        "ctypes",
+        "distutils",
+        "ensurepip",
+        "functools",
+        "imp",
+        "importlib",
+        "inspect",
+        "io",
+        "marshal",
+        "multiprocessing",
+        "nt",
+        "operator",
+        "os",
+        "pdb",
+        "pickle",
+        "pip",
+        "platform",
+        "posix",
+        "pty",
+        "runpy",
+        "setuptools",
+        "shutil",
+        "signal",
+        "site",
+        "socket",
+        "subprocess",
+        "sys",
+        "sysconfig",
+        "tempfile",
+        "threading",
+        "timeit",
+        "types",
+        "urllib",
+        "webbrowser",
+        "zipimport",
+    }
+)
 
 
 # Classes that official checkpoints pickle by reference (non-persistent modules of the generator).
@@ -226,24 +339,115 @@ def _empty_bytes(*args: Any) -> bytes:
     return b""
 
 
+def _refuse_records(function_name: str, args: tuple[Any, ...]) -> None:
+    record = record_in(args)
+    if record is not None:
+        raise UnsafeCheckpointError(
+            f"build a tensor ({function_name}) from the result of calling {_printable(record.class_path)}, "
+            "which ip2n never runs"
+        )
+
+
+def _rebuild_tensor(*args: Any) -> torch.Tensor:
+    _refuse_records("_rebuild_tensor_v2", args)
+    return torch._utils._rebuild_tensor_v2(*args)
+
+
+def _rebuild_parameter(*args: Any) -> torch.Tensor:
+    _refuse_records("_rebuild_parameter", args)
+    return torch._utils._rebuild_parameter(*args)
+
+
+def _rebuild_parameter_with_state(data: Any, requires_grad: Any, hooks: Any, state: Any) -> torch.Tensor:
+    # The state (attributes set on the Parameter) is dropped: a weight is its values.
+    _refuse_records("_rebuild_parameter_with_state", (data, requires_grad))
+    return torch._utils._rebuild_parameter(data, requires_grad, hooks)
+
+
+def _numpy_reconstruct(cls: Any, shape: Any = (0,), dtype_code: Any = b"b") -> np.ndarray:
+    # numpy pickles an array (protocols 2-4) as an empty array that BUILD then fills from bytes;
+    # `Unpickler.load_build` checks that state before numpy sees it.
+    if cls is not np.ndarray:
+        raise UnsafeCheckpointError("rebuild a numpy array of a class other than numpy.ndarray")
+    return np.empty(0, dtype=np.int8)
+
+
+def _check_array_state(state: Any) -> None:
+    if not (isinstance(state, tuple) and len(state) == 5):
+        raise UnsafeCheckpointError("fill a numpy array from an unexpected state")
+    _version, shape, dtype, fortran_order, data = state
+    _array_from_bytes(data, dtype, shape, "F" if fortran_order else "C")
+
+
+def _numpy_frombuffer(data: Any, dtype: Any, shape: Any, order: Any = "C") -> np.ndarray:
+    # Protocol 5 arrays: the raw bytes, dtype, shape and memory order.
+    if isinstance(data, pickle.PickleBuffer):
+        data = bytes(data.raw())
+    return _array_from_bytes(data, dtype, shape, order)
+
+
+def _array_from_bytes(data: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    if not isinstance(dtype, np.dtype) or not isinstance(data, (bytes, bytearray)):
+        raise UnsafeCheckpointError("rebuild a numpy array from something other than (bytes, plain dtype)")
+    _check_plain_dtype(dtype)
+    if not (isinstance(shape, tuple) and all(isinstance(size, int) and size >= 0 for size in shape)):
+        raise UnsafeCheckpointError("rebuild a numpy array with a malformed shape")
+    count = 1
+    for size in shape:
+        count *= size
+    if count * dtype.itemsize != len(data) or order not in ("C", "F"):
+        raise UnsafeCheckpointError(f"rebuild a numpy array of shape {shape} from {len(data)} bytes")
+    return np.frombuffer(bytes(data), dtype=dtype).reshape(shape, order=order).copy(order="C")
+
+
+def _pure_path(*parts: Any) -> pathlib.PurePath:
+    # Paths in training options (`args`, `opts`) are data: a pure path touches no file system.
+    if not all(isinstance(part, str) for part in parts):
+        raise UnsafeCheckpointError("build a path from something other than strings")
+    return pathlib.PurePosixPath(*parts)
+
+
+def _frozenset(items: Any = ()) -> frozenset:
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise UnsafeCheckpointError(f"build a frozenset from a {type(items).__name__}")
+    return frozenset(items)
+
+
+def _complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
+    if not all(isinstance(part, (int, float)) for part in (real, imag)):
+        raise UnsafeCheckpointError("build a complex number from something other than numbers")
+    return complex(real, imag)
+
+
 def _build_allowed_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
         ("__builtin__", "set"): set,
+        ("builtins", "frozenset"): _frozenset,
+        ("__builtin__", "frozenset"): _frozenset,
+        ("builtins", "complex"): _complex,
+        ("__builtin__", "complex"): _complex,
         ("builtins", "bytes"): _empty_bytes,
         ("__builtin__", "bytes"): _empty_bytes,
         ("_codecs", "encode"): _latin1_encode,
         ("numpy", "dtype"): _numpy_dtype,
-        ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-        ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("numpy", "ndarray"): np.ndarray,  # only ever passed to _numpy_reconstruct, which checks it
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
         ("torch.storage", "_load_from_bytes"): _storage_from_legacy_bytes,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
         ("dnnlib.util", "EasyDict"): EasyDictRecord,
         ("argparse", "Namespace"): NamespaceRecord,
     }
+    for numpy_core in ("numpy.core", "numpy._core"):
+        allowed[(f"{numpy_core}.multiarray", "scalar")] = _numpy_scalar
+        allowed[(f"{numpy_core}.multiarray", "_reconstruct")] = _numpy_reconstruct
+        allowed[(f"{numpy_core}.numeric", "_frombuffer")] = _numpy_frombuffer
+    for path_class in ("Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"):
+        allowed[("pathlib", path_class)] = _pure_path
+        allowed[("pathlib._local", path_class)] = _pure_path  # Python 3.13 moved the classes
     for class_path in _MODULE_CLASS_PATHS:
         module_name, name = class_path.rsplit(".", 1)
         allowed[(module_name, name)] = _module_record_class(class_path)
@@ -252,9 +456,10 @@ def _build_allowed_globals() -> dict[tuple[str, str], Any]:
 
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = _build_allowed_globals()
 
-# What BUILD may set state on: our records, state dicts' OrderedDicts (their `_metadata`) and the
-# dtype copies made by `_numpy_dtype`. Functions and classes are excluded on purpose.
-_BUILD_TARGETS = (PickledObject, EasyDictRecord, collections.OrderedDict, np.dtype)
+# What BUILD may set state on: our records, state dicts' OrderedDicts (their `_metadata`), the
+# dtype copies made by `_numpy_dtype` and the empty arrays made by `_numpy_reconstruct`. Functions
+# and classes are excluded on purpose.
+_BUILD_TARGETS = (PickledObject, EasyDictRecord, collections.OrderedDict, np.dtype, np.ndarray)
 
 
 def _printable(text: str) -> str:
@@ -268,7 +473,7 @@ def _is_plain_attribute_dict(state: Any) -> bool:
 
 
 class Unpickler(pickle._Unpickler):
-    """`pickle.Unpickler` restricted to `ALLOWED_GLOBALS`, with a guarded BUILD opcode.
+    """`pickle.Unpickler` that resolves globals to `ALLOWED_GLOBALS` or inert record classes.
 
     Built on the pure-Python unpickler because only its opcode table can be extended: the C one
     offers no hook for BUILD. Checkpoint pickles hold few opcodes (tensor data lives in storages),
@@ -276,12 +481,25 @@ class Unpickler(pickle._Unpickler):
     """
 
     dispatch = dict(pickle._Unpickler.dispatch)
+    stack: list[Any]  # the pure-Python unpickler's value stack (not in the type stubs)
+
+    def __init__(self, file: IO[bytes], **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._record_classes: dict[str, type[ObjectRecord]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
-            raise UnsafeCheckpointError(f"call {_printable(f'{module}.{name}')}") from None
+        if not (isinstance(module, str) and isinstance(name, str)):
+            raise UnsafeCheckpointError("name a global with something other than text")
+        allowed = ALLOWED_GLOBALS.get((module, name))
+        if allowed is not None:
+            return allowed
+        if module.split(".", 1)[0] in CODE_RUNNING_MODULES:
+            raise UnsafeCheckpointError(f"call {_printable(f'{module}.{name}')}")
+        # Anything else is kept as an inert record class: calling it only stores the arguments.
+        path = f"{module}.{name}"
+        if path not in self._record_classes:
+            self._record_classes[path] = _object_record_class(path)
+        return self._record_classes[path]
 
     def load_build(self) -> None:
         target, state = self.stack[-2], self.stack[-1]
@@ -290,11 +508,13 @@ class Unpickler(pickle._Unpickler):
         if isinstance(target, collections.OrderedDict) and not _is_plain_attribute_dict(state):
             # A state dict's OrderedDict carries `_metadata`; anything else would be a setattr.
             raise UnsafeCheckpointError("set special attributes on an OrderedDict")
-        super().load_build()
+        if isinstance(target, np.ndarray):
+            _check_array_state(state)
+        super().load_build()  # type: ignore[misc]  # pure-Python internals, not in the type stubs
         if isinstance(target, np.dtype):
             _check_plain_dtype(target)
 
-    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]  # the stubs type it for the base
 
 
 def load(file: IO[bytes], **kwargs: Any) -> Any:
@@ -326,7 +546,8 @@ def sniff_checkpoint(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
-            f"checkpoint not found: {path}. Check the path (see docs/checkpoints.md for the files ip2n reads)."
+            f"checkpoint not found: {path}. Check the path (see docs/checkpoints.md for the files ip2n "
+            "reads)."
         )
     if not path.is_file():
         raise CheckpointError(f"{path} is not a file; pass the checkpoint file itself.")

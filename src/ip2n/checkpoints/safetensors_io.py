@@ -77,7 +77,8 @@ def load_weights(
     tensors_path, config_path = weights_paths(path)
     if not tensors_path.is_file():
         raise CheckpointError(
-            f"weights not found: {tensors_path}. Convert the official checkpoint first (see docs/checkpoints.md)."
+            f"weights not found: {tensors_path}. Convert the official checkpoint first (see "
+            "docs/checkpoints.md)."
         )
     try:
         with safe_open(tensors_path, framework="pt") as handle:
@@ -112,7 +113,8 @@ def _storable_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
             raise TypeError(f"state dict keys must be strings, got {key!r}")
         if not isinstance(value, torch.Tensor):
             raise TypeError(
-                f"state_dict[{key!r}] holds a {type(value).__name__}, not a tensor; only tensors can be saved as weights"
+                f"state_dict[{key!r}] holds a {type(value).__name__}, not a tensor; only tensors can be "
+                "saved as weights"
             )
         tensor = value.detach().contiguous()
         storage = (tensor.device, tensor.untyped_storage().data_ptr())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ip2n.commands.common import UserError
@@ -11,13 +12,17 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "weights",
         help="convert official checkpoints to safetensors, or check a weights folder",
-        description="Work with model weight files. Official pickles are read without executing any code from them.",
+        description=(
+            "Work with model weight files. Official pickles are read without executing any code from them."
+        ),
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     convert = actions.add_parser(
         "convert",
         help="convert official files (G_ema.pkl, instructpix2nerf.pt, ...) to safetensors + JSON",
-        description="Convert the official files found in SOURCE (a folder or a single generator file) into OUT.",
+        description=(
+            "Convert the official files found in SOURCE (a folder or a single generator file) into OUT."
+        ),
     )
     convert.add_argument("source", help="a folder with the official files, or one generator file")
     convert.add_argument("-o", "--out", required=True, help="output weights folder")
@@ -47,8 +52,19 @@ def run_convert(args) -> int:
             names = ", ".join(name for files in WEIGHT_FILES.values() for name in files.official)
             raise UserError(f"no official weight files in {source}: expected any of {names}")
     for path in written:
-        print(path)
+        _print_conversion(path)
     return 0
+
+
+def _print_conversion(path: Path) -> None:
+    """One converted file: where it came from and what was left out of it (from its JSON)."""
+    from ip2n.checkpoints.contents import ignored_note
+    from ip2n.checkpoints.safetensors_io import weights_paths
+
+    config_path = weights_paths(path)[1]
+    record = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    source = f" (from {record['source']})" if record.get("source") else ""
+    print(f"{path}{source}{ignored_note(record.get('ignored', []), max_lines=20)}")
 
 
 def run_check(args) -> int:

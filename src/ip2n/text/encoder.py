@@ -13,6 +13,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from open_clip.transformer import LayerNorm, TextTransformer
@@ -143,7 +144,8 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Random weights for tests: N(0, 0.02) matrices and embeddings, N(0, 0.01) biases, LayerNorm 1 + N(0, 0.01)."""
+        """Random weights for tests: N(0, 0.02) matrices and embeddings, N(0, 0.01) biases,
+        LayerNorm 1 + N(0, 0.01)."""
         for name, parameter in self.named_parameters():
             noise = torch.randn(parameter.shape, generator=generator, device=_device_of(generator))
             if "ln_" in name and name.endswith("weight"):
@@ -178,7 +180,10 @@ def _device_of(generator: torch.Generator | None) -> torch.device:
 
 
 def text_state_dict_from(
-    state_dict: Mapping[str, torch.Tensor], config: TextEncoderConfig = TEXT_ENCODER_PRESETS["ViT-H-14"]
+    state_dict: Mapping[str, torch.Tensor],
+    config: TextEncoderConfig = TEXT_ENCODER_PRESETS["ViT-H-14"],
+    *,
+    allow_unexpected: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The `TextEncoder` weights inside an OpenCLIP or an InstructPix2NeRF DiT state dict.
 
@@ -187,7 +192,9 @@ def text_state_dict_from(
     other DiT entry is left alone). The vision tower, `text_projection`, `logit_scale` and the
     blocks that are never run (the last one for layer "penultimate") are dropped. Returns the
     remaining tensors (not copied) under `TextEncoder` keys. Raises ValueError listing the missing,
-    unexpected and wrongly shaped keys if the text tower does not match `config`.
+    unexpected and wrongly shaped keys if the text tower does not match `config`; with
+    `allow_unexpected`, keys of no known OpenCLIP part are left out instead (files written by
+    training runs may carry more than a fresh model).
     """
     if any(key.startswith(DIT_CHECKPOINT_PREFIX) for key in state_dict):
         source = "InstructPix2NeRF DiT checkpoint"
@@ -220,6 +227,9 @@ def text_state_dict_from(
             f"'token_embedding.weight' or '{DIT_CHECKPOINT_PREFIX}token_embedding.weight'. Pass the "
             "OpenCLIP ViT-H-14 weights (laion2b_s32b_b79k) or a DiT checkpoint that embeds them."
         )
+    if allow_unexpected:
+        ignored += unexpected
+        unexpected = []
     if missing or unexpected or wrong_shape:
         raise ValueError(
             f"the text encoder in this {source} does not match the configured one "
@@ -281,7 +291,10 @@ class PromptEncoder:
                     self._empty = context
                 else:
                     self._cache[key] = context
-        contexts = [self._empty if key == self._empty_key else self._cache[key] for key in keys]
+        # Every key is cached by now, the empty prompt's context in `_empty`.
+        contexts = [
+            cast(torch.Tensor, self._empty) if key == self._empty_key else self._cache[key] for key in keys
+        ]
         for key in keys:
             if key in self._cache:
                 self._cache.move_to_end(key)
