@@ -1,6 +1,6 @@
 """Calibrate and measure `ip2n align` on already-aligned EG3D portraits.
 
-    python benchmarks/align_calibration.py                      # ../shared/data/portraits
+    python benchmarks/align_calibration.py                      # tests/fixtures/portraits
     python benchmarks/align_calibration.py --portraits DIR --json report.json
 
 Re-aligning an EG3D crop should give the identity transform. This script aligns every portrait,
@@ -60,7 +60,7 @@ def fit_constants(landmarks: list[np.ndarray], start: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    default_folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "portraits"
+    default_folder = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "portraits"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--portraits", type=Path, default=default_folder, help="folder of aligned 512² crops")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     refitted = [corner_error(transform_for(points, fitted)) for points in landmarks]
     print(
-        f"corner displacement with the fitted constants: mean {np.mean(refitted):.2f}, max {np.max(refitted):.2f} px"
+        f"corner displacement with the fitted constants: mean {np.mean(refitted):.2f}, "
+        f"max {np.max(refitted):.2f} px"
     )
     if args.json:
         report = {

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                 close()
     latency = result["latency_seconds"]
     print(
-        f"{result['requests']} concurrent edits, {result['failed']} failed, {result['wall_seconds']:.1f} s in all; "
+        f"{result['requests']} concurrent edits, {result['failed']} failed, "
+        f"{result['wall_seconds']:.1f} s in all; "
         f"latency p50 {latency['p50']:.2f} s, p90 {latency['p90']:.2f} s, max {latency['max']:.2f} s"
     )
     for error in result["errors"]:

@@ -1,7 +1,7 @@
-"""Aligning users' photos: the EG3D crop on the shared portraits, perturbed copies, bad input,
+"""Aligning users' photos: the EG3D crop on the test portraits, perturbed copies, bad input,
 head pose and the `ip2n align` command.
 
-The shared portraits (`../shared/data/portraits`) are already-aligned EG3D crops, so re-aligning one
+The portraits of `tests/fixtures/portraits` are already-aligned EG3D crops, so re-aligning one
 should give (nearly) the identity transform, and aligning a scaled / rotated / shifted copy of it
 should land on the same crop. Errors are measured where they are largest: at the crop's corners.
 """
@@ -31,11 +31,8 @@ HEAD_BOWED, CHIN_UP = "00033_01", "00011_01"
 
 
 @pytest.fixture(scope="module")
-def portraits(fixtures_dir):
-    folder = fixtures_dir.parent / "data" / "portraits"
-    paths = sorted(folder.glob("*.jpg"))
-    assert len(paths) == 20, f"expected the 20 shared portraits in {folder}"
-    return {path.stem: Image.open(path).convert("RGB") for path in paths}
+def portraits(portrait_paths):
+    return {path.stem: Image.open(path).convert("RGB") for path in portrait_paths}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +40,9 @@ def aligned(portraits):
     return {name: align_face(image, name=name) for name, image in portraits.items()}
 
 
-def corner_error(transform, reference=np.eye(3)):
+def corner_error(transform, reference=None):
     """Largest distance (crop pixels) between the crop corners of two transforms of the same frame."""
+    reference = np.eye(3) if reference is None else reference
     moved = apply_transform(transform @ np.linalg.inv(reference), CORNERS)
     return float(np.linalg.norm(moved - CORNERS, axis=1).max())
 

@@ -1,4 +1,4 @@
-"""The built-in model (issue 5): shipped weights, loading, real edits of the world's heads, `ip2n demo`,
+"""The built-in model: shipped weights, loading, real edits of the world's heads, `ip2n demo`,
 `ip2n edit` without --weights, and `ip2n synth eval`."""
 
 import dataclasses
@@ -185,6 +185,7 @@ def test_the_built_in_model_samples_with_its_tuned_defaults(pipeline):
     assert override.settings.strength == 0.1
 
 
+@pytest.mark.system
 def test_the_built_in_dit_reads_the_instruction():
     """Its denoising error is clearly lower with the right instruction than with another triplet's or none.
 
@@ -230,10 +231,12 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
             str(tmp_path / "eval"),
             "--threads",
             "2",
+            "--no-loss-diagnostic",
         ]
     )
     assert status == 0
     evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
+    assert "instruction_losses" not in evaluation  # the diagnostic is tested with the toy world
     figures = evaluation["all"]
     assert figures["cases"] == 1 and 0 <= figures["identity_cosine"] <= 1
     # each case's own row, for pairwise comparisons of variants
@@ -249,7 +252,8 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
     assert "identity error against the true head: edit / reconstruction" in report
     assert 0 < figures["reconstruction_identity_error_truth"] < 1 and 0 < figures["identity_error_truth"] < 1
     assert "| exact edit (classifier only) |" in report
-    # An attribute the edit changed from the truth was either changed from the reconstruction or misread by the encoder.
+    # An attribute the edit changed from the truth was either changed from the reconstruction or
+    # misread by the encoder.
     assert (
         row["changed_others_truth"]
         <= row["changed_others_reconstruction"] + row["misread_others"]
@@ -261,8 +265,6 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
 
 
 def test_synth_eval_tpr_shifts_the_prompts_at_inference(tmp_path, monkeypatch):
-    import ip2n.synthetic.evaluate as evaluation
-
     randomized = []
     embed = EditPipeline._embed
 
@@ -271,12 +273,6 @@ def test_synth_eval_tpr_shifts_the_prompts_at_inference(tmp_path, monkeypatch):
         return embed(self, prompts, randomize, generator)
 
     monkeypatch.setattr(EditPipeline, "_embed", spy)
-    # The denoising-error table is not what this test is about (and costs a minute).
-    monkeypatch.setattr(
-        evaluation,
-        "instruction_losses",
-        lambda *args, **kwargs: {"right": 0.1, "shuffled": 0.2, "empty": 0.3},
-    )
     instructions = tmp_path / "mine.jsonl"
     instructions.write_text('{"instruction": "make him smile", "edits": {"smile": true}}\n')
     assert (
@@ -291,6 +287,7 @@ def test_synth_eval_tpr_shifts_the_prompts_at_inference(tmp_path, monkeypatch):
                 "--threads",
                 "2",
                 "--tpr",
+                "--no-loss-diagnostic",
             ]
         )
         == 0

@@ -17,22 +17,20 @@ import trimesh
 from PIL import Image
 
 import ip2n.pipeline.edit
-from ip2n.checkpoints import save_weights
-from ip2n.cli import main
-from ip2n.encoding import encoder_preset
-from ip2n.pipeline import EditPipeline
-from ip2n.text import TEXT_ENCODER_PRESETS
-from test_pipeline import (
+from helpers.images import png16, png_header_only, portrait
+from helpers.official_files import (
     TINY_SIZES,
     WIDE_TEXT,
     WIDE_TEXT_CONFIG,
     identity_state_dict,
     official_weights,
-    png16,
-    png_header_only,
-    portrait,
     preim3d_checkpoint,
 )
+from ip2n.checkpoints import save_weights
+from ip2n.cli import main
+from ip2n.encoding import encoder_preset
+from ip2n.pipeline import EditPipeline
+from ip2n.text import TEXT_ENCODER_PRESETS
 
 ALL_FILES = {
     "source.png",
@@ -262,13 +260,8 @@ def test_folder_batch_with_a_strength_sweep_and_chained_instructions(weights_dir
         )
 
 
-def test_align_crops_real_photos_and_reports_faceless_ones(weights_dir, tmp_path, capsys):
-    pytest.importorskip("ip2n.align", reason="face alignment (ip2n.align) is not installed")
-    portraits = sorted(
-        Path(__file__).resolve().parents[2].joinpath("shared", "data", "portraits").glob("*.jpg")
-    )
-    if not portraits:
-        pytest.skip("no portraits in ../shared/data/portraits")
+def test_align_crops_real_photos_and_reports_faceless_ones(weights_dir, portrait_paths, tmp_path, capsys):
+    portraits = portrait_paths
     canvas = Image.new("RGB", (900, 700), (40, 60, 80))
     canvas.paste(Image.open(portraits[0]).convert("RGB").resize((300, 300)), (420, 150))
     canvas.save(tmp_path / "photo.jpg", quality=95)
@@ -411,12 +404,14 @@ def _broken_weights(weights_dir: Path, target: Path, case: str) -> None:
 
 
 WEIGHT_PROBLEMS = {
-    "missing files": r"incomplete:\n  - no PREIM3D inversion encoder.*expected encoder\.safetensors \(converted\) or "
-    r"the official preim3d\.pt\.\n  - no IR-SE50 ArcFace.*model_ir_se50\.pth",
-    "wrong file": r"model_ir_se50\.pth: .*not a state dict of tensors",
+    "missing files": r"incomplete:\n  - no PREIM3D inversion encoder.*expected encoder\.safetensors "
+    r"\(converted\) or the official preim3d\.pt\.\n  - no IR-SE50 ArcFace.*model_ir_se50\.pth",
+    "wrong file": r"model_ir_se50\.pth: this is a PREIM3D encoder checkpoint.*but the IR-SE50 ArcFace "
+    r"weights",
     "mismatched shapes": r"model_ir_se50\.pth: the weights do not fit the IR-SE ArcFace identity network.*"
     r"output_layer\.3\.weight",
-    "models that do not fit": r"do not fit together: the encoder predicts 14×32 codes, the generator takes 14×512",
+    "models that do not fit": r"do not fit together: the encoder predicts 14×32 codes, the generator "
+    r"takes 14×512",
 }
 
 

@@ -316,7 +316,9 @@ def test_loaders_name_the_file_and_the_problem(official, converted, tmp_path):
     assert str(dit_file) in message and "hidden 64, depth 2" in message
     assert "170 missing, 61 with a wrong shape" in message and "missing: blocks.2.attn.qkv.weight" in message
     with pytest.raises(
-        CheckpointError, match=r"preim3d\.pt: this is a PREIM3D encoder checkpoint.*not a state dict"
+        CheckpointError,
+        match=r"preim3d\.pt: this is a PREIM3D encoder checkpoint.*but the IR-SE50 ArcFace weights .*was "
+        r"expected; it belongs in the weights folder as preim3d\.pt",
     ):
         load_identity(official.directory / "preim3d.pt", preset="small")
     with pytest.raises(
@@ -400,7 +402,11 @@ BREAKAGES = [
         "wrong file in place",
         _identity_file_as_encoder,
         "encoder",
-        ("preim3d.pt: this is a state dict", "but a PREIM3D encoder checkpoint"),
+        (
+            "preim3d.pt: this is IR-SE ArcFace identity weights",
+            "but a PREIM3D encoder checkpoint",
+            "it belongs in the weights folder as model_ir_se50.pth",
+        ),
     ),
     Breakage(
         "wrong shape",
@@ -467,8 +473,12 @@ def test_released_dit_and_text_layouts_match_the_manifests(fixtures_dir):
     ema = _meta_tensors(dit_manifest["state_dict_without_cond_stage_model"])
     ema |= _meta_tensors(_manifest(fixtures_dir, "openclip_vit_h14.json")["state_dict"])
     checkpoint = {"model": ema, "ema": ema, "args": {"model": "DiT-B_G/1_pair"}}
-    weights = dit_weights(checkpoint, dit_config("DiT-B_G/1_pair"))
-    assert list(weights) == list(dit_manifest["state_dict_without_cond_stage_model"])
+    read = dit_weights(checkpoint, dit_config("DiT-B_G/1_pair"))
+    assert list(read.state_dict) == list(dit_manifest["state_dict_without_cond_stage_model"])
+    assert read.ignored == (
+        "model: the DiT's raw training weights (ema, their moving average, is the one for inference)",
+        "args: the options of the training run",
+    )
     text = text_state_dict_from(ema, text_encoder_config("ViT-H-14"))
     assert len(text) == 4 + 23 * 12  # embeddings, ln_final, and blocks 0-22 of 24
 
@@ -480,7 +490,8 @@ def test_released_identity_layout_matches_the_manifest(fixtures_dir):
         for key, value in _meta_tensors(expected).items()
         if not key.endswith("num_batches_tracked")
     }
-    assert set(identity_weights(old_file, identity_preset("ir_se50"))) == set(expected)
+    read = identity_weights(old_file, identity_preset("ir_se50"))
+    assert set(read.state_dict) == set(expected) and read.ignored == ()
 
 
 @pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
@@ -490,6 +501,6 @@ def test_released_encoder_layouts_match_the_manifest(fixtures_dir, encoder_type)
         "state_dict": _meta_tensors(manifest["encoders"][encoder_type]["state_dict"]),
         "opts": manifest["preim3d_train_options_defaults"] | {"encoder_type": encoder_type},
     }
-    config, weights = preim3d_encoder_weights(checkpoint)
-    assert config == encoder_preset("ir_se50", encoder_type)
-    assert len(weights) == manifest["encoders"][encoder_type]["num_tensors"]
+    read = preim3d_encoder_weights(checkpoint)
+    assert read.config == encoder_preset("ir_se50", encoder_type)
+    assert len(read.state_dict) == manifest["encoders"][encoder_type]["num_tensors"]

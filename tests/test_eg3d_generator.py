@@ -13,6 +13,11 @@ from ip2n.generator.latent_avg import compute_latent_avg
 from ip2n.rendering.cameras import frontal_camera, orbit_cameras
 
 TOLERANCE = 1e-4
+# With the rays in the official order, what is left is the official code's own run-to-run spread
+# between equivalent computation orders (about 5e-6, fixtures/README.md): renders and density
+# queries are held to 1e-5, the mapping network (no reductions over long axes) to 1e-6.
+RENDER_TOLERANCE = 1e-5
+MAPPING_TOLERANCE = 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +70,24 @@ def test_config_from_official_kwargs_equals_preset(fixtures_dir):
 
 def test_mapping_matches_fixture(small, io):
     with torch.no_grad():
-        assert max_error(small.mapping(io["z"], io["c"]), io["ws"]) < TOLERANCE
-        assert max_error(small.mapping(io["z"], io["c"], 0.7, 14), io["ws_trunc07"]) < TOLERANCE
-        assert max_error(small.mapping(io["z"], io["c"], 0.5, None), io["ws_trunc05_nocutoff"]) < TOLERANCE
+        assert max_error(small.mapping(io["z"], io["c"]), io["ws"]) < MAPPING_TOLERANCE
+        assert max_error(small.mapping(io["z"], io["c"], 0.7, 14), io["ws_trunc07"]) < MAPPING_TOLERANCE
+        assert (
+            max_error(small.mapping(io["z"], io["c"], 0.5, None), io["ws_trunc05_nocutoff"])
+            < MAPPING_TOLERANCE
+        )
 
 
 @pytest.mark.parametrize("name", ["image", "image_raw", "image_depth", "feature_image"])
 def test_synthesis_matches_fixture(rendered, io, name):
     assert rendered[name].shape == io[name].shape
-    assert max_error(rendered[name], io[name]) < TOLERANCE
+    assert max_error(rendered[name], io[name]) < RENDER_TOLERANCE
 
 
 def test_truncated_latents_with_swapped_cameras(small, io):
     with torch.no_grad():
         image = small.synthesis(io["ws_trunc07"], io["c"][[1, 0]])["image"]
-    assert max_error(image, io["image_trunc07_swapped_cams"]) < TOLERANCE
+    assert max_error(image, io["image_trunc07_swapped_cams"]) < RENDER_TOLERANCE
 
 
 def test_density_queries_match_fixture(small, io):
@@ -87,10 +95,10 @@ def test_density_queries_match_fixture(small, io):
         mixed = small.sample_mixed(io["points"], io["ws"])
         ws = small.mapping(io["z"], io["c"], 0.7, 14)
         sampled = small.sample_mixed(io["points"], ws)
-    assert max_error(mixed["sigma"], io["sigma"]) < TOLERANCE
-    assert max_error(mixed["rgb"], io["rgb_features"]) < TOLERANCE
-    assert max_error(sampled["sigma"], io["sample_sigma"]) < TOLERANCE
-    assert max_error(sampled["rgb"], io["sample_rgb"]) < TOLERANCE
+    assert max_error(mixed["sigma"], io["sigma"]) < RENDER_TOLERANCE
+    assert max_error(mixed["rgb"], io["rgb_features"]) < RENDER_TOLERANCE
+    assert max_error(sampled["sigma"], io["sample_sigma"]) < RENDER_TOLERANCE
+    assert max_error(sampled["rgb"], io["sample_rgb"]) < RENDER_TOLERANCE
 
 
 def test_planes_once_render_many_cameras_equals_one_by_one(small, io):
@@ -154,7 +162,7 @@ def test_scene_mesh_has_colours_inside_the_box(small, io):
 
 
 def test_scene_orbit_keeps_only_the_frames_it_returns(small, io):
-    """`render(keys=...)` and the uint8 video orbit give the same pixels as a full render, holding only the frames."""
+    """`render(keys=...)` and the uint8 video orbit give a full render's pixels, holding only the frames."""
     from ip2n.export.images import to_uint8_frames
     from ip2n.scene import LatentScene
 

@@ -2,21 +2,12 @@
 the checks of user inputs (images and instructions).
 
 The weight files are written the way the official code writes them, with random weights at the
-smallest sizes that fit together: the EG3D generator of the eg3d_pickle fixture (w_dim 512, which
-fixes the DiT's 1024 input channels), the dit_small fixture DiT (hidden 64, depth 2; cross-attention
-context 1024, as in the official architecture) inside a train.py checkpoint that embeds an OpenCLIP
-text tower of width 1024 with 2 blocks (1 run), a PREIM3D WPlusEncoder on the narrow IR-SE trunk
-(14 × 512 codes from 256² images) and the narrow IR-SE identity network (512-d features).
-`test_cli_edit.py` imports the helpers of the first section.
+smallest sizes that fit together (`helpers.official_files`).
 """
 
-import argparse
 import math
-import shutil
-import struct
 import sys
 import types
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +16,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers import randomize_
-from ip2n.checkpoints.editing_weights import EditingPresets
-from ip2n.encoding import IdentityEncoder, build_encoder, encoder_preset, identity_preset
+from helpers.images import png16, png_header_only, portrait
+from helpers.official_files import TINY_SIZES, WIDE_TEXT, WIDE_TEXT_CONFIG, official_weights
+from ip2n.encoding import build_encoder, encoder_preset
 from ip2n.encoding.preprocess import encoder_input
 from ip2n.pipeline import (
     DeviceError,
@@ -47,126 +38,10 @@ from ip2n.pipeline import (
     resolve_device,
 )
 from ip2n.pipeline.inputs import MAX_INPUT_PIXELS, WORKING_SIDE
-from ip2n.text import DIT_CHECKPOINT_PREFIX, TEXT_ENCODER_PRESETS, TextEncoder, TextEncoderConfig, tokenize
+from ip2n.text import TEXT_ENCODER_PRESETS, TextEncoder, TextEncoderConfig, tokenize
 from ip2n.text.tokens import count_tokens
 
 TOLERANCE = 1e-4
-
-# --- tiny official-format weights (shared with test_cli_edit.py) ---------------------------------------
-
-WIDE_TEXT = "test-wide-1024"
-# The DiT's cross-attention reads 1024-wide text (hard-coded in the official architecture), so the
-# smallest consistent text tower is 1024 wide; 2 blocks of which the last is skipped, as in ViT-H-14.
-WIDE_TEXT_CONFIG = TextEncoderConfig(width=1024, heads=16, layers=2)
-TINY_SIZES = EditingPresets(dit="tiny", text_encoder=WIDE_TEXT, encoder="small", identity="small")
-
-
-def dit_checkpoint(fixtures_dir: Path) -> dict:
-    """A train.py checkpoint: `ema` = the dit_small fixture weights + an embedded random text tower."""
-    text = TextEncoder(WIDE_TEXT_CONFIG, device="cpu")
-    text.reset_parameters(torch.Generator().manual_seed(7))
-    text_weights = {DIT_CHECKPOINT_PREFIX + key: value for key, value in text.state_dict().items()}
-    # The file also holds the last block, which the penultimate-layer encoder never runs.
-    text_weights |= {
-        DIT_CHECKPOINT_PREFIX + key.replace("resblocks.0.", "resblocks.1."): value
-        for key, value in text.state_dict().items()
-        if key.startswith("transformer.resblocks.0.")
-    }
-    ema = load_file(fixtures_dir / "dit_small" / "state_dict.safetensors")
-    generator = torch.Generator().manual_seed(1)
-    model = {key: value + 0.01 * torch.randn(value.shape, generator=generator) for key, value in ema.items()}
-    # `model` and `ema` share the text tensors, which torch.save stores once.
-    return {
-        "model": model | text_weights,
-        "ema": ema | text_weights,
-        "opt": {"state": {}, "param_groups": [{"lr": 1e-4, "weight_decay": 0, "params": []}]},
-        "args": argparse.Namespace(model="DiT-B_G/1_pair", num_classes=1, global_batch_size=6),
-    }
-
-
-def preim3d_checkpoint(preset: str = "small", seed: int = 4) -> dict:
-    encoder = randomize_(build_encoder(encoder_preset(preset, "WPlusEncoder")), seed)
-    return {
-        "state_dict": {"encoder." + key: value for key, value in encoder.state_dict().items()},
-        "opts": {"encoder_type": "WPlusEncoder", "stylegan_size": 256, "train_decoder": False},
-    }
-
-
-def identity_state_dict(seed: int = 5) -> dict[str, torch.Tensor]:
-    return randomize_(IdentityEncoder(identity_preset("small")), seed).state_dict()
-
-
-def write_official_weights(directory: Path, fixtures_dir: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(fixtures_dir / "eg3d_pickle" / "G_ema-small.pkl", directory / "G_ema.pkl")
-    torch.save(dit_checkpoint(fixtures_dir), directory / "instructpix2nerf.pt")
-    torch.save(preim3d_checkpoint(), directory / "preim3d.pt")
-    torch.save(identity_state_dict(), directory / "model_ir_se50.pth")
-    return directory
-
-
-def official_weights(tmp_path_factory, fixtures_dir: Path) -> Path:
-    """The tiny official weights folder, written once per test session (~300 MB, mostly the text tower)."""
-    directory = tmp_path_factory.getbasetemp() / "official-tiny-weights"
-    if not (directory / "complete").exists():
-        write_official_weights(directory, fixtures_dir)
-        (directory / "complete").touch()
-    return directory
-
-
-def portrait(seed: int = 0, size: int = 256) -> Image.Image:
-    """A smooth random RGB image (the encoders only need some structure)."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, 8, 8, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
-    array = (smooth[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(array)
-
-
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims width × height but holds almost no data (reads fail only on decoding)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-    return path
-
-
-def png16(path: Path, array: np.ndarray) -> Path:
-    """A 16-bit PNG (gray (H, W, 1) or RGB (H, W, 3)) written by hand: Pillow cannot write 16-bit RGB."""
-    height, width, channels = array.shape
-    color_type = {1: 0, 3: 2}[channels]
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    rows = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-    return path
-
 
 # --- fixtures ------------------------------------------------------------------------------------------
 

@@ -1,7 +1,12 @@
-"""The synthetic world's models and their training code (issue 5): bank, classifier, text reader,
+"""The synthetic world's models and their training code: bank, classifier, text reader,
 ArcFace head, latent triplets, ablation switches of the objective, the whole recipe at toy size."""
 
 import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -355,7 +360,8 @@ def test_someone_elses_instructions_are_read_and_checked(tmp_path):
     good = tmp_path / "mine.jsonl"
     good.write_text(
         '{"instruction": "shave his head", "edits": {"bald": true}}\n\n'
-        '{"instruction": "make her a blonde with specs", "edits": {"hair_color": "blond", "eyeglasses": true}}\n'
+        '{"instruction": "make her a blonde with specs", '
+        '"edits": {"hair_color": "blond", "eyeglasses": true}}\n'
     )
     cases = read_instruction_cases(good, seed=0)
     assert [case.instruction for case in cases] == ["shave his head", "make her a blonde with specs"]
@@ -470,23 +476,55 @@ def test_resuming_train_all_needs_the_same_settings(tmp_path):
         )
 
 
-def test_train_all_then_eval_at_toy_size(tmp_path, capfd):
-    """The one command behind the built-in weights, at toy budgets, then the evaluation on its output."""
-    import json
+# --- train-all end to end at toy size, then the evaluation on its output (system tier) ------------------
 
-    from ip2n.checkpoints.safetensors_io import load_weights
-    from ip2n.cli import main
-    from ip2n.synthetic.train_all import (
-        SHIPPED_FILES,
-        WorldTrainingConfig,
-        load_attribute_classifier,
-        train_world,
+QUICK = ["--quick", "--threads", "1", "--no-text-tpr"]
+
+
+def _ip2n(*args) -> subprocess.CompletedProcess:
+    """`ip2n ARGS` in a process of its own (its worker processes' progress bars reach its stderr)."""
+    command = [sys.executable, "-m", "ip2n.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=3000)
+
+
+@pytest.fixture(scope="module")
+def toy_world(tmp_path_factory) -> tuple[Path, str]:
+    """The one command behind the built-in weights, at toy budgets: (its output folder, its stderr)."""
+    out = tmp_path_factory.mktemp("toy") / "world"
+    run = _ip2n("synth", "train-all", "--out", out, *QUICK)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run.stderr
+
+
+@pytest.fixture(scope="module")
+def toy_eval(toy_world, tmp_path_factory) -> Path:
+    """`synth eval` on the toy world (one case for one and three instructions), with its loss diagnostic."""
+    out = tmp_path_factory.mktemp("toy-eval")
+    run = _ip2n(
+        "synth",
+        "eval",
+        "--weights",
+        toy_world[0],
+        "--cases",
+        1,
+        "--counts",
+        "1,3",
+        "--out",
+        out,
+        "--threads",
+        1,
     )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
 
-    out = tmp_path / "world"
-    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
-    # Every stage shows its progress, the worker processes' included (captured at the file descriptors).
-    progress = capfd.readouterr().err
+
+@pytest.mark.system
+def test_train_all_writes_every_model_and_shows_progress(toy_world):
+    from ip2n.checkpoints.safetensors_io import load_weights
+    from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, load_attribute_classifier
+
+    out, progress = toy_world
+    # Every stage shows its progress, the worker processes' included.
     for bar in (
         "rendering heads:",
         "encoder:",
@@ -501,82 +539,60 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capfd):
         assert (out / name).is_file() and (out / name.replace(".safetensors", ".json")).is_file()
     manifest = json.loads((out / "world.json").read_text())
     assert manifest["config"]["text_position_randomization"] is False  # --no-text-tpr reached the recipe
-    assert {"render_bank", "vision_and_text_models", "out_of_fold_inversions", "dit_full"} <= set(
-        manifest["seconds"]
-    )
+    assert {
+        "render_bank",
+        "vision_and_text_models",
+        "out_of_fold_inversions",
+        "dit_full",
+        "render_identity_views",
+    } <= set(manifest["seconds"])
     assert {"encoder", "identity", "attributes", "text_encoder"} <= set(manifest["figures"])
     assert {"validation_relative_mse", "out_of_fold_relative_mse"} <= set(manifest["figures"]["encoder"])
     inversions = load_weights(out / "work" / WorldTrainingConfig.quick().inversions_file)[0]["codes"]
     assert inversions.shape == (20, 14, 64)  # the 10 training identities' 2 views each, every one inverted
     # One more view of each training identity, for the identity network.
-    assert HeadBank.load(out / "work" / "identity_bank.safetensors").identity_index.tolist() == list(
-        range(10)
-    )
-    assert "render_identity_views" in manifest["seconds"]
+    identity_views = HeadBank.load(out / "work" / "identity_bank.safetensors").identity_index.tolist()
+    assert identity_views == list(range(10))
     assert manifest["edit_defaults"]["strength"] == 0.6  # the world's tuned sampling settings travel with it
-    assert load_attribute_classifier(out / "attributes.safetensors")(torch.zeros(1, 3, 64, 64)).shape == (
-        1,
-        NUM_LOGITS,
-    )
-    # A second run finds every stage done and trains nothing again.
+    classifier = load_attribute_classifier(out / "attributes.safetensors")
+    assert classifier(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_LOGITS)
+
+
+@pytest.mark.system
+def test_train_all_resumes_without_training_again_and_refuses_other_settings(toy_world, tmp_path):
+    from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, train_world
+
+    out, _progress = toy_world
     before = {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES}
-    assert main(["synth", "train-all", "--quick", "--out", str(out), "--threads", "1", "--no-text-tpr"]) == 0
+    assert _ip2n("synth", "train-all", "--out", out, *QUICK).returncode == 0
     assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
     assert "out_of_fold_relative_mse" in json.loads((out / "world.json").read_text())["figures"]["encoder"]
     # Resuming with other settings is refused before anything is touched: the finished stages would be kept.
-    capfd.readouterr()
-    assert (
-        main(
-            [
-                "synth",
-                "train-all",
-                "--quick",
-                "--out",
-                str(out),
-                "--threads",
-                "1",
-                "--no-text-tpr",
-                "--seed",
-                "1",
-            ]
-        )
-        == 2
-    )
-    assert "started with other settings (seed 0 → 1)" in capfd.readouterr().err
+    refused = _ip2n("synth", "train-all", "--out", out, *QUICK, "--seed", 1)
+    assert refused.returncode == 2 and "started with other settings (seed 0 → 1)" in refused.stderr
     assert {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES} == before
     assert json.loads((out / "world.json").read_text())["config"]["seed"] == 0
     # A bank left by a run of another size is refused as well (a new --out, the old --work).
     other = dataclasses.replace(WorldTrainingConfig.quick(), identities=13, text_position_randomization=False)
     with pytest.raises(ValueError, match="holds 24 views, not the 13 × 2 of these settings"):
         train_world(tmp_path / "other", out / "work", other)
-    capfd.readouterr()
-    assert (
-        main(
-            [
-                "synth",
-                "eval",
-                "--weights",
-                str(out),
-                "--cases",
-                "1",
-                "--counts",
-                "1,3",
-                "--out",
-                str(tmp_path / "eval"),
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
-    figures = json.loads((tmp_path / "eval" / "eval.json").read_text())["full"]
-    assert set(figures["by_count"]) == {"1", "3"} and figures["all"]["cases"] == 2
-    assert figures["identity_judge"] == "own"
-    for row in figures["cases"]:  # the two causes of a changed attribute, counted apart
+
+
+@pytest.mark.system
+def test_eval_on_the_toy_world(toy_eval):
+    evaluation = json.loads((toy_eval / "eval.json").read_text())["full"]
+    assert set(evaluation["by_count"]) == {"1", "3"} and evaluation["all"]["cases"] == 2
+    assert evaluation["identity_judge"] == "own"
+    assert set(evaluation["instruction_losses"]) >= {"right", "shuffled", "empty"}
+    for row in evaluation["cases"]:  # the two causes of a changed attribute, counted apart
         assert row["changed_others_truth"] <= row["changed_others_reconstruction"] + row["misread_others"]
-    report = (tmp_path / "eval" / "report.md").read_text()
+    report = (toy_eval / "report.md").read_text()
     assert report.startswith("# Editing quality in the synthetic world") and "strength 0.6," in report
-    # Another identity network as the judge: the same edits, other identity cosines.
+
+
+@pytest.mark.system
+def test_eval_with_another_identity_judge(toy_world, toy_eval, tmp_path):
+    """Another identity network as the judge: the same edits, other identity cosines."""
     from ip2n.encoding import IdentityEncoder
     from ip2n.synthetic.train_all import save_model
     from ip2n.synthetic.vision_training import identity_config
@@ -584,137 +600,106 @@ def test_train_all_then_eval_at_toy_size(tmp_path, capfd):
     torch.manual_seed(1)
     judge_dir = tmp_path / "judge"
     save_model(judge_dir, "identity", IdentityEncoder(identity_config(64)), identity_config(64), "test")
-    assert (
-        main(
-            [
-                "synth",
-                "eval",
-                "--weights",
-                str(out),
-                "--cases",
-                "1",
-                "--counts",
-                "1,3",
-                "--identity-judge",
-                str(judge_dir),
-                "--out",
-                str(tmp_path / "judged"),
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
+    run = _ip2n(
+        "synth",
+        "eval",
+        "--weights",
+        toy_world[0],
+        "--cases",
+        1,
+        "--counts",
+        "1,3",
+        "--identity-judge",
+        judge_dir,
+        "--out",
+        tmp_path / "judged",
+        "--threads",
+        1,
+        "--no-loss-diagnostic",
     )
+    assert run.returncode == 0, run.stderr[-3000:]
     judged = json.loads((tmp_path / "judged" / "eval.json").read_text())["full"]
-    assert judged["identity_judge"] == str(judge_dir)
+    figures = json.loads((toy_eval / "eval.json").read_text())["full"]
+    assert judged["identity_judge"] == str(judge_dir) and "instruction_losses" not in judged
     assert judged["all"]["success_truth"] == figures["all"]["success_truth"]
     assert judged["all"]["identity_drift_truth"] == pytest.approx(figures["all"]["identity_drift_truth"])
     assert judged["all"]["identity_cosine"] != pytest.approx(figures["all"]["identity_cosine"])
-    assert (
-        f"identity judge: the identity network of {judge_dir}"
-        in (tmp_path / "judged" / "report.md").read_text()
+    report = (tmp_path / "judged" / "report.md").read_text()
+    assert f"identity judge: the identity network of {judge_dir}" in report
+    assert "instruction_losses" not in report
+
+
+@pytest.mark.system
+def test_eval_of_ablations(toy_world, tmp_path):
+    """Ablations are evaluated one by one (each its own training); unknown or untrained ones are refused."""
+    out, _progress = toy_world
+    unknown = _ip2n(
+        "synth", "eval", "--weights", out, "--ablations", "no_tpr,bogus", "--out", tmp_path / "e4"
     )
-    capfd.readouterr()
-    assert (
-        main(
-            [
-                "synth",
-                "eval",
-                "--weights",
-                str(out),
-                "--identity-judge",
-                str(tmp_path),
-                "--out",
-                str(tmp_path / "e9"),
-            ]
-        )
-        != 0
-    )
-    assert "--identity-judge: " in capfd.readouterr().err and not (tmp_path / "e9").exists()
-    assert (
-        main(["synth", "eval", "--weights", str(out), "--strength", "1.5", "--out", str(tmp_path / "eval3")])
-        != 0
-    )
-    assert "strength must lie strictly between 0 and 1" in capfd.readouterr().err
-    assert main(["synth", "eval", "--weights", str(tmp_path), "--out", str(tmp_path / "eval2")]) != 0
-    assert "holds no trained synthetic world" in capfd.readouterr().err
-    # Ablations can be evaluated one by one (each is its own training); unknown or untrained ones are refused.
-    assert (
-        main(
-            [
-                "synth",
-                "eval",
-                "--weights",
-                str(out),
-                "--ablations",
-                "no_tpr,bogus",
-                "--out",
-                str(tmp_path / "e4"),
-            ]
-        )
-        != 0
-    )
+    assert unknown.returncode != 0
     assert (
         "unknown ablation bogus; choose from no_tpr, no_identity, img2img, single_edit, single_edit_no_tpr"
-        in capfd.readouterr().err
+        in unknown.stderr
     )
-    assert (
-        main(["synth", "eval", "--weights", str(out), "--ablations", "no_tpr", "--out", str(tmp_path / "e5")])
-        != 0
+    untrained = _ip2n("synth", "eval", "--weights", out, "--ablations", "no_tpr", "--out", tmp_path / "e5")
+    assert untrained.returncode != 0 and "no no_tpr ablation in" in untrained.stderr
+    stand_in = tmp_path / "world"  # the toy world plus a stand-in ablation: the full model's own DiT
+    shutil.copytree(out, stand_in, ignore=shutil.ignore_patterns("work"))
+    (stand_in / "ablations" / "no_tpr").mkdir(parents=True)
+    for name in ("dit.safetensors", "dit.json"):
+        shutil.copy(out / name, stand_in / "ablations" / "no_tpr" / name)
+    one_case = ["--cases", 1, "--counts", 1, "--threads", 1, "--no-loss-diagnostic"]
+    both = _ip2n(
+        "synth", "eval", "--weights", stand_in, "--ablations", "no_tpr", "--out", tmp_path / "e6", *one_case
     )
-    assert "no no_tpr ablation in" in capfd.readouterr().err
-    (out / "ablations" / "no_tpr").mkdir(parents=True)
-    for name in ("dit.safetensors", "dit.json"):  # a stand-in: any DiT of the world will do for the plumbing
-        (out / "ablations" / "no_tpr" / name).write_bytes((out / name).read_bytes())
-    assert (
-        main(
-            [
-                "synth",
-                "eval",
-                "--weights",
-                str(out),
-                "--ablations",
-                "no_tpr",
-                "--cases",
-                "1",
-                "--counts",
-                "1",
-                "--out",
-                str(tmp_path / "e6"),
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert both.returncode == 0, both.stderr[-3000:]
     assert set(json.loads((tmp_path / "e6" / "eval.json").read_text())) == {"full", "no_tpr"}
     # The stand-in is the full model's own DiT: case by case, nothing differs.
     paired = (tmp_path / "e6" / "report.md").read_text().split("## Case by case against full")[1]
     assert "| no_tpr | +0.000 (0 / 0, p = 1) |" in paired
-    # --skip-full evaluates the named ablations alone, and refuses to run with none named.
-    assert (
-        main(
-            [
-                "synth",
-                "eval",
-                "--weights",
-                str(out),
-                "--ablations",
-                "no_tpr",
-                "--skip-full",
-                "--cases",
-                "1",
-                "--counts",
-                "1",
-                "--out",
-                str(tmp_path / "e7"),
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
+    # --skip-full evaluates the named ablations alone.
+    alone = _ip2n(
+        "synth",
+        "eval",
+        "--weights",
+        stand_in,
+        "--ablations",
+        "no_tpr",
+        "--skip-full",
+        "--out",
+        tmp_path / "e7",
+        *one_case,
     )
+    assert alone.returncode == 0, alone.stderr[-3000:]
     assert set(json.loads((tmp_path / "e7" / "eval.json").read_text())) == {"no_tpr"}
-    assert main(["synth", "eval", "--weights", str(out), "--skip-full", "--out", str(tmp_path / "e8")]) != 0
-    assert "--skip-full leaves nothing to evaluate without --ablations" in capfd.readouterr().err
-    assert not (tmp_path / "e8").exists()
+
+
+# --- synth eval's refusals (default tier: they stop before any model runs) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--strength", "1.5"], "strength must lie strictly between 0 and 1"),
+        (["--skip-full"], "--skip-full leaves nothing to evaluate without --ablations"),
+        (["--ablations", "no_tpr,bogus"], "unknown ablation bogus; choose from no_tpr, no_identity"),
+        (["--ablations", "no_tpr"], "no no_tpr ablation in"),
+        (["--counts", "1,5"], "--cases must be at least 1 and --counts between 1 and 4"),
+    ],
+)
+def test_eval_refuses_bad_options_before_any_work(tmp_path, capsys, arguments, message):
+    from ip2n.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["synth", "eval", "--out", str(out), *arguments]) == 2  # the built-in world
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_eval_refuses_folders_without_a_world(tmp_path, capsys):
+    from ip2n.cli import main
+
+    assert main(["synth", "eval", "--weights", str(tmp_path), "--out", str(tmp_path / "eval")]) == 2
+    assert "holds no trained synthetic world" in capsys.readouterr().err
+    assert main(["synth", "eval", "--identity-judge", str(tmp_path), "--out", str(tmp_path / "e9")]) == 2
+    assert "--identity-judge: " in capsys.readouterr().err and not (tmp_path / "e9").exists()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.training_data import write_triplets
 from ip2n.checkpoints.editing_weights import load_dit
 from ip2n.diffusion import make_schedule
 from ip2n.training import checkpoint as checkpoint_module
@@ -16,7 +17,6 @@ from ip2n.training.distributed import DistributedContext
 from ip2n.training.loop import make_batch, prepare_data, train
 from ip2n.training.models import build_frozen_networks
 from ip2n.training.objective import batch_losses, draw
-from test_training_data import write_triplets
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,16 +1,16 @@
-"""The SPEC §3 training objective: dropout categories, TPR in training only, the identity loss."""
+"""The training objective (docs/method.md): dropout categories, TPR in training only, the identity loss."""
 
 import pytest
 import torch
 from torch import nn
 
 from helpers import randomize_
+from helpers.training_data import TINY_MODELS
 from ip2n.diffusion import DiT, make_schedule, training_losses
 from ip2n.text import randomize_token_positions, tokenize
 from ip2n.training.config import ObjectiveConfig
 from ip2n.training.models import build_frozen_networks
 from ip2n.training.objective import Batch, Draws, batch_losses, identity_loss
-from test_training_data import TINY_MODELS
 
 SCHEDULE = make_schedule()
 

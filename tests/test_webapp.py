@@ -1,5 +1,5 @@
 """The web app (`ip2n serve`): edit requests and their files, readable refusals, the page's
-components, file serving confined to the output folder, and (marked `browser`) the page in headless
+components, file serving confined to the output folder, and (marked `system`) the page in headless
 Chromium plus a load test of 20 concurrent edits.
 
 Everything runs on one pipeline, the `web_pipeline` fixture. Browser tests need Debian's
@@ -25,11 +25,11 @@ import torch
 import trimesh
 from PIL import Image
 
+from helpers.images import portrait
 from ip2n.cli import main
 from ip2n.pipeline import EditPipeline, ImageInputError, InstructionError
 from ip2n.webapp import EditSession, RequestError, RequestTimeoutError, WebEditSettings
 from ip2n.webapp.app import ServeSettings, build_app, example_inputs, launch
-from test_pipeline import portrait
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,7 +44,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 # Small settings keep the fast tests fast; the app's defaults are exercised through the server.
-QUICK = WebEditSettings(num_inference_steps=10, views=2)
+QUICK = WebEditSettings(num_inference_steps=10, views=1)
 UPLOAD_LIMIT_MB = 1.0
 LOAD_REQUESTS = 20
 
@@ -158,8 +158,8 @@ def test_edit_writes_every_output_into_a_fresh_folder(session, example_portrait)
 
 
 def test_old_request_folders_are_pruned(web_pipeline, tmp_path, example_portrait):
-    session = EditSession(web_pipeline, tmp_path, keep=2)
-    folders = [session.edit(example_portrait, ["add eyeglasses"], QUICK).folder for _ in range(3)]
+    session = EditSession(web_pipeline, tmp_path, keep=1)
+    folders = [session.edit(example_portrait, ["add eyeglasses"], QUICK).folder for _ in range(2)]
     assert _request_folders(session) == folders[1:]
 
 
@@ -381,7 +381,7 @@ def browser():
 
 
 def _wait_for_images(page, selector: str, count: int, timeout_ms: int = 180_000) -> None:
-    """Wait until at least `count` images under `selector` are decoded by the browser (not just in the DOM)."""
+    """Wait until at least `count` images under `selector` are decoded by the browser (not just in DOM)."""
     page.wait_for_function(
         """([selector, count]) => Array.from(document.querySelectorAll(selector + " img"))
                .filter(image => image.complete && image.naturalWidth > 0).length >= count""",
@@ -411,7 +411,7 @@ def _edit_and_wait(page, *image_counts: tuple[str, int]) -> None:
         _wait_for_images(page, selector, count)
 
 
-@pytest.mark.browser
+@pytest.mark.system
 def test_page_in_a_browser(server, browser, fixtures_dir, tmp_path):
     url, session = server
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
@@ -444,7 +444,7 @@ def test_page_in_a_browser(server, browser, fixtures_dir, tmp_path):
         shutil.copy(screenshot, REPO_ROOT / "docs" / "webapp.png")
 
     # Upload a photo: the face is aligned (the crop is shown) and a new chain starts.
-    photo = fixtures_dir.parent / "data" / "portraits" / "00008_01.jpg"
+    photo = fixtures_dir / "portraits" / "00008_01.jpg"
     page.locator("#portrait input[type=file]").set_input_files(str(photo))
     page.wait_for_function("document.querySelector('#align input').checked")
     page.locator("#instructions textarea").fill("add eyeglasses")
@@ -464,7 +464,7 @@ def test_page_in_a_browser(server, browser, fixtures_dir, tmp_path):
     page.close()
 
 
-@pytest.mark.browser
+@pytest.mark.system
 def test_twenty_concurrent_edits(server, example_portrait, tmp_path):
     url, _ = server
     report = tmp_path / "load.json"
@@ -489,9 +489,14 @@ def test_twenty_concurrent_edits(server, example_portrait, tmp_path):
     print(completed.stdout)
     result = json.loads(report.read_text())
     assert result["requests"] == LOAD_REQUESTS and result["failed"] == 0, result["errors"]
-    latency = result["latency_seconds"]
-    assert 0 < latency["p50"] <= latency["p90"] <= latency["max"]
-    assert len(result["per_request_seconds"]) == LOAD_REQUESTS
+    # The summary is the per-request figures' (the report feeds docs/results.md), and every request,
+    # queued or not, finished within the run's wall time.
+    latency, seconds = result["latency_seconds"], result["per_request_seconds"]
+    assert len(seconds) == LOAD_REQUESTS
+    assert latency["p50"] == pytest.approx(np.percentile(seconds, 50), abs=1e-3)
+    assert latency["p90"] == pytest.approx(np.percentile(seconds, 90), abs=1e-3)
+    assert (latency["min"], latency["max"]) == (min(seconds), max(seconds))
+    assert latency["max"] <= result["wall_seconds"] + 1e-3
 
 
 # --- the command ----------------------------------------------------------------------------------------

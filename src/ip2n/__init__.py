@@ -1,3 +1,3 @@
 """ip2n: instruction-guided 3D portrait editing (InstructPix2NeRF)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

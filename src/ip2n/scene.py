@@ -8,6 +8,7 @@ and super-resolution.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,16 +20,20 @@ from ip2n.generator.eg3d import TriPlaneGenerator
 from ip2n.heap import release_free_heap
 from ip2n.rendering.cameras import camera_labels, orbit_cameras
 
+if TYPE_CHECKING:
+    from ip2n.synthetic.generator import SyntheticHeadGenerator
+
 
 class LatentScene:
     """Renders a single latent `ws` (1, num_ws, w_dim) from any camera; tri-planes are cached."""
 
-    def __init__(self, generator: TriPlaneGenerator, ws: torch.Tensor) -> None:
+    def __init__(self, generator: TriPlaneGenerator | SyntheticHeadGenerator, ws: torch.Tensor) -> None:
         if ws.ndim == 2:
             ws = ws[None]
         if ws.shape[0] != 1 or ws.shape[1:] != (generator.num_ws, generator.config.w_dim):
             raise ValueError(
-                f"expected one W+ latent of shape (1, {generator.num_ws}, {generator.config.w_dim}), got {tuple(ws.shape)}"
+                f"expected one W+ latent of shape (1, {generator.num_ws}, {generator.config.w_dim}), "
+                f"got {tuple(ws.shape)}"
             )
         self.generator = generator
         self.ws = ws.to(generator.backbone.mapping.w_avg.device, torch.float32)
@@ -133,7 +138,8 @@ class LatentScene:
     def mesh(
         self, resolution: int = 256, level: float = DEFAULT_DENSITY_LEVEL, with_colors: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Marching-cubes surface of the density → (vertices (V, 3), faces (F, 3), colours (V, 3) in [0, 1])."""
+        """Marching-cubes surface of the density → (vertices (V, 3), faces (F, 3),
+        colours (V, 3) in [0, 1])."""
         box_size = self.generator.config.rendering.box_warp
         vertices, faces = marching_cubes(self.density_grid(resolution), box_size, level)
         return vertices, faces, self.vertex_colors(vertices) if with_colors else None

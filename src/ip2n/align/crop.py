@@ -80,7 +80,8 @@ def roll_angle(landmarks: np.ndarray) -> float:
 
 
 def similarity_matrix(centre: np.ndarray, side: float, angle: float, output_size: int) -> np.ndarray:
-    """(3, 3) input → crop: the square of `side` px centred at `centre`, turned by `angle`, to output_size²."""
+    """(3, 3) input → crop: the square of `side` px centred at `centre`, turned by `angle`, scaled to
+    output_size²."""
     zoom = output_size / side
     cos, sin = np.cos(angle) * zoom, np.sin(angle) * zoom
     linear = np.array([[cos, sin], [-sin, cos]])  # rotate by −angle, then zoom

@@ -185,8 +185,8 @@ def find_face(
     )
     if box.width < min_face_width:
         raise AlignmentError(
-            f"the face in {name} is only {box.width:.0f} px wide; at least {min_face_width:.0f} px is needed: "
-            "use a larger photo or one taken closer to the face"
+            f"the face in {name} is only {box.width:.0f} px wide; at least {min_face_width:.0f} px is "
+            "needed: use a larger photo or one taken closer to the face"
         )
     if len(boxes) > 1:
         logger.info("%d faces found in %s; using the largest (%.0f px wide)", len(boxes), name, box.width)

@@ -29,7 +29,10 @@ _TOLERANCE = 1e-6
 
 @dataclass(frozen=True)
 class WeakPerspectiveFit:
-    """A rigid fit of a 3-D model to image points: rotation (3, 3), pixels per model unit, RMS residual (px)."""
+    """A rigid fit of a 3-D model to image points.
+
+    Holds the rotation (3, 3), the scale in pixels per model unit and the RMS residual (px).
+    """
 
     rotation: np.ndarray
     scale: float

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,11 +34,14 @@ from ip2n.encoding.preim3d import preset as encoder_preset
 from ip2n.pipeline.edit import edit_codes
 from ip2n.text.encoder import PromptEncoder, TextEncoder, text_encoder_config
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 PROMPTS = ("put glasses on her", "make her smile")
 NEW_INSTRUCTION = "give him a bushy beard"
 
 
-def _random_models(generator: torch.Generator) -> dict[str, tuple[torch.nn.Module, object]]:
+def _random_models(generator: torch.Generator) -> dict[str, tuple[torch.nn.Module, DataclassInstance]]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         dit_cfg = dit_config("DiT-B_G/1_pair")
@@ -81,18 +85,14 @@ def run_editing_benchmark(steps: int = 15) -> StageTimer:
         gc.collect()
         baseline = current_rss_mb()
 
-        loaded = {}
-        for component, loader in (
-            ("dit", load_dit),
-            ("text_encoder", load_text_encoder),
-            ("encoder", load_preim3d_encoder),
-            ("identity", load_identity),
-        ):
-            with timer.stage(f"load {component} (converted)"):
-                loaded[component] = loader(weights_dir)
-        dit, text, (encoder, _), identity = (
-            loaded[k] for k in ("dit", "text_encoder", "encoder", "identity")
-        )
+        with timer.stage("load dit (converted)"):
+            dit = load_dit(weights_dir)
+        with timer.stage("load text_encoder (converted)"):
+            text = load_text_encoder(weights_dir)
+        with timer.stage("load encoder (converted)"):
+            encoder, _ = load_preim3d_encoder(weights_dir)
+        with timer.stage("load identity (converted)"):
+            identity = load_identity(weights_dir)
 
         with torch.inference_mode():
             image = torch.rand(1, 3, 256, 256, generator=generator) * 2 - 1

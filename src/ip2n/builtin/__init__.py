@@ -65,15 +65,15 @@ def load_synthetic_pipeline(
 
     generator = SyntheticHeadGenerator(synthetic_preset("synthetic")).to(device).eval()
     device = torch.device(device)
-    networks = [
+    networks = (
         load_dit(dit_dir or weights_dir, device),
         load_text_encoder(weights_dir, device),
         load_preim3d_encoder(weights_dir, device)[0],
         load_identity(weights_dir, device),
-    ]
-    dit, text_encoder, encoder, identity = (
-        network.float().eval().requires_grad_(False) for network in networks
     )
+    for network in networks:
+        network.float().eval().requires_grad_(False)  # each call changes the module in place
+    dit, text_encoder, encoder, identity = networks
     latent_avg = generator.backbone.mapping.w_avg[None].to(device)  # (1, 14, w_dim): the prior's exact mean
     name = (
         "built-in synthetic 3-D heads world"

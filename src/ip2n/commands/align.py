@@ -105,6 +105,7 @@ def load_photo(path: Path):
             # refer to the picture people see.
             return ImageOps.exif_transpose(image)
     except Image.DecompressionBombError:
+        assert Image.MAX_IMAGE_PIXELS is not None  # PIL raises this error only while the limit is set
         limit = 2 * Image.MAX_IMAGE_PIXELS / 1e6
         raise UserError(
             f"{path} is too large to open safely (over {limit:.0f} megapixels); scale it down"

@@ -22,7 +22,10 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "demo",
         help="edit a head with the built-in model and write views, depth, orbit video, mesh",
-        description="Run the main job on the built-in model (synthetic 3-D heads) and write everything into one folder.",
+        description=(
+            "Run the main job on the built-in model (synthetic 3-D heads) and write everything into one "
+            "folder."
+        ),
     )
     parser.add_argument("-o", "--out", default="ip2n-demo", help="output folder (default: ./ip2n-demo)")
     parser.add_argument("-i", "--instruction", help="the instruction (default: the built-in example's)")
@@ -46,6 +49,7 @@ def run(args) -> int:
     from ip2n.export.images import save_image
     from ip2n.pipeline import EditPipeline
     from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, hidden_attributes
+    from ip2n.synthetic.generator import SyntheticHeadGenerator
     from ip2n.synthetic.latent import attributes_of, decode
 
     identity, source_attributes, instruction = example_heads()[DEMO_EXAMPLE]
@@ -67,6 +71,7 @@ def run(args) -> int:
         metadata={"command": "demo", "input": "input.png"},
     )
     # The world's latent decodes exactly into attributes: compare the edit with the head it started from.
+    assert isinstance(pipeline.generator, SyntheticHeadGenerator)  # the built-in model's world
     bases = pipeline.generator.backbone.bases
     edited = attributes_of(decode(result.edited_latent, bases))[0]
     shown = [name for name in ATTRIBUTE_NAMES if name not in hidden_attributes(edited)]

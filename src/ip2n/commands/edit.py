@@ -33,13 +33,16 @@ from ip2n.export.video import VIDEO_FORMATS
 
 logger = logging.getLogger(__name__)
 
+# A backslash at the end of a line joins it with the next: `ip2n edit --help` shows each example on one line.
 _EXAMPLES = """examples:
   ip2n edit head.png -i "give him glasses and make him smile" -o out      (the built-in synthetic-world model)
   ip2n edit face.png -i "make her smile" -o out --weights pretrained/
-  ip2n edit photo.jpg --align -i "give him glasses" -i "make him smile" -o out --weights pretrained/ --video --mesh glb
+  ip2n edit photo.jpg --align -i "give him glasses" -i "make him smile" -o out --weights pretrained/ \
+--video --mesh glb
   ip2n edit --batch prompts.json -o out --weights pretrained/
       (the official prompt list: {"prompt": [[image, text_scale, image_scale, instruction], ...]})
-  ip2n edit portraits/ -i "make it a child" -o out --weights pretrained/ --strength 0.2,0.3,0.4   (comparison grid)
+  ip2n edit portraits/ -i "make it a child" -o out --weights pretrained/ --strength 0.2,0.3,0.4 \
+  (comparison grid)
 """
 
 
@@ -63,9 +66,10 @@ def add_parser(commands) -> None:
         description=(
             "Edit each portrait with the instruction(s) and write, into OUT/<image name>/: source.png "
             "(reconstruction), edited.png (frontal edit), views.png, depth.png, edited_latent.npy, optional "
-            "orbit.mp4 and mesh, and result.json (settings, seed, versions, timings). Inputs whose result.json "
-            "exists are skipped, so re-running a command resumes it. Comma-separated values for --strength, "
-            "--cfg-text or --cfg-image run every combination and add a comparison grid, sweep.png."
+            "orbit.mp4 and mesh, and result.json (settings, seed, versions, timings). Inputs whose "
+            "result.json exists are skipped, so re-running a command resumes it. Comma-separated values for "
+            "--strength, --cfg-text or --cfg-image run every combination and add a comparison grid, "
+            "sweep.png."
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -176,7 +180,8 @@ def run(args) -> int:
 
     apply_threads(args.threads)
     _choose_model(args)
-    # Sampling defaults belong to the model: the paper's for official weights, tuned ones for a built-in model.
+    # Sampling defaults belong to the model: the paper's for official weights, tuned ones for a
+    # built-in model.
     model_defaults = edit.preset_edit_defaults(args.model) if args.model else edit.PAPER_DEFAULTS
     args = _with_defaults(
         args,
@@ -223,7 +228,8 @@ def _choose_model(args) -> None:
     from ip2n.pipeline.edit import DEFAULT_PRESET, check_preset
 
     if not args.weights and not args.model:
-        # Without weights the built-in model edits: it only knows its synthetic heads (docs/synthetic_world.md).
+        # Without weights the built-in model edits: it only knows its synthetic heads
+        # (docs/synthetic_world.md).
         args.model = DEFAULT_PRESET
         logger.warning(
             "no --weights given: using the built-in model '%s' (synthetic 3-D heads; for real portraits "
@@ -239,8 +245,8 @@ def _check_options(args) -> None:
 
     if args.weights and not Path(args.weights).is_dir():
         raise UserError(
-            f"--weights {args.weights} is not a folder; pass the folder that holds G_ema.pkl, instructpix2nerf.pt, "
-            "preim3d.pt and model_ir_se50.pth (or their converted .safetensors)"
+            f"--weights {args.weights} is not a folder; pass the folder that holds G_ema.pkl, "
+            "instructpix2nerf.pt, preim3d.pt and model_ir_se50.pth (or their converted .safetensors)"
         )
     if not args.images and not args.batch:
         raise UserError("no input: pass portrait image(s) or folder(s), or --batch FILE.json|FOLDER")
@@ -335,8 +341,8 @@ def _read_prompt_list(path: Path) -> list[EditItem]:
             and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in entry[1:3])
         ):
             raise UserError(
-                f"{path}: entry {number} is {json.dumps(entry)}; each entry must be [image, text_scale, image_scale, "
-                'instruction], e.g. ["face.png", 2.5, 1.0, "make her smile"]'
+                f"{path}: entry {number} is {json.dumps(entry)}; each entry must be "
+                '[image, text_scale, image_scale, instruction], e.g. ["face.png", 2.5, 1.0, "make her smile"]'
             )
         image = Path(entry[0])
         if not image.is_absolute() and not (path.parent / image).exists() and image.exists():
@@ -524,7 +530,10 @@ def _sweep_one(pipeline, item: EditItem, folder: Path, args, options: dict, save
 
 
 def _combination_name(settings) -> str:
-    return f"strength{settings.strength:g}_text{settings.guidance_scale:g}_image{settings.image_guidance_scale:g}"
+    return (
+        f"strength{settings.strength:g}_text{settings.guidance_scale:g}"
+        f"_image{settings.image_guidance_scale:g}"
+    )
 
 
 def _report(items: list[EditItem], done: list[EditItem], skipped: int, failures: dict[str, str]) -> int:

@@ -40,7 +40,10 @@ def add_parser(commands) -> None:
         "--yaw",
         type=float,
         default=0.0,
-        help="yaw in degrees (positive: the camera moves right of the frontal view, towards the subject's left)",
+        help=(
+            "yaw in degrees (positive: the camera moves right of the frontal view, towards the "
+            "subject's left)"
+        ),
     )
     parser.add_argument(
         "--pitch",
@@ -67,7 +70,10 @@ def add_mesh_options(parser, default_level: str = str(DEFAULT_DENSITY_LEVEL)) ->
     parser.add_argument(
         "--mesh-level",
         default=default_level,
-        help=f"density iso-level of the surface, or 'auto' for the middle of the density range (default {default_level})",
+        help=(
+            "density iso-level of the surface, or 'auto' for the middle of the density range "
+            f"(default {default_level})"
+        ),
     )
 
 

@@ -44,10 +44,11 @@ def add_parser(commands) -> None:
         help="train every model of the world from scratch (the built-in model's weights)",
         description=(
             "Render a bank of heads, train the inversion encoder, identity network, attribute classifier and "
-            "text encoder, invert the bank's views out of fold, then train the conditional DiT with the training "
-            "pipeline. Resumable: finished stages in --work and finished models in --out are kept. The defaults "
-            "reproduce the shipped weights: they are one such run's, 79 minutes on 2 CPU cores (world.json "
-            "records the time of each stage). Progress bars show every stage, the worker processes' included."
+            "text encoder, invert the bank's views out of fold, then train the conditional DiT with the "
+            "training pipeline. Resumable: finished stages in --work and finished models in --out are kept. "
+            "The defaults reproduce the shipped weights: they are one such run's, 79 minutes on 2 CPU cores "
+            "(world.json records the time of each stage). Progress bars show every stage, the worker "
+            "processes' included."
         ),
     )
     train_all.add_argument("--out", required=True, help="folder for the trained weights (+ world.json)")
@@ -84,9 +85,10 @@ def add_parser(commands) -> None:
         "eval",
         help="measure editing quality against the world's ground truth; writes a markdown report",
         description=(
-            "Edit heads with identities never seen in training, using held-out phrasings (or --instructions), "
-            "and judge the results from the exact latent and with the attribute classifier over 4 views: success "
-            "by number of instructions, attribute dependency, AA/AD, identity cosine, encoder reconstruction."
+            "Edit heads with identities never seen in training, using held-out phrasings (or "
+            "--instructions), and judge the results from the exact latent and with the attribute classifier "
+            "over 4 views: success by number of instructions, attribute dependency, AA/AD, identity cosine, "
+            "encoder reconstruction."
         ),
     )
     evaluation.add_argument("--weights", help="the world's weights (default: the built-in model)")
@@ -108,7 +110,10 @@ def add_parser(commands) -> None:
     evaluation.add_argument(
         "--instructions",
         metavar="FILE",
-        help='JSON lines {"instruction": "...", "edits": {"attribute": value}} instead of the held-out phrasings',
+        help=(
+            'JSON lines {"instruction": "...", "edits": {"attribute": value}} instead of the held-out '
+            "phrasings"
+        ),
     )
     evaluation.add_argument(
         "--cases", type=int, default=50, metavar="N", help="cases per number of edits (default 50)"
@@ -143,6 +148,13 @@ def add_parser(commands) -> None:
         help="measure the identity cosines with the identity network in DIR (another world's "
         "weights folder) instead of the model's own: a fixed judge for comparing models "
         "whose identity networks differ",
+    )
+    evaluation.add_argument(
+        "--no-loss-diagnostic",
+        action="store_true",
+        help="skip the diagnostic of how much each DiT relies on the instruction (its denoising "
+        "error with the right, a shuffled and the empty prompt on 128 fresh triplets): most of "
+        "the time of a small evaluation, and not part of the editing figures",
     )
     add_threads_option(evaluation)
     evaluation.set_defaults(run=run_eval)
@@ -266,7 +278,7 @@ def run_eval(args) -> int:
             "--skip-full leaves nothing to evaluate without --ablations; name the ablations "
             "(e.g. --ablations no_tpr) or drop --skip-full"
         )
-    variants = {} if args.skip_full else {"full": None}
+    variants: dict[str, Path | None] = {} if args.skip_full else {"full": None}
     if args.ablations:
         chosen = VARIANTS[1:] if args.ablations == "all" else tuple(args.ablations.split(","))
         unknown = [variant for variant in chosen if variant not in VARIANTS[1:]]
@@ -279,6 +291,14 @@ def run_eval(args) -> int:
                     f"no {variant} ablation in {folder}; run `ip2n synth train-all --ablations` first"
                 )
             variants[variant] = folder
+    # Unset sampling values come from the model's defaults (world.json); every variant uses the same ones.
+    settings = settings.resolved(edit_defaults(weights))
+    # resolved() has filled every unset sampling value from the model's defaults.
+    assert settings.num_inference_steps is not None and settings.strength is not None
+    try:
+        edit_schedule(settings.num_inference_steps, settings.strength)
+    except ValueError as exc:
+        raise UserError(f"{exc} (--steps, --strength)") from None
     out_dir = prepare_output_dir(args.out)
     import json
 
@@ -287,18 +307,14 @@ def run_eval(args) -> int:
 
     classifier = load_attribute_classifier(weights / ATTRIBUTES_FILE)
     results = {}
-    # Unset sampling values come from the model's defaults (world.json); every variant uses the same ones.
-    settings = settings.resolved(edit_defaults(weights))
-    try:
-        edit_schedule(settings.num_inference_steps, settings.strength)
-    except ValueError as exc:
-        raise UserError(f"{exc} (--steps, --strength)") from None
     for variant, dit_dir in variants.items():
         pipeline = load_synthetic_pipeline("cpu", weights, dit_dir)
         results[variant] = evaluate(
             pipeline, cases, settings, classifier, variant, identity_judge=identity_judge
         )
         results[variant]["identity_judge"] = args.identity_judge or "own"
+        if args.no_loss_diagnostic:
+            continue
         switches = DIT_VARIANTS[variant]
         results[variant]["instruction_losses"] = instruction_losses(
             pipeline,
@@ -310,7 +326,8 @@ def run_eval(args) -> int:
     source = (
         f"{args.instructions} ({len(cases)} instructions)"
         if args.instructions
-        else f"{'held-out' if args.phrasings == 'heldout' else 'training-split'} phrasings, {args.cases} cases per count {counts}"
+        else f"{'held-out' if args.phrasings == 'heldout' else 'training-split'} phrasings, "
+        f"{args.cases} cases per count {counts}"
     )
     report = write_report(
         out_dir,
@@ -323,8 +340,9 @@ def run_eval(args) -> int:
             "identity judge": f"the identity network of {args.identity_judge}"
             if args.identity_judge
             else "the model's own identity network",
-            "settings": f"{settings.num_inference_steps}-step schedule, strength {settings.strength}, text guidance "
-            f"{settings.guidance_scale}, image guidance {settings.image_guidance_scale}, seed {args.seed}"
+            "settings": f"{settings.num_inference_steps}-step schedule, strength {settings.strength}, "
+            f"text guidance {settings.guidance_scale}, image guidance {settings.image_guidance_scale}, "
+            f"seed {args.seed}"
             + (
                 ", token positions randomised at inference (--tpr)"
                 if settings.token_position_randomization

@@ -12,10 +12,10 @@ def add_parser(commands) -> None:
         "train",
         help="train the editing model (DiT) on (source, edited, instruction) triplets",
         description=(
-            "Train the conditional DiT as configured in a YAML/JSON file (see configs/ and docs/training.md). "
-            "Writes checkpoint.pt, train.log, loss.png, sample grids samples/step_*.png (source | target | "
-            "edited) and the EMA weights dit.safetensors (+ dit.json, usable by `ip2n edit`) into the output "
-            "folder. For several GPUs or machines start it with "
+            "Train the conditional DiT as configured in a YAML/JSON file (see configs/ and "
+            "docs/training.md). Writes checkpoint.pt, train.log, loss.png, sample grids samples/step_*.png "
+            "(source | target | edited) and the EMA weights dit.safetensors (+ dit.json, usable by "
+            "`ip2n edit`) into the output folder. For several GPUs or machines start it with "
             "torchrun: torchrun --nproc-per-node 4 -m ip2n.cli train --config ..."
         ),
     )

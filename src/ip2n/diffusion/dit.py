@@ -17,7 +17,9 @@ match. The text encoder is not part of this module: the caller passes its output
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +145,7 @@ class TimestepEmbedder(nn.Module):
         return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.frequencies(t).to(self.mlp[0].weight.dtype))
+        return self.mlp(self.frequencies(t).to(cast(nn.Linear, self.mlp[0]).weight.dtype))
 
 
 class LabelEmbedder(nn.Module):
@@ -277,7 +279,8 @@ class DiTBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, modulation: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
-        """Tokens x (N, T, D), adaLN modulation = adaLN_modulation(c) (N, 6D), context keys/values (N, heads, L, d)."""
+        """Tokens x (N, T, D), adaLN modulation = adaLN_modulation(c) (N, 6D), context keys/values
+        (N, heads, L, d)."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + self.cross_attn(self.norm3(x), keys, values)
@@ -341,6 +344,8 @@ class DiT(nn.Module):
     Returns (N, final_out_channels, H, W): epsilon first, then the learned-variance values.
     """
 
+    pos_embed: torch.Tensor  # buffer (1, T, hidden)
+
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = config
@@ -357,16 +362,20 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
         self.final_layer = FinalLayer(hidden, config.patch_size, config.final_out_channels)
 
+    def _blocks(self) -> Iterable[DiTBlock]:
+        """`blocks` as what they are: an nn.ModuleList only promises nn.Modules to the type checker."""
+        return cast("Iterable[DiTBlock]", self.blocks)
+
     def per_step_linears(self) -> list[nn.Linear]:
         """The linear layers applied to the tokens at every denoising step (the adaLN modulations
         and the context's keys/values are computed once per edit, see the precompute methods)."""
         layers: list[nn.Linear] = []
-        for block in self.blocks:
+        for block in self._blocks():
             layers += [
                 block.attn.qkv,
                 block.attn.proj,
                 block.cross_attn.to_q,
-                block.cross_attn.to_out[0],
+                cast(nn.Linear, block.cross_attn.to_out[0]),
                 block.mlp.fc1,
                 block.mlp.fc2,
             ]
@@ -377,7 +386,9 @@ class DiT(nn.Module):
 
         The context is fixed during an edit, so projecting it once saves most of the per-step cost.
         """
-        return CrossAttentionCache(tuple(block.cross_attn.project_context(context) for block in self.blocks))
+        return CrossAttentionCache(
+            tuple(block.cross_attn.project_context(context) for block in self._blocks())
+        )
 
     def conditioning(
         self,
@@ -407,7 +418,8 @@ class DiT(nn.Module):
         """adaLN modulations of every block for conditionings (t, y, identity), each (N,) / (N, dim)."""
         c = self.conditioning(t, y, identity, identity_keep)  # (N, D)
         return ConditioningCache(
-            tuple(block.adaLN_modulation(c) for block in self.blocks), self.final_layer.adaLN_modulation(c)
+            tuple(block.adaLN_modulation(c) for block in self._blocks()),
+            self.final_layer.adaLN_modulation(c),
         )
 
     def forward(
@@ -451,20 +463,21 @@ class DiT(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02, generator=generator)
-        for embedder in (
+        embedders: tuple[TimestepEmbedder | FeatureEmbedder, ...] = (
             self.t_embedder,
             self.attr_embedder,
             self.camera_embedder,
             self.clipfeatures_embedder,
             self.id_embedder,
-        ):
-            nn.init.normal_(embedder.mlp[0].weight, std=0.02, generator=generator)
-            nn.init.normal_(embedder.mlp[2].weight, std=0.02, generator=generator)
-        for block in self.blocks:
+        )
+        for embedder in embedders:
+            nn.init.normal_(cast(nn.Linear, embedder.mlp[0]).weight, std=0.02, generator=generator)
+            nn.init.normal_(cast(nn.Linear, embedder.mlp[2]).weight, std=0.02, generator=generator)
+        for block in self._blocks():
             nn.init.ones_(block.norm3.weight)
             nn.init.zeros_(block.norm3.bias)
-            nn.init.zeros_(block.adaLN_modulation[1].weight)
-            nn.init.zeros_(block.adaLN_modulation[1].bias)
-        for layer in (self.final_layer.adaLN_modulation[1], self.final_layer.linear):
+            nn.init.zeros_(cast(nn.Linear, block.adaLN_modulation[1]).weight)
+            nn.init.zeros_(cast(nn.Linear, block.adaLN_modulation[1]).bias)
+        for layer in (cast(nn.Linear, self.final_layer.adaLN_modulation[1]), self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)

@@ -59,7 +59,8 @@ def guide_branch_outputs(
     (learned-variance) channels keep each branch's own values.
     """
     eps, rest = raw[:, :eps_channels], raw[:, eps_channels:]
-    guided = dual_guidance(*eps.chunk(NUM_BRANCHES), text_scale, image_scale)  # (N, eps_channels, H, W)
+    eps_text_image, eps_image, eps_uncond = eps.chunk(NUM_BRANCHES)  # each (N, eps_channels, H, W)
+    guided = dual_guidance(eps_text_image, eps_image, eps_uncond, text_scale, image_scale)
     return torch.cat([guided.repeat(NUM_BRANCHES, 1, 1, 1), rest], dim=1)
 
 
@@ -178,6 +179,7 @@ class DualGuidanceDenoiser:
         )  # text + image branch's variance
         if self.model.config.prediction_type == "v":  # the sampler works with epsilon
             channels = x.shape[1]
+            assert self.base_alphas_cumprod is not None  # set in __init__ for v-prediction models
             alphas_cumprod = self.base_alphas_cumprod[t.cpu()]
             guided = torch.cat(
                 [epsilon_from_v(guided[:, :channels], x, alphas_cumprod), guided[:, channels:]], dim=1

@@ -194,7 +194,8 @@ def condition_dropout(
 def label_dropout(
     labels: torch.Tensor, r: torch.Tensor, null_label: int, probability: float = LABEL_DROP
 ) -> torch.Tensor:
-    """Training-time label dropout: labels (N,) become ``null_label`` (= num_classes) where r (N,) < probability.
+    """Training-time label dropout: labels (N,) become ``null_label`` (= num_classes) where
+    r (N,) < probability.
 
     The official training draws r for this independently of ``condition_dropout``'s draws.
     """

@@ -25,7 +25,8 @@ OFFICIAL_START_OFFSET = -1
 def q_sample(
     x0: torch.Tensor, index: torch.Tensor, noise: torch.Tensor, schedule: DiffusionSchedule
 ) -> torch.Tensor:
-    """Noise clean samples x0 (N, C, H, W) to respaced indices ``index`` (N,): sqrt(ā)·x0 + sqrt(1 − ā)·noise."""
+    """Noise clean samples x0 (N, C, H, W) to respaced indices ``index`` (N,):
+    sqrt(ā)·x0 + sqrt(1 − ā)·noise."""
     return (
         coefficient(schedule.sqrt_alphas_cumprod, index, x0) * x0
         + coefficient(schedule.sqrt_one_minus_alphas_cumprod, index, x0) * noise
@@ -43,13 +44,15 @@ def predict_xstart(
 
 
 def epsilon_from_v(v: torch.Tensor, x: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """ε from a v prediction (N, C, H, W) of sample x at noise levels ā (N,): ε = sqrt(ā)·v + sqrt(1 − ā)·x."""
+    """ε from a v prediction (N, C, H, W) of sample x at noise levels ā (N,):
+    ε = sqrt(ā)·v + sqrt(1 − ā)·x."""
     alphas_cumprod = alphas_cumprod.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
     return alphas_cumprod.sqrt() * v + (1 - alphas_cumprod).sqrt() * x
 
 
 def v_target(x0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """What a v model should output for x0 (N, C, H, W) noised with `noise` at levels ā (N,): sqrt(ā)·ε − sqrt(1 − ā)·x0."""
+    """What a v model should output for x0 (N, C, H, W) noised with `noise` at levels ā (N,):
+    sqrt(ā)·ε − sqrt(1 − ā)·x0."""
     alphas_cumprod = alphas_cumprod.to(device=x0.device, dtype=x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
     return alphas_cumprod.sqrt() * noise - (1 - alphas_cumprod).sqrt() * x0
 

@@ -48,12 +48,12 @@ def space_timesteps(num_steps: int, respacing: str) -> list[int]:
         size = size_per + (1 if section < extra else 0)
         if count > size:
             raise ValueError(f"cannot take {count} steps from a section of {size} steps")
-        stride = 1.0 if count <= 1 else (size - 1) / (count - 1)
-        # Accumulating the float position (rather than k · stride) matches the reference rounding.
+        spacing = 1.0 if count <= 1 else (size - 1) / (count - 1)
+        # Accumulating the float position (rather than k · spacing) matches the reference rounding.
         position = 0.0
         for _ in range(count):
             kept.append(start + round(position))
-            position += stride
+            position += spacing
         start += size
     return sorted(set(kept))
 

@@ -34,7 +34,8 @@ class IdentityConfig:
     def __post_init__(self) -> None:
         if self.input_size % self.backbone.downsampling:
             raise ValueError(
-                f"input_size {self.input_size} must be a multiple of the trunk stride {self.backbone.downsampling}"
+                f"input_size {self.input_size} must be a multiple of the trunk stride "
+                f"{self.backbone.downsampling}"
             )
 
     @property

@@ -190,7 +190,8 @@ def _upsample_add(coarse: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
 def _check_images(images: torch.Tensor, resolution: int) -> None:
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, resolution, resolution):
         raise ValueError(
-            f"expected images of shape (N, 3, {resolution}, {resolution}) in [-1, 1], got {tuple(images.shape)}"
+            f"expected images of shape (N, 3, {resolution}, {resolution}) in [-1, 1], "
+            f"got {tuple(images.shape)}"
         )
 
 

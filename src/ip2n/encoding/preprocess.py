@@ -20,7 +20,8 @@ def _as_rgb_pil(image: Image.Image | np.ndarray) -> Image.Image:
     if isinstance(image, Image.Image):
         if image.mode != "RGB":
             raise ValueError(
-                f"expected an RGB image, got PIL mode '{image.mode}'; convert it first, e.g. image.convert('RGB')"
+                f"expected an RGB image, got PIL mode '{image.mode}'; convert it first, "
+                "e.g. image.convert('RGB')"
             )
         return image
     if isinstance(image, np.ndarray):

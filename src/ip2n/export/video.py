@@ -21,7 +21,8 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 24) -> P
     kind = path.suffix.lower().lstrip(".")
     if kind not in VIDEO_FORMATS:
         raise ValueError(
-            f"unsupported video format '{path.suffix}': use one of {', '.join('.' + f for f in VIDEO_FORMATS)}"
+            f"unsupported video format '{path.suffix}': "
+            f"use one of {', '.join('.' + f for f in VIDEO_FORMATS)}"
         )
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 frames of shape (N, H, W, 3), got {frames.dtype} {frames.shape}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ip2n.rendering.volume import RenderingConfig
 
@@ -60,8 +60,9 @@ class EG3DConfig:
             )
         if SUPERRESOLUTION_OUTPUT[self.superresolution] != self.img_resolution:
             raise ValueError(
-                f"super-resolution '{self.superresolution}' produces {SUPERRESOLUTION_OUTPUT[self.superresolution]}² "
-                f"images, but img_resolution is {self.img_resolution}"
+                f"super-resolution '{self.superresolution}' produces "
+                f"{SUPERRESOLUTION_OUTPUT[self.superresolution]}² images, "
+                f"but img_resolution is {self.img_resolution}"
             )
 
     @property
@@ -104,7 +105,11 @@ class EG3DConfig:
             sr_noise_mode=rendering_kwargs.get("superresolution_noise_mode", "none"),
             decoder_lr_multiplier=float(rendering_kwargs.get("decoder_lr_mul", 1.0)),
             avg_camera_radius=float(rendering_kwargs.get("avg_camera_radius", 2.7)),
-            avg_camera_pivot=tuple(float(v) for v in rendering_kwargs.get("avg_camera_pivot", (0, 0, 0.2))),
+            # A 3-vector (x, y, z) in every official rendering_kwargs.
+            avg_camera_pivot=cast(
+                "tuple[float, float, float]",
+                tuple(float(v) for v in rendering_kwargs.get("avg_camera_pivot", (0, 0, 0.2))),
+            ),
             rendering=RenderingConfig.from_official(rendering_kwargs),
         )
 

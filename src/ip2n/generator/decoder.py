@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,7 +47,8 @@ class OSGDecoder(nn.Module):
         mean of the three per-plane projections: each plane is projected once (R² rows), and only
         the broadcast sum, the Softplus and the density row of the last layer run per lattice point.
         """
-        first, last = self.net[0], self.net[2]
+        first, last = cast(FullyConnectedLayer, self.net[0]), cast(FullyConnectedLayer, self.net[2])
+        assert first.bias is not None and last.bias is not None  # built with biases in __init__
         weight = first.weight * (first.weight_gain / 3)  # the 1/3 of the plane mean, folded in
         bias = first.bias * first.lr_multiplier
         proj_xy = torch.einsum("cyx,hc->yxh", f_xy, weight) + bias  # (R_y, R_x, H)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -24,6 +26,8 @@ class MappingNetwork(nn.Module):
     the centre of the truncation trick: w ← w_avg + ψ·(w − w_avg) on the first
     `truncation_cutoff` codes (all if None).
     """
+
+    w_avg: torch.Tensor  # buffer (w_dim,)
 
     def __init__(
         self,
@@ -65,7 +69,7 @@ class MappingNetwork(nn.Module):
         y = normalize_2nd_moment(self.embed(c.to(self.w_avg.dtype) * self.c_scale))  # (N, w_dim)
         x = torch.cat([x, y], dim=1)
         for index in range(self.num_layers):
-            x = getattr(self, f"fc{index}")(x)
+            x = cast(FullyConnectedLayer, getattr(self, f"fc{index}"))(x)
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # (N, num_ws, w_dim)
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff

@@ -28,6 +28,8 @@ class _HybridSuperresolution(nn.Module):
 
     input_resolution: int
     output_resolution: int
+    block0: SynthesisBlock
+    block1: SynthesisBlock
 
     def __init__(self, antialias: bool) -> None:
         super().__init__()

@@ -31,6 +31,9 @@ class SynthesisLayer(nn.Module):
     x (N, in_channels, r / up, r / up), w (N, w_dim) → (N, out_channels, r, r), r = resolution.
     """
 
+    resample_filter: torch.Tensor  # buffer
+    noise_const: torch.Tensor  # buffer (r, r)
+
     def __init__(
         self,
         in_channels: int,
@@ -101,7 +104,8 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGBLayer(nn.Module):
-    """Modulated 1×1 conv without demodulation + bias: x (N, C, r, r), w (N, w_dim) → (N, img_channels, r, r)."""
+    """Modulated 1×1 conv without demodulation + bias:
+    x (N, C, r, r), w (N, w_dim) → (N, img_channels, r, r)."""
 
     def __init__(
         self,
@@ -139,6 +143,8 @@ class SynthesisBlock(nn.Module):
     num_ws = num_conv + 1. With in_channels = 0 the block starts from a learned constant (r × r);
     with upsample=False (the super-resolution's first block) conv0 and the image keep their size.
     """
+
+    resample_filter: torch.Tensor  # buffer
 
     def __init__(
         self,
@@ -238,12 +244,15 @@ class SynthesisNetwork(nn.Module):
     ) -> torch.Tensor:
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
+        x: torch.Tensor | None
+        img: torch.Tensor | None
         x = img = None
         w_index = 0
         for r in self.block_resolutions:
             block = getattr(self, f"b{r}")
             x, img = block(x, img, ws.narrow(1, w_index, block.num_ws), noise_mode, generator)
             w_index += block.num_conv
+        assert img is not None  # resolution ≥ 4: at least the 4² block ran
         return img.contiguous()  # the convolutions work channels-last; callers get the standard layout
 
 

@@ -1,4 +1,5 @@
-"""Stride-1 "same" convolutions through NNPACK's Winograd kernels, where they beat oneDNN: inference on one thread.
+"""Stride-1 "same" convolutions through NNPACK's Winograd kernels, where they beat oneDNN: inference on
+one thread.
 
 On AVX2 CPUs like the reference machine, NNPACK's 3×3 convolution of a 512² map with 128 channels
 takes 0.65 s on one thread against oneDNN's 1.1–1.8 s, and its results differ from `F.conv2d`'s by about

@@ -97,4 +97,5 @@ def _conv(
 ) -> torch.Tensor:
     if up == 1:
         return conv2d_same(x, w, padding)
+    assert resample_filter is not None  # modulated_conv2d requires it for up = 2
     return upsample_conv2d(x, w, resample_filter, padding=padding)

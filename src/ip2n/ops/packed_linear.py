@@ -70,7 +70,8 @@ def packed_linears(linears: Sequence[nn.Linear], rows: int) -> Iterator[None]:
         for linear in linears:
             packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight, rows)
             # An instance attribute shadows the class's forward; deleting it restores the plain layer.
-            linear.forward = functools.partial(_packed_forward, packed, linear.bias)
+            # (mypy flags any assignment to a method; shadowing it per instance is the point here.)
+            linear.forward = functools.partial(_packed_forward, packed, linear.bias)  # type: ignore[method-assign]
             patched.append(linear)
         yield
     finally:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -55,6 +56,10 @@ from ip2n.pipeline.inputs import check_instructions, edit_prompts, load_image, p
 from ip2n.pipeline.result import EditResult, EditSettings, timed
 from ip2n.text.encoder import PromptEncoder, TextEncoder
 from ip2n.text.tokens import randomize_token_positions, tokenize
+
+if TYPE_CHECKING:
+    from ip2n.encoding.preim3d import PREIM3DEncoderConfig
+    from ip2n.synthetic.generator import SyntheticHeadGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +151,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
                 else "no CUDA GPU is visible (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)"
             )
             raise DeviceError(
-                f"CUDA was requested but is not available: {reason}. Run on the CPU (--device cpu), or install "
-                "a CUDA build of PyTorch on a machine with an NVIDIA GPU"
+                f"CUDA was requested but is not available: {reason}. Run on the CPU (--device cpu), or "
+                "install a CUDA build of PyTorch on a machine with an NVIDIA GPU"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(
@@ -246,7 +251,7 @@ def edit_codes(
 class EditPipeline:
     """Instruction-guided 3-D portrait editing with five networks and the generator's average latent.
 
-    - generator: EG3D tri-plane generator (renders W+ latents);
+    - generator: EG3D tri-plane generator, or the synthetic world's (renders W+ latents);
     - dit: conditional DiT (denoises packed codes);
     - text_encoder: OpenCLIP text tower (its width = the DiT's context width);
     - encoder: PREIM3D inversion encoder, image (N, 3, R, R) in [-1, 1] → codes (N, 14, w_dim);
@@ -257,7 +262,7 @@ class EditPipeline:
 
     def __init__(
         self,
-        generator: TriPlaneGenerator,
+        generator: TriPlaneGenerator | SyntheticHeadGenerator,
         dit: DiT,
         text_encoder: TextEncoder,
         encoder: nn.Module,
@@ -402,7 +407,7 @@ class EditPipeline:
             schedule = edit_schedule(num_inference_steps, strength)
             _check_scales(guidance_scale, image_guidance_scale)
             name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
-            resolution = self.encoder.config.resolution
+            resolution = _encoder_config(self.encoder).resolution
             image = (
                 load_image(image, resolution)
                 if isinstance(image, (str, os.PathLike))
@@ -421,7 +426,7 @@ class EditPipeline:
         with torch.no_grad():
             # 3. Encode: codes relative to w_avg, and the identity features.
             with timed(timings, "encode"):
-                pixels = encoder_input(image, self.encoder.config.resolution)[None].to(
+                pixels = encoder_input(image, _encoder_config(self.encoder).resolution)[None].to(
                     self.device
                 )  # (1, 3, R, R)
                 source_codes = self.encoder(pixels)  # (1, 14, w_dim)
@@ -556,8 +561,8 @@ def _check_weights_dir(weights_dir: Path) -> None:
     if not weights_dir.is_dir():
         what = "is a file, not a folder" if weights_dir.exists() else "does not exist"
         raise CheckpointError(
-            f"weights folder {weights_dir} {what}; pass the folder that holds G_ema.pkl, instructpix2nerf.pt, "
-            "preim3d.pt and model_ir_se50.pth (or their converted .safetensors)"
+            f"weights folder {weights_dir} {what}; pass the folder that holds G_ema.pkl, "
+            "instructpix2nerf.pt, preim3d.pt and model_ir_se50.pth (or their converted .safetensors)"
         )
     missing = []
     for component in WEIGHT_FILES:
@@ -569,12 +574,18 @@ def _check_weights_dir(weights_dir: Path) -> None:
         raise CheckpointError(
             f"the weights folder {weights_dir} is incomplete:\n  - "
             + "\n  - ".join(missing)
-            + f"\nPut the missing files into {weights_dir} (`ip2n weights check {weights_dir}` shows what is found)."
+            + f"\nPut the missing files into {weights_dir} "
+            f"(`ip2n weights check {weights_dir}` shows what is found)."
         )
 
 
+def _encoder_config(encoder: nn.Module) -> PREIM3DEncoderConfig:
+    """The sizes every inversion encoder class (`ip2n.encoding.preim3d.ENCODER_CLASSES`) keeps."""
+    return cast("PREIM3DEncoderConfig", encoder.config)
+
+
 def _check_compatible(
-    generator: TriPlaneGenerator,
+    generator: TriPlaneGenerator | SyntheticHeadGenerator,
     dit: DiT,
     text_encoder: TextEncoder,
     encoder: nn.Module,
@@ -585,9 +596,10 @@ def _check_compatible(
     problems = []
     if num_ws != NUM_STYLES:
         problems.append(f"the generator takes {num_ws} style vectors; the latent packing needs {NUM_STYLES}")
-    if (encoder.config.num_styles, encoder.config.style_dim) != (num_ws, w_dim):
+    encoder_config = _encoder_config(encoder)
+    if (encoder_config.num_styles, encoder_config.style_dim) != (num_ws, w_dim):
         problems.append(
-            f"the encoder predicts {encoder.config.num_styles}×{encoder.config.style_dim} codes, "
+            f"the encoder predicts {encoder_config.num_styles}×{encoder_config.style_dim} codes, "
             f"the generator takes {num_ws}×{w_dim}"
         )
     if tuple(latent_avg.shape) != (1, num_ws, w_dim):

@@ -116,8 +116,9 @@ def prepare_image(
     elif not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image, a NumPy array or a file path, got {type(image).__name__}")
     _check_size(image.size, name)
-    if getattr(image, "n_frames", 1) > 1:
-        logger.info("%s has %d frames; using the first", name, image.n_frames)
+    frames = getattr(image, "n_frames", 1)  # only multi-frame formats (GIF, TIFF, ...) have n_frames
+    if frames > 1:
+        logger.info("%s has %d frames; using the first", name, frames)
     image = _upright(image, name)
     image = _to_rgb(image, name)
     image = _limit_size(image, name)
@@ -240,6 +241,7 @@ def _cmyk_to_rgb(image: Image.Image, name: str) -> Image.Image:
                 ImageCms.createProfile("sRGB"),
                 outputMode="RGB",
             )
+            assert converted is not None  # None only when converting in place (inPlace=True)
             logger.info("%s is a CMYK image; converted to sRGB through its ICC profile", name)
             return converted
         except (ImageCms.PyCMSError, OSError, ValueError):

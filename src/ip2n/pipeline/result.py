@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from ip2n.export.video import VIDEO_FORMATS, write_video
 from ip2n.generator.eg3d import TriPlaneGenerator
 from ip2n.rendering.cameras import camera_labels
 from ip2n.scene import LatentScene
+
+if TYPE_CHECKING:
+    from ip2n.synthetic.generator import SyntheticHeadGenerator
 
 Which = Literal["source", "edited"]
 
@@ -78,7 +81,7 @@ class EditResult:
 
     def __init__(
         self,
-        generator: TriPlaneGenerator,
+        generator: TriPlaneGenerator | SyntheticHeadGenerator,
         source_latent: torch.Tensor,
         edited_latent: torch.Tensor,
         settings: EditSettings,

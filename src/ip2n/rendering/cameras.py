@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 
@@ -36,8 +35,8 @@ LATENT_AVG_ANGLE = 3.14 / 2
 ORBIT_YAW_RANGE = 0.35
 ORBIT_PITCH_RANGE = 0.25
 
-FloatBatch = Union[float, Sequence[float], torch.Tensor]
-Device = Union[torch.device, str, None]
+FloatBatch = float | Sequence[float] | torch.Tensor
+Device = torch.device | str | None
 
 
 def _as_batch(values: FloatBatch, device: Device, offset: float = 0.0) -> torch.Tensor:

@@ -40,7 +40,8 @@ def sample_triplane(planes: torch.Tensor, points: torch.Tensor, box_warp: float)
     n_batch, n_planes, channels, height, width = planes.shape
     if n_planes != len(PLANE_AXES) or points.shape[0] != n_batch:
         raise ValueError(
-            f"expected planes (N, 3, C, H, W) and points (N, M, 3), got {tuple(planes.shape)} and {tuple(points.shape)}"
+            f"expected planes (N, 3, C, H, W) and points (N, M, 3), got {tuple(planes.shape)} "
+            f"and {tuple(points.shape)}"
         )
     n_points = points.shape[1]
     grid = plane_coordinates(points, box_warp).to(planes.dtype)  # (N·3, 1, M, 2)
@@ -69,7 +70,8 @@ def mean_over_planes(features: torch.Tensor) -> torch.Tensor:
 
 
 def planes_channels_last(planes: torch.Tensor) -> torch.Tensor:
-    """The same planes (N, 3, C, H, W), stored as (N, 3, H, W, C): the layout `sample_triplane` reads fastest."""
+    """The same planes (N, 3, C, H, W), stored as (N, 3, H, W, C): the layout `sample_triplane`
+    reads fastest."""
     return planes.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 

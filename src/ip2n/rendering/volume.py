@@ -84,7 +84,8 @@ class RenderingConfig:
         ray_start, ray_end = rendering_kwargs["ray_start"], rendering_kwargs["ray_end"]
         if "auto" in (ray_start, ray_end):
             raise ValueError(
-                "ray_start/ray_end 'auto' (per-ray box intersection, EG3D's ShapeNet setting) is not supported"
+                "ray_start/ray_end 'auto' (per-ray box intersection, EG3D's ShapeNet setting) "
+                "is not supported"
             )
         return cls(
             depth_resolution=int(rendering_kwargs["depth_resolution"]),
@@ -201,6 +202,7 @@ def composite(sample_sets: Sequence[Samples], config: RenderingConfig) -> Render
     shares = torch.zeros_like(depths).scatter_(-2, order, sample_shares(weights))  # (N, R, S, 1)
     shares = shares.split([s.depths.shape[-2] for s in sample_sets], dim=-2)
     features = sum(torch.matmul(share.transpose(-1, -2), s.colors) for share, s in zip(shares, sample_sets))
+    assert isinstance(features, torch.Tensor)  # there is at least one sample set
     features = features.squeeze(-2)  # (N, R, C)
     if config.white_back:
         features = features + 1 - weights_sum
@@ -287,7 +289,7 @@ def _draw_randomness(
     """All random numbers of a render, in EG3D's draw order (jitter, coarse noise, quantiles, fine noise)."""
     shape = (n_batch, n_rays)
     d, ni = config.depth_resolution, config.depth_resolution_importance
-    kwargs = dict(generator=generator, dtype=dtype, device=device)
+    kwargs: dict[str, Any] = dict(generator=generator, dtype=dtype, device=device)
     noisy = config.density_noise > 0
     jitter = torch.rand(*shape, d, **kwargs)
     coarse_noise = torch.randn(*shape, d, 1, **kwargs) if noisy else None
@@ -347,7 +349,8 @@ def render_rays(
     """
     if planes.shape[0] != ray_origins.shape[0]:
         raise ValueError(
-            f"expected planes (N, 3, C, H, W) and rays (N, R, 3), got {tuple(planes.shape)} and {tuple(ray_origins.shape)}"
+            f"expected planes (N, 3, C, H, W) and rays (N, R, 3), got {tuple(planes.shape)} "
+            f"and {tuple(ray_origins.shape)}"
         )
     return render_field(
         triplane_field(planes, decoder, config.box_warp),

@@ -1,1 +1,4 @@
-"""The synthetic 3-D heads world: procedural heads with known identity and attributes (issue 5)."""
+"""The synthetic 3-D heads world: procedural heads with known identity and attributes.
+
+See docs/synthetic_world.md.
+"""

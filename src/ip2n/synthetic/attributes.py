@@ -2,9 +2,9 @@
 
 - **Identity**: `IDENTITY_PARAMS` continuous values, each a standard-normal draw clipped to ±2.5
   (0 = the average head). Shape and colour of the face: edits must leave them alone.
-- **Attributes**: the canonical names of issue 5. Binary attributes take False/True; `hair_color`,
-  `age` and `style` take one of their listed values. An attribute set is a plain
-  `dict[str, bool | str]` with every name present (`complete_attributes` fills defaults).
+- **Attributes**: the world's canonical names (docs/synthetic_world.md). Binary attributes take
+  False/True; `hair_color`, `age` and `style` take one of their listed values. An attribute set is
+  a plain `dict[str, bool | str]` with every name present (`complete_attributes` fills defaults).
 
 Some attributes hide others (a bald head shows no bangs and no hair colour); `visible_changes` says
 which edits change the picture, so the data writer never pairs two identical-looking heads.
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Union
 
 import torch
 
-AttributeValue = Union[bool, str]
+AttributeValue = bool | str
 Attributes = dict[str, AttributeValue]
 
 IDENTITY_PARAMS = (

@@ -17,6 +17,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import safe_open
@@ -70,7 +71,8 @@ class HeadBank:
         """This bank's views followed by `other`'s (same resolution; identity indices kept as they are)."""
         if other.images.shape[1:] != self.images.shape[1:]:
             raise ValueError(
-                f"cannot join banks of {tuple(self.images.shape[1:])} and {tuple(other.images.shape[1:])} images"
+                f"cannot join banks of {tuple(self.images.shape[1:])} "
+                f"and {tuple(other.images.shape[1:])} images"
             )
         return HeadBank(
             *(
@@ -175,4 +177,5 @@ def render_bank(
                 for future in as_completed(futures):
                     parts[futures[future]] = future.result()
                     bar.update(len(tasks[futures[future]]))
-    return HeadBank(**{name: torch.cat([part[name] for part in parts]) for name in parts[0]})
+    rendered = cast("list[dict[str, torch.Tensor]]", parts)  # every task has filled its part
+    return HeadBank(**{name: torch.cat([part[name] for part in rendered]) for name in rendered[0]})

@@ -1,4 +1,4 @@
-"""The attribute classifier of the synthetic world: image → every attribute, for AA / AD (issue 5).
+"""The attribute classifier of the synthetic world: image → every attribute, for AA / AD.
 
 An IR-SE trunk (the identity network's building blocks) with one linear head: a logit per binary
 attribute and a group of logits per categorical attribute. The synthetic world knows the truth, so
@@ -64,7 +64,8 @@ class AttributeClassifier(nn.Module):
 
 
 def attribute_targets(coordinates: torch.Tensor) -> torch.Tensor:
-    """Ground-truth coordinates (N, K) → targets (N, len(GROUPS)): 0/1 per binary, value index per categorical."""
+    """Ground-truth coordinates (N, K) → targets (N, len(GROUPS)): 0/1 per binary attribute,
+    the value's index per categorical one."""
     columns = [(coordinates[:, COORDINATE_INDEX[name]] > 0).long() for name in BINARY_ATTRIBUTES]
     for name, values in CATEGORICAL_ATTRIBUTES.items():
         codes = coordinates[:, [COORDINATE_INDEX[f"{name}={value}"] for value in values]]

@@ -1,4 +1,4 @@
-"""Triplet data from the synthetic world, in the official on-disk layout (issue 4).
+"""Triplet data from the synthetic world, in the official on-disk layout (docs/training.md).
 
 For pair `name` (a zero-padded index): folder `name/` with `name_0.png` (source), `name_1.png`
 (edited) and `name.txt` (one instruction per line); at the top, an EG3D-style `dataset.json`

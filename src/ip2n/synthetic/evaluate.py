@@ -96,7 +96,8 @@ class EvalSettings:
     strength: float | None = None
     guidance_scale: float | None = None
     image_guidance_scale: float | None = None
-    # Shift the prompt's tokens at inference too, as the official code does (off: SPEC §3's default).
+    # Shift the prompt's tokens at inference too, as the official code does (off by default, as in the
+    # pipeline: docs/pipeline.md).
     token_position_randomization: bool = False
 
     def resolved(self, defaults) -> EvalSettings:
@@ -421,7 +422,8 @@ def evaluate(
     progress: bool = True,
     identity_judge: torch.nn.Module | None = None,
 ) -> dict:
-    """`summarize`'s figures for `cases`, plus every case's own row (instruction, edits, figures) under "cases"."""
+    """`summarize`'s figures for `cases`, plus every case's own row (instruction, edits, figures)
+    under "cases"."""
     renderer = SyntheticHeadGenerator(bank_generator_config()).eval()
     results = [
         evaluate_case(pipeline, case, settings, classifier, renderer, index, variant, identity_judge)
@@ -503,7 +505,10 @@ def instruction_losses(
     for name, texts in prompts.items():
         context = pipeline.text_encoder(tokenize(texts).to(device))
 
-        def model_fn(x_t: torch.Tensor, model_timesteps: torch.Tensor) -> torch.Tensor:
+        # `context` is bound when model_fn is defined: training_losses below calls it in this iteration.
+        def model_fn(
+            x_t: torch.Tensor, model_timesteps: torch.Tensor, context: torch.Tensor = context
+        ) -> torch.Tensor:
             return dit(
                 torch.cat([x_t, condition], dim=1),
                 model_timesteps,

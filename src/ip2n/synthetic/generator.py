@@ -135,6 +135,9 @@ class LatentSampler(nn.Module):
     the prior. Sampling from z is not differentiable in the attributes (they are discrete draws).
     """
 
+    bases: torch.Tensor  # buffer (14, rows, w_dim)
+    w_avg: torch.Tensor  # buffer (14, w_dim)
+
     def __init__(self, config: SyntheticHeadsConfig, bases: torch.Tensor) -> None:
         super().__init__()
         self.z_dim = config.z_dim
@@ -150,7 +153,8 @@ class LatentSampler(nn.Module):
         truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
-        """z (N, z_dim); c (N, 25) is accepted for interface parity and ignored (heads do not depend on pose)."""
+        """z (N, z_dim); c (N, 25) is accepted for interface parity and ignored (heads do not depend
+        on pose)."""
         n_identity = len(IDENTITY_PARAMS)
         identity = z[:, :n_identity].clamp(-IDENTITY_CLIP, IDENTITY_CLIP)
         uniforms = normal_cdf(z[:, n_identity : n_identity + len(ATTRIBUTE_NAMES)]).tolist()
@@ -164,6 +168,8 @@ class LatentSampler(nn.Module):
 
 class HeadsBackbone(nn.Module):
     """Holds the latent bases and the sampler, under EG3D's names (`backbone.mapping`)."""
+
+    bases: torch.Tensor  # buffer (14, rows, w_dim)
 
     def __init__(self, config: SyntheticHeadsConfig) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ from ip2n.synthetic.attributes import (
     CATEGORICAL_ATTRIBUTES,
     IDENTITY_PARAMS,
     Attributes,
+    AttributeValue,
     complete_attributes,
 )
 
@@ -118,7 +119,9 @@ def decode(latent: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
     return rows_to_coordinates(torch.einsum("nrc,rjc->nrj", latent, bases))
 
 
-def coordinates_from(identity: torch.Tensor, attributes: Sequence[Mapping[str, object]]) -> torch.Tensor:
+def coordinates_from(
+    identity: torch.Tensor, attributes: Sequence[Mapping[str, AttributeValue]]
+) -> torch.Tensor:
     """Identity values (N, len(IDENTITY_PARAMS)) + N attribute dicts → coordinates (N, K) float32."""
     if (
         identity.ndim != 2
@@ -126,8 +129,8 @@ def coordinates_from(identity: torch.Tensor, attributes: Sequence[Mapping[str, o
         or identity.shape[0] != len(attributes)
     ):
         raise ValueError(
-            f"expected identity (N, {len(IDENTITY_PARAMS)}) and N attribute sets, got {tuple(identity.shape)} "
-            f"and {len(attributes)}"
+            f"expected identity (N, {len(IDENTITY_PARAMS)}) and N attribute sets, "
+            f"got {tuple(identity.shape)} and {len(attributes)}"
         )
     coordinates = torch.zeros(
         identity.shape[0], len(COORDINATES), dtype=identity.dtype, device=identity.device
@@ -140,7 +143,9 @@ def coordinates_from(identity: torch.Tensor, attributes: Sequence[Mapping[str, o
     return coordinates
 
 
-def attribute_change(source: Mapping[str, object], target: Mapping[str, object]) -> torch.Tensor:
+def attribute_change(
+    source: Mapping[str, AttributeValue], target: Mapping[str, AttributeValue]
+) -> torch.Tensor:
     """Coordinates (1, K) that move a head with attributes `source` to `target`, identity untouched
     (codes are linear, so adding them to any latent's coordinates is the exact edit)."""
     no_identity = torch.zeros(1, len(IDENTITY_PARAMS))

@@ -152,8 +152,8 @@ def write_report(out_dir: Path, results: Mapping[str, dict], context: Mapping[st
         "",
         "## Attributes and identity",
         "",
-        "| variant | other attributes changed (truth) | changed from the reconstruction | misread by the encoder | "
-        "AA | AD | identity cosine (mean / min) | "
+        "| variant | other attributes changed (truth) | changed from the reconstruction | "
+        "misread by the encoder | AA | AD | identity cosine (mean / min) | "
         "identity cosine of the exact edit | ID as the paper (input image) | identity drift (truth) | "
         "identity error against the true head: edit / reconstruction | "
         "encoder: relative latent error | encoder: attributes read |",

@@ -47,7 +47,7 @@ def capsule(
     return Shape(_length(away) - radius, away)
 
 
-def torus_z(points: torch.Tensor, centre: torch.Tensor, major: float, minor: float) -> Shape:
+def torus_z(points: torch.Tensor, centre: torch.Tensor, major: torch.Tensor | float, minor: float) -> Shape:
     """Ring of radius `major` in the plane z = centre.z (facing the frontal camera), tube radius `minor`."""
     offset = points - centre
     radial = _length(offset[..., :2])

@@ -93,7 +93,8 @@ class EditReader(nn.Module):
 def train_text_encoder(
     config: TextTrainingConfig, *, progress: bool = True
 ) -> tuple[TextEncoder, EditReader, list[tuple[int, float]]]:
-    """Train the tower (see the module docstring) → (encoder in eval mode, its read-out, (step, loss) history).
+    """Train the tower (see the module docstring) → (encoder in eval mode, its read-out,
+    (step, loss) history).
 
     The sentences come from a pool drawn once (`pool_size`): composing and BPE-encoding a sentence
     costs about a millisecond, more than the tiny tower's step spends on it.

@@ -57,7 +57,8 @@ BANK_FILE = "bank.safetensors"
 IDENTITY_BANK_FILE = "identity_bank.safetensors"  # the identity network's extra views
 TEXT_READER_FILE = "text_reader.safetensors"
 W_DIM = 64
-# The world's W+ offsets have std ≈ 0.2; the DiT diffuses them ×5 (≈ unit variance, see DiTConfig.latent_scale).
+# The world's W+ offsets have std ≈ 0.2; the DiT diffuses them ×5 (≈ unit variance, see
+# DiTConfig.latent_scale).
 LATENT_SCALE = 5.0
 # Edits per DiT training triplet: 1–4, as the text tower's sentences. The on-disk data of `synth data`
 # keeps 1–3; the DiT meets four-edit sentences here so that long instructions are in its training.
@@ -257,7 +258,8 @@ def _train_text_and_identity(
 
 
 def _invert_fold(bank_path: str, fold: int, config: WorldTrainingConfig) -> torch.Tensor:
-    """Worker process (one thread): fold `fold`'s training views, inverted by an encoder that never saw them."""
+    """Worker process (one thread): fold `fold`'s training views, inverted by an encoder that never
+    saw them."""
     _as_worker(fold)
     train, _ = _split(HeadBank.load(bank_path), config.validation_identities)
     steps = fold_encoder_steps(config.encoder_steps, config.inversion_folds)
@@ -288,7 +290,8 @@ def out_of_fold_inversions(bank_path: Path, train: HeadBank, config: WorldTraini
 
 
 def relative_mse(codes: torch.Tensor, truth: torch.Tensor) -> float:
-    """Inversion error as a fraction of the true latents' variance (0 = exact, 1 = no better than their mean)."""
+    """Inversion error as a fraction of the true latents' variance (0 = exact, 1 = no better than
+    their mean)."""
     return float((codes - truth).square().mean() / truth.var())
 
 

@@ -264,7 +264,7 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
     )
 
     eye_r = 0.028 * (1 + 0.06 * q.value("eye_size")) * (1 + 0.3 * cartoon)
-    eyes = None
+    eyes: Shape | None = None
     for side in (-1, 1):
         centre = _vec(side * eye_x, eye_y, 0.19, like=one)
         socket = ellipsoid(
@@ -273,6 +273,7 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
         skin = smooth_subtract(skin, socket, 0.01)
         eyeball = ellipsoid(p, centre, _vec(eye_r, eye_r, eye_r, like=one))
         eyes = eyeball if eyes is None else union(eyes, eyeball)
+    assert eyes is not None  # the loop ran for both sides
 
     # Hair: a shell over the skull above a tilted hairline plane; bald shrinks it under the skin.
     hair_presence = 1 - q.presence("bald")
@@ -290,13 +291,14 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
     hair = union(hair, _optional(bangs, q.presence("bangs") * hair_presence))
 
     bushy = q.presence("bushy_eyebrows")
-    brows = None
+    brows: Shape | None = None
     for side in (-1, 1):
         brow_y = eye_y + 0.048 + 0.008 * q.value("brow_height")
         inner = _vec(side * 0.028, brow_y, 0.222, like=one)
         outer = _vec(side * (eye_x + 0.045), brow_y + 0.008 * q.value("brow_tilt") + 0.004, 0.2, like=one)
         brow = capsule(p, inner, outer, 0.0065 + 0.007 * bushy)
         brows = brow if brows is None else union(brows, brow)
+    assert brows is not None  # the loop ran for both sides
 
     beard_shell = ellipsoid(
         p,
@@ -323,8 +325,8 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
 
     glasses_on = q.presence("eyeglasses")
     rim_r = 0.045 * (1 + 0.3 * cartoon)
-    frame = None
-    lenses = None
+    frame: Shape | None = None
+    lenses: Shape | None = None
     for side in (-1, 1):
         centre = _vec(side * eye_x, eye_y, 0.262, like=one)
         rim = torus_z(p, centre, rim_r, 0.006)
@@ -338,6 +340,7 @@ def _geometry(q: HeadParams, p: torch.Tensor, one: torch.Tensor) -> tuple[list[t
         frame = piece if frame is None else union(frame, piece)
         lens = ellipsoid(p, centre, _vec(rim_r, rim_r, 0.004, like=one))
         lenses = lens if lenses is None else union(lenses, lens)
+    assert frame is not None and lenses is not None  # the loop ran for both sides
     bridge = capsule(
         p,
         _vec(-(eye_x - rim_r), eye_y + 0.008, 0.262, like=one),
@@ -382,6 +385,7 @@ def _albedos(
 
     hair_weights = q.choice_weights("hair_color", tuple(HAIR_COLORS))
     hair = sum(w * _color(rgb, one) for w, rgb in zip(hair_weights, HAIR_COLORS.values()))
+    assert isinstance(hair, torch.Tensor)  # HAIR_COLORS is not empty
     # Strands: a fine stripe pattern fixed in the world (so it is the same from every view).
     strands = 0.9 + 0.1 * torch.sin(220 * p[..., :1] + 40 * p[..., 2:3])
     hair_textured = hair * strands

@@ -1,8 +1,9 @@
 """Training of the conditional DiT on (source, edited, instruction) triplets. See docs/training.md.
 
 config → data (triplet layout) → encoding (frozen networks, once; sharded_cache for data sets larger
-than memory) → objective (SPEC §3) → loop (AdamW, EMA, checkpoints, samples: grids), optionally
-data-parallel over torch.distributed (distributed).
+than memory) → objective (the training loss: epsilon MSE + learned-variance bound, condition
+dropout, TPR, identity loss; docs/method.md) → loop (AdamW, EMA, checkpoints, samples: grids),
+optionally data-parallel over torch.distributed (distributed).
 """
 
 from ip2n.training.checkpoint import TrainingState, export_ema, load_checkpoint, save_checkpoint

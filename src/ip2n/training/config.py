@@ -75,7 +75,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """SPEC §3: epsilon MSE + learned-variance bound, condition dropout, TPR, identity loss."""
+    """The training objective: epsilon MSE + learned-variance bound, condition dropout, TPR, identity loss."""
 
     identity_weight: float = 0.1  # λ_id; 0 switches the identity loss (and its rendering) off
     identity_threshold: int = 600  # identity loss only for timesteps t < threshold

@@ -80,7 +80,7 @@ class TripletDataset:
 
     def keep_pairs(self, keep: list[bool]) -> TripletDataset:
         """The data set without the pairs whose `keep` entry is False (samples renumbered)."""
-        new_index = {}
+        new_index: dict[int, int] = {}
         for old, kept in enumerate(keep):
             if kept:
                 new_index[old] = len(new_index)
@@ -92,7 +92,8 @@ class TripletDataset:
 
 
 def read_camera_labels(root: Path, report: DataReport) -> dict[str, tuple[float, ...]]:
-    """`dataset.json` labels by relative path and by file name; {} (with a warning) when absent or unreadable."""
+    """`dataset.json` labels by relative path and by file name; {} (with a warning) when absent or
+    unreadable."""
     path = root / "dataset.json"
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))["labels"]

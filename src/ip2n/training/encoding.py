@@ -94,7 +94,7 @@ def encode_image_pairs(
         source = _read_image(pair.source_path, networks.encoder_resolution)
         edited = _read_image(pair.edited_path, networks.encoder_resolution)
         keep.append(source is not None and edited is not None)
-        if not keep[-1]:
+        if source is None or edited is None:
             report.skip("unreadable image", pair.source_path.parent.name)
             continue
         batch.append((source, edited))

@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -90,6 +91,7 @@ def prepare_data(
     """Scan the triplets and encode them (or read the cache; only the main process writes it)."""
     dataset, report = read_triplets(config.data.root)
     fingerprint = network_fingerprint(config.to_dict()["model"])
+    encodings: PairEncodings | ShardedEncodings
     if config.data.cache_shard_pairs is not None:
         keep, encodings = _sharded_data(config, dataset, networks, report, fingerprint, context)
     else:
@@ -133,25 +135,26 @@ def _sharded_data(
     fingerprint: dict,
     context: DistributedContext,
 ) -> tuple[list[bool], ShardedEncodings]:
-    cached = load_sharded_encodings(config.data.cache, dataset, fingerprint)
+    cache, shard_pairs = config.data.cache, config.data.cache_shard_pairs
+    # DataConfig refuses cache_shard_pairs without a cache; this runs only when shards are configured.
+    assert cache is not None and shard_pairs is not None
+    cached = load_sharded_encodings(cache, dataset, fingerprint)
     if cached is None:
         # Shards are only ever read from disk: the main process writes them, everyone maps them.
         if context.is_main:
             write_sharded_encodings(
-                config.data.cache,
+                cache,
                 dataset,
                 networks,
                 report,
                 fingerprint,
-                config.data.cache_shard_pairs,
+                shard_pairs,
                 config.data.encode_batch_size,
             )
         context.barrier()
-        cached = load_sharded_encodings(config.data.cache, dataset, fingerprint)
+        cached = load_sharded_encodings(cache, dataset, fingerprint)
         if cached is None:
-            raise RuntimeError(
-                f"the sharded encoding cache {config.data.cache} was written but cannot be read back"
-            )
+            raise RuntimeError(f"the sharded encoding cache {cache} was written but cannot be read back")
     return cached
 
 
@@ -171,6 +174,19 @@ def make_batch(
         edited_identity=rows.edited_identity.to(device),
         tokens=tokenize([sample.instruction for sample in samples]).to(device),
     )
+
+
+class TrainingData(Protocol):
+    """What the loop reads its data from: `EncodedTriplets` or another source with the same four members."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]: ...
+
+    def batch(self, indices: list[int], device: torch.device) -> Batch: ...
+
+    def sample_set(self, count: int, seed: int, device: torch.device) -> SampleSet: ...
 
 
 class EncodedTriplets:
@@ -252,9 +268,10 @@ def train(
     resume: bool = False,
     context: DistributedContext | None = None,
     stop_after: int | None = None,
-    data: EncodedTriplets | None = None,
+    data: TrainingData | None = None,
 ) -> TrainingResult:
-    """Train the DiT as `config` says, writing checkpoint, log, loss curve, sample grids and EMA export to `output_dir`.
+    """Train the DiT as `config` says, writing checkpoint, log, loss curve, sample grids and EMA export
+    to `output_dir`.
 
     `resume` continues from `output_dir/checkpoint.pt`. `stop_after` ends this invocation (with a
     checkpoint) after that many more steps, e.g. to fit a cluster job's time limit; run again with
@@ -276,7 +293,7 @@ def _train(
     resume: bool,
     context: DistributedContext,
     stop_after: int | None,
-    data: EncodedTriplets | None,
+    data: TrainingData | None,
 ) -> TrainingResult:
     optimization = config.optimization
     if optimization.batch_size % context.world_size:

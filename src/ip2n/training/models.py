@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +25,8 @@ from ip2n.text import TextEncoder, text_encoder_config
 from ip2n.training.config import ModelConfig
 
 logger = logging.getLogger(__name__)
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass
@@ -53,6 +56,7 @@ def build_dit(config: ModelConfig, device: torch.device) -> DiT:
 
 
 def build_frozen_networks(config: ModelConfig, device: torch.device) -> FrozenNetworks:
+    generator: TriPlaneGenerator | SyntheticHeadGenerator
     if config.weights_dir is not None:
         text_encoder = load_text_encoder(config.weights_dir, device, preset=config.text_encoder)
         encoder, encoder_config = load_preim3d_encoder(config.weights_dir, device, preset=config.encoder)
@@ -93,5 +97,5 @@ def build_frozen_networks(config: ModelConfig, device: torch.device) -> FrozenNe
     )
 
 
-def _freeze(module: nn.Module, device: torch.device) -> nn.Module:
+def _freeze(module: ModuleT, device: torch.device) -> ModuleT:
     return module.to(device).eval().requires_grad_(False)

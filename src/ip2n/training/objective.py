@@ -1,4 +1,4 @@
-"""The training objective of SPEC §3 for one batch.
+"""The training objective for one batch (see docs/method.md).
 
 Per sample: epsilon MSE + learned-variance bound (`ip2n.diffusion.training_losses`), with the
 official condition dropout, label dropout and token position randomization (TPR) applied first,
@@ -12,6 +12,7 @@ so that any slice of the batch (a DDP rank) sees the draws the single-process ru
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,8 @@ from torch import nn
 
 from ip2n.diffusion import (
     DiffusionSchedule,
+    DiT,
+    DiTConfig,
     condition_dropout,
     dropout_draws,
     label_dropout,
@@ -209,9 +212,9 @@ def batch_losses(
     return {"loss": loss, "mse": terms["mse"], "vb": terms["vb"], "identity": identity}
 
 
-def _dit_config(dit: nn.Module):
+def _dit_config(dit: nn.Module) -> DiTConfig:
     """The DiT's config, through a DDP wrapper if there is one."""
-    return (dit.module if hasattr(dit, "module") else dit).config
+    return cast(DiT, dit.module if hasattr(dit, "module") else dit).config
 
 
 def _null_label(dit: nn.Module) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageDraw
 
-from ip2n.diffusion import pack_latent, unpack_latent
+from ip2n.diffusion import DiT, pack_latent, unpack_latent
 from ip2n.export.images import make_grid, to_pil
 from ip2n.pipeline.edit import (
     DEFAULT_IMAGE_SCALE,
@@ -79,9 +79,7 @@ def render_frontal(packed: torch.Tensor, networks: FrozenNetworks, resolution: i
 
 
 @torch.no_grad()
-def edit_samples(
-    dit: torch.nn.Module, samples: SampleSet, networks: FrozenNetworks, num_steps: int
-) -> torch.Tensor:
+def edit_samples(dit: DiT, samples: SampleSet, networks: FrozenNetworks, num_steps: int) -> torch.Tensor:
     """The model's edits of the sample sources: packed offsets (K, w_dim, 4, 4)."""
     prompts = PromptEncoder(networks.text_encoder)
     contexts = prompts.encode_prompts(list(samples.instructions))  # (K, 77, D)
@@ -102,7 +100,7 @@ def edit_samples(
 
 
 def sample_grid(
-    dit: torch.nn.Module, samples: SampleSet, networks: FrozenNetworks, num_steps: int, resolution: int | None
+    dit: DiT, samples: SampleSet, networks: FrozenNetworks, num_steps: int, resolution: int | None
 ) -> Image.Image:
     """One grid: a row of source | target | edited renders per sample, the instruction below it.
 

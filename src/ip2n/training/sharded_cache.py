@@ -64,7 +64,7 @@ def write_sharded_encodings(
     Raises ValueError when no pair is readable (then no index is written).
     """
     keep: list[bool] = []
-    shards = []
+    shards: list[dict[str, str | int]] = []
     for start in range(0, len(dataset.pairs), shard_pairs):
         shard_keep, encodings = encode_image_pairs(
             dataset.pairs[start : start + shard_pairs], networks, report, batch_size

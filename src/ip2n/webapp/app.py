@@ -292,7 +292,8 @@ def launch(app: gr.Blocks, session: EditSession, settings: ServeSettings = Serve
         prevent_thread_lock=True,
         footer_links=["api"],
     )
-    return app.local_url
+    # gradio declares local_url as None in Blocks.__init__; launch() has set it to the URL string.
+    return app.local_url  # type: ignore[return-value]
 
 
 def _page_messages(function: Callable) -> Callable:
@@ -353,6 +354,7 @@ def _edit(
     )
     lines = instructions.splitlines() if isinstance(instructions, str) else []
     outcome = session.edit(path, lines, settings, image_name=name)
+    assert path is not None  # session.edit refuses a missing image
     history = _extend_history(history, path, outcome)
     return (
         str(outcome.crop),

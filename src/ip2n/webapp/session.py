@@ -281,8 +281,8 @@ class EditSession:
     def _check_deadline(self, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise RequestTimeoutError(
-                f"this edit took longer than the server's limit of {self.timeout:g} s and was stopped; try fewer "
-                "steps, fewer views, or leave the orbit video and the mesh off"
+                f"this edit took longer than the server's limit of {self.timeout:g} s and was stopped; "
+                "try fewer steps, fewer views, or leave the orbit video and the mesh off"
             )
 
     def _prune(self) -> None:
@@ -320,8 +320,9 @@ def _check_instructions(instructions: list[str]) -> list[str]:
         if len(text) > MAX_INSTRUCTION_CHARACTERS:
             which = "the instruction" if len(instructions) == 1 else f"instruction {number}"
             raise InstructionError(
-                f"{which} is {len(text)} characters long, far more than the text encoder's window of 77 tokens "
-                f"(this page accepts at most {MAX_INSTRUCTION_CHARACTERS} characters): say it in a short sentence"
+                f"{which} is {len(text)} characters long, far more than the text encoder's window of "
+                f"77 tokens (this page accepts at most {MAX_INSTRUCTION_CHARACTERS} characters): "
+                "say it in a short sentence"
             )
     return instructions
 

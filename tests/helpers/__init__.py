@@ -1,4 +1,8 @@
-"""Utilities shared by several test modules (importable because pytest puts tests/ on sys.path)."""
+"""Utilities shared by several test modules (importable because pytest puts tests/ on sys.path).
+
+`helpers.official_files` writes weight files the way the official tools write them,
+`helpers.images` makes test images.
+"""
 
 import math
 
