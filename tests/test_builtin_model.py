@@ -112,7 +112,7 @@ def test_demo_edits_with_the_built_in_model(tmp_path, capsys):
                 "--mesh-resolution",
                 "32",
                 "--threads",
-                "2",
+                "1",
             ]
         )
         == 0
@@ -230,7 +230,7 @@ def test_synth_eval_writes_the_report(tmp_path, capsys):
             "--out",
             str(tmp_path / "eval"),
             "--threads",
-            "2",
+            "1",
             "--no-loss-diagnostic",
         ]
     )
@@ -291,7 +291,7 @@ def test_synth_eval_tpr_shifts_the_prompts_at_inference(tmp_path, monkeypatch):
                 "--out",
                 str(tmp_path / "eval"),
                 "--threads",
-                "2",
+                "1",
                 "--tpr",
                 "--no-loss-diagnostic",
             ]
