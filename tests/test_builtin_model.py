@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 from ip2n.builtin import EXAMPLES, WEIGHTS_DIR, builtin_edit_defaults, example_heads, render_portrait
 from ip2n.cli import main
+from ip2n.export.images import save_image
 from ip2n.pipeline import EditPipeline
 from ip2n.pipeline.edit import EditDefaults
 from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, hidden_attributes
@@ -58,7 +59,7 @@ def _changes(pipeline, result, source):
 
 def test_edits_keep_the_identity_and_are_reproducible(pipeline):
     identity, source, instruction = example_heads()[0]
-    portrait = render_portrait(identity, source, yaw_degrees=10)
+    portrait = render_portrait(identity, source, yaw_deg=10)
     first, second = (
         pipeline(portrait, instruction, generator=torch.Generator().manual_seed(3)) for _ in range(2)
     )
@@ -75,7 +76,7 @@ def test_edits_keep_the_identity_and_are_reproducible(pipeline):
 def test_the_examples_are_edited_as_asked(pipeline, example):
     identity, source, instruction = example_heads()[example]
     result = pipeline(
-        render_portrait(identity, source, yaw_degrees=10),
+        render_portrait(identity, source, yaw_deg=10),
         instruction,
         generator=torch.Generator().manual_seed(0),
     )
@@ -142,7 +143,8 @@ def test_demo_edits_with_the_built_in_model(tmp_path, capsys):
 def test_edit_without_weights_uses_the_built_in_model(tmp_path, capsys, caplog):
     identity, source, _ = example_heads()[0]
     head = tmp_path / "head.png"
-    render_portrait(identity, source).save(head)
+    # A head of the world, saved with its mark (ip2n's save_image keeps it; Pillow's save alone drops it).
+    save_image(render_portrait(identity, source), head)
     status = main(
         [
             "edit",

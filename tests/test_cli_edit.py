@@ -165,8 +165,8 @@ def test_image_conversions_through_the_command(weights_dir, tmp_path, capsys):
     rgba.save(inputs / "alpha.png")
     exif = Image.Exif()
     exif[0x0112] = 6
-    base.resize((300, 256)).save(inputs / "rotated.png", exif=exif)
-    Image.new("RGB", (6000, 3000), (90, 120, 150)).save(inputs / "large.jpg")
+    base.resize((256, 258)).save(inputs / "rotated.png", exif=exif)  # square within rounding
+    Image.new("RGB", (4500, 4500), (90, 120, 150)).save(inputs / "large.jpg")
     out = tmp_path / "out"
     status, stdout, stderr = run_ip2n(
         capsys, "edit", inputs, "-i", "make her smile", "-o", out, "--weights", weights_dir, "--views", 1
@@ -175,12 +175,40 @@ def test_image_conversions_through_the_command(weights_dir, tmp_path, capsys):
     assert "6 edited, 0 skipped (finished earlier; delete a folder to redo it), 0 failed" in stdout
     for name in ("gray", "cmyk", "gray16", "alpha", "rotated", "large"):
         assert _tree(out / name) == BASIC_FILES
-    size = lambda name: json.loads((out / name / "result.json").read_text())["input_image_size"]  # noqa: E731
-    assert size("rotated") == [256, 300] and size("large") == [4096, 2048] and size("gray16") == [256, 256]
-    stored = lambda name: json.loads((out / name / "result.json").read_text())["input_file_size"]  # noqa: E731
-    assert (
-        stored("rotated") == [300, 256] and stored("large") == [6000, 3000] and stored("gray16") == [256, 256]
+    record = lambda name: json.loads((out / name / "result.json").read_text())  # noqa: E731
+    # input_image_size: the image the model saw (upright, reduced); input_file_*: the file as stored.
+    assert [record(name)["input_image_size"] for name in ("rotated", "large", "gray16")] == [
+        [258, 256],
+        [4096, 4096],
+        [256, 256],
+    ]
+    assert [record(name)["input_file_pixels"] for name in ("rotated", "large", "gray16")] == [
+        [256, 258],
+        [4500, 4500],
+        [256, 256],
+    ]
+    for name, file in (("large", "large.jpg"), ("gray16", "gray16.png"), ("cmyk", "cmyk.jpg")):
+        assert record(name)["input_file_bytes"] == (inputs / file).stat().st_size
+
+
+def test_a_picture_that_is_not_square_needs_align(weights_dir, tmp_path, capsys):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    portrait(3).resize((300, 256)).save(tmp_path / "wide.png", exif=exif)
+    status, _, stderr = run_ip2n(
+        capsys,
+        "edit",
+        tmp_path / "wide.png",
+        "-i",
+        "make her smile",
+        "-o",
+        tmp_path / "out",
+        "--weights",
+        weights_dir,
     )
+    # The size is the upright picture's (EXIF rotation applied), and the way out is named.
+    assert status == 2 and "wide.png is 256×300 pixels, not a square portrait crop" in stderr
+    assert "--align in the CLI" in stderr and not (tmp_path / "out").exists()
 
 
 def test_official_prompt_list_batch(weights_dir, tmp_path, capsys):
@@ -287,8 +315,12 @@ def test_align_crops_real_photos_and_reports_faceless_ones(weights_dir, portrait
     assert sorted(path.name for path in out.iterdir()) == ["photo"]
     record = json.loads((out / "photo" / "result.json").read_text())
     assert record["settings"]["align"] and record["input_image_size"] == [512, 512]
-    assert record["input_file_size"] == [900, 700]  # the photo as given, before the aligned crop
+    assert record["input_file_pixels"] == [900, 700]  # the photo as given, before the aligned crop
+    assert record["input_file_bytes"] == (tmp_path / "photo.jpg").stat().st_size
     assert len(record["input_camera"]) == 25
+    # The aligned crop the model saw is saved beside the results.
+    assert "crop.png" in record["files"] and record["outputs"]["crop"]
+    assert Image.open(out / "photo" / "crop.png").size == (512, 512)
 
 
 # --- bad input: a clear message, a non-zero exit and no output -------------------------------------------
@@ -307,6 +339,11 @@ BAD_INPUTS = {
         "too large; ip2n reads images of at most 100 megapixels",
     ),
     "too small": (lambda p: portrait(0, 40).save(p, format="PNG"), [], "too small to hold a usable face"),
+    "not square": (
+        lambda p: portrait(0).resize((1024, 512)).save(p, format="PNG"),
+        [],
+        r"is 1024×512 pixels, not a square portrait crop.*--align",
+    ),
     "missing image": (lambda p: None, [], "no such file"),
     "empty instruction": (None, ["-i", "  "], "the instruction is empty"),
     "no instruction": (None, ["-i"], None),
@@ -458,3 +495,72 @@ def test_help_lists_the_interface(capsys):
         "--batch",
     ):
         assert option in stdout
+
+
+def test_a_single_edit_shows_the_progress_of_every_stage(weights_dir, tmp_path, capsys):
+    portrait(6).save(tmp_path / "face.png")
+    status, _, stderr = run_ip2n(
+        capsys,
+        "edit",
+        tmp_path / "face.png",
+        "-i",
+        "make her smile",
+        "-o",
+        tmp_path / "out",
+        "--weights",
+        weights_dir,
+        "--views",
+        2,
+        "--video",
+        "--frames",
+        3,
+        "--mesh",
+        "ply",
+        "--mesh-resolution",
+        24,
+        "--mesh-level",
+        "auto",
+    )
+    assert status == 0, stderr
+    # tqdm's bars on stderr, each finished: models, encoding, the diffusion steps, the frontal renders,
+    # the views, the orbit's frames and the mesh.
+    for label, total in (
+        ("loading models", 6),
+        ("encoding", 3),
+        ("editing (diffusion)", 15),
+        ("rendering", 2),
+        ("views", 2),
+        ("orbit frames", 3),
+        ("mesh (24³ grid)", 3),
+    ):
+        assert re.search(rf"{re.escape(label)}: 100%\|[^|]*\| {total}/{total} ", stderr), label
+
+
+def test_render_reads_the_latent_of_an_edit_with_its_generator(weights_dir, tmp_path, capsys):
+    portrait(7).save(tmp_path / "face.png")
+    out = tmp_path / "out"
+    status, _, stderr = run_ip2n(
+        capsys,
+        "edit",
+        tmp_path / "face.png",
+        "-i",
+        "add glasses",
+        "-o",
+        out,
+        "--weights",
+        weights_dir,
+        "--views",
+        0,
+    )
+    assert status == 0, stderr
+    record = json.loads((out / "face" / "result.json").read_text())
+    assert record["generator"] == {"kind": "eg3d", "weights": str(weights_dir.resolve())}
+    # Without --weights, render takes the generator of the weights the edit used (result.json).
+    status, _, stderr = run_ip2n(
+        capsys, "render", "--latent", out / "face" / "edited_latent.npy", "-o", tmp_path / "r", "--yaw", 0
+    )
+    assert status == 0, stderr
+    render = json.loads((tmp_path / "r" / "render.json").read_text())
+    assert render["generator"] == f"the generator of {weights_dir.resolve()} (the edit's weights)"
+    rendered = np.asarray(Image.open(tmp_path / "r" / "image.png"), dtype=np.int16)
+    assert np.abs(rendered - np.asarray(Image.open(out / "face" / "edited.png"), dtype=np.int16)).max() <= 1

@@ -420,3 +420,71 @@ def test_cycles_and_deep_nesting_are_clear_errors(tmp_path):
         shutil.copy(path, folder / "instructpix2nerf.pt")
         report = {item.name: item for item in check_weights_dir(folder, TINY_SIZES)}["dit"]
         assert not report.ok and "contains itself or is nested beyond" in report.summary
+
+
+def _hostile_weights_folder(folder: Path) -> dict[str, str]:
+    """One hostile file per weight file name → {component: what `ip2n weights check` must say}."""
+    cyclic: dict = {"name": "opts"}
+    cyclic["self"] = cyclic
+    depth = 50_000
+    files = {
+        "instructpix2nerf.pt": _billion_laughs(),
+        "preim3d.pt": pickle.dumps({"state_dict": {}, "opts": cyclic}, protocol=2),
+        "model_ir_se50.pth": b"\x80\x02}X\x04\x00\x00\x00args" + b"]" * depth + b"a" * (depth - 1) + b"s.",
+        # A 20-byte pickle whose frame claims 2⁴⁰ bytes, and one whose bytes object claims 2³¹.
+        "G_ema.pkl": b"\x80\x04\x95" + (2**40).to_bytes(8, "little") + b"}.",
+        "open_clip_pytorch_model.bin": b"\x80\x04\x8e" + (2**31).to_bytes(8, "little") + b"abc",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {
+        "generator": "G_ema.pkl (MemoryError: it declares more data than fits in memory)",
+        "dit": "no DiT weights found",
+        "text_encoder": "open_clip_pytorch_model.bin",
+        "encoder": "contains itself or is nested beyond 100 levels",
+        "identity": "contains itself or is nested beyond 100 levels",
+    }
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc to measure memory")
+def test_hostile_files_are_refused_within_a_memory_and_time_budget(tmp_path):
+    """`ip2n weights check` on a folder of hostile pickles, as a user runs it, with its address space
+    limited to what the program needs plus 2 GB and a time limit: a clean report, no traceback."""
+    import resource
+    import subprocess
+
+    expected = _hostile_weights_folder(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+    # The CPU build of torch alone maps gigabytes of library code: the budget is on top of that.
+    baseline = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ip2n.cli, ip2n.checkpoints.editing_weights, ip2n.checkpoints.generator_weights; "
+            "print(open('/proc/self/status').read().split('VmPeak:')[1].split()[0])",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    limit = int(baseline.stdout) * 1024 + 2 * 2**30
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ip2n.cli", "weights", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=limit_memory,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = {line.split(":", 1)[0]: line for line in result.stdout.splitlines() if line.startswith("[")}
+    for component, message in expected.items():
+        line = lines[f"[PROBLEM] {component}"]
+        assert message in line, line

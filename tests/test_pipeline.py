@@ -512,3 +512,38 @@ def test_animated_image_uses_the_first_frame(tmp_path):
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     pixels = _pixels(load_image(tmp_path / "anim.gif"))
     assert pixels[0, 0, 0] > 150 and pixels[0, 0, 2] < 50
+
+
+# --- views in degrees, square crops, models of other worlds ------------------------------------------
+
+
+def test_views_are_asked_for_in_degrees(pipeline):
+    from ip2n.rendering.cameras import camera_labels
+
+    result = pipeline(portrait(11), "make him smile", generator=torch.Generator().manual_seed(0))
+    expected = result.render(camera_labels(math.radians(30), math.radians(-10)))["image"]
+    assert torch.equal(result.view(yaw_deg=30, pitch_deg=-10)["image"], expected)
+    assert torch.equal(result.scene().view(yaw_deg=30, pitch_deg=-10)["image"], expected)
+    # The radian keywords still work, with a DeprecationWarning; positional angles are refused rather
+    # than read in the wrong unit.
+    with pytest.warns(DeprecationWarning, match="yaw_deg= and pitch_deg="):
+        old = result.view(yaw=math.radians(30), pitch=math.radians(-10))
+    assert torch.equal(old["image"], expected)
+    with pytest.raises(TypeError):
+        result.view(30)
+
+
+def test_a_picture_that_is_not_square_is_refused_without_align(pipeline):
+    with pytest.raises(ImageInputError, match=r"the image is 512×256 pixels, not a square portrait crop"):
+        pipeline(portrait(12).resize((512, 256)), "make him smile")
+    # Sides that differ by a rounding error pass.
+    pipeline(portrait(12).resize((256, 259)), "make him smile", generator=torch.Generator().manual_seed(0))
+
+
+def test_official_weights_edit_any_picture_and_instruction(pipeline):
+    """Only a model of the synthetic world limits what it edits (`ip2n.pipeline.scope`)."""
+    assert not pipeline.world_model
+    result = pipeline(
+        portrait(13), "make her look like the Mona Lisa", generator=torch.Generator().manual_seed(0)
+    )
+    assert result.notes == () and result.outside_world == ()

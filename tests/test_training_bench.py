@@ -51,8 +51,10 @@ def test_cli_bench_edit_refuses_a_negative_orbit_before_building_weights(capsys,
         raise AssertionError("the benchmark started despite a bad --frames")
 
     monkeypatch.setattr(edit, "run_edit_benchmark", must_not_run)
-    assert main(["bench", "edit", "--frames", "-1"]) != 0
-    assert "--frames must be 0 (no orbit) or more, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused while the command line is parsed
+        main(["bench", "edit", "--frames", "-1"])
+    assert exit_info.value.code == 2
+    assert "--frames: must be a whole number from 0 to 720, got -1" in capsys.readouterr().err
 
 
 def test_memory_readings_are_megabytes_of_this_process():

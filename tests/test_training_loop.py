@@ -207,6 +207,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, config: dict, out: str) -
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two training processes: 25 s of the default tier
 @pytest.mark.timeout(180)
 def test_two_gloo_processes_match_one_process(tmp_path, data_root):
     import torch.multiprocessing as mp

@@ -7,6 +7,7 @@ Everything runs on one pipeline, the `web_pipeline` fixture. Browser tests need 
 IP2N_UPDATE_SCREENSHOT=1 makes the browser test copy its screenshot to docs/webapp.png.
 """
 
+import dataclasses
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import httpx
@@ -28,6 +30,7 @@ from PIL import Image
 from helpers.images import portrait
 from ip2n.cli import main
 from ip2n.pipeline import EditPipeline, ImageInputError, InstructionError
+from ip2n.pipeline.edit import PAPER_DEFAULTS
 from ip2n.webapp import EditSession, RequestError, RequestTimeoutError, WebEditSettings
 from ip2n.webapp.app import ServeSettings, build_app, example_inputs, launch
 
@@ -122,6 +125,14 @@ def test_edit_writes_every_output_into_a_fresh_folder(session, example_portrait)
         "views": ["view_0.png", "view_1.png", "view_2.png"],
         "view_yaws_degrees": [-30.0, 0.0, 30.0],
     }
+    # result.json records what was written: three views, as files, and the crop.
+    assert (record["outputs"]["views"], record["outputs"]["views_as"], record["outputs"]["crop"]) == (
+        3,
+        "files",
+        True,
+    )
+    assert {"crop.png", "view_0.png", "view_2.png"} <= set(record["files"])
+    assert record["notes"] == [] and record["outside_world"] == []
     assert {path.name for path in outcome.folder.iterdir()} == {
         "crop.png",
         "source.png",
@@ -220,10 +231,60 @@ def test_settings_outside_the_bounds_are_refused(session, example_portrait, sett
 
 
 def test_no_face_found_when_aligning(session):
-    # A smooth colour field: nothing a face detector could take for a face.
+    # A smooth colour field: nothing a face detector could take for a face (and, with "Try anyway",
+    # the built-in model does not refuse it as a picture outside its world first).
     with pytest.raises(RequestError, match=r"no face found in .*untick \"Align face\""):
-        session.edit(portrait(3, size=256), ["add eyeglasses"], WebEditSettings(align=True))
+        session.edit(
+            portrait(3, size=256), ["add eyeglasses"], WebEditSettings(align=True, allow_any_image=True)
+        )
     assert _request_folders(session) == []
+
+
+def test_the_built_in_model_refuses_a_photo_and_points_to_its_examples(session, tmp_path, example_portrait):
+    upload = tmp_path / "upload-cache" / "a1b2.png"
+    upload.parent.mkdir()
+    portrait(3, size=256).save(upload)
+    with pytest.raises(RequestError) as caught:
+        session.edit(upload, ["add eyeglasses"], QUICK, image_name="holiday.png")
+    message = str(caught.value)
+    for text in (
+        "holiday.png is not a head of the built-in model's synthetic world",
+        "pick one of the Examples under the Edit button",
+        "tick “Try anyway”",
+        "ip2n serve --weights DIR",
+        "official InstructPix2NeRF weights",
+    ):
+        assert text in message, text
+    assert "upload-cache" not in message
+    with pytest.raises(RequestError, match="cannot tell what “make her look like the Mona Lisa” asks for"):
+        session.edit(example_portrait, ["make her look like the Mona Lisa"], QUICK)
+    assert _request_folders(session) == []
+
+
+def test_try_anyway_runs_it_and_the_page_says_it_is_not_an_edit(session, tmp_path):
+    from ip2n.webapp.app import _summary
+
+    portrait(4, size=256).save(tmp_path / "photo.png")
+    anyway = dataclasses.replace(QUICK, allow_any_image=True, allow_any_instruction=True)
+    outcome = session.edit(tmp_path / "photo.png", ["add eyeglasses"], anyway)
+    assert outcome.outside_world == ("image",) and outcome.notes[0].startswith("not an edit of the input")
+    summary = _summary(outcome)
+    assert summary.startswith("**Not an edit of your input** (image outside the built-in model's world")
+    assert "Edited in" not in summary and "Note: not an edit of the input" in summary
+    record = json.loads(outcome.record.read_text())
+    assert record["outside_world"] == ["image"] and record["notes"] == list(outcome.notes)
+
+
+def test_the_page_does_not_align_for_the_built_in_model(session):
+    app = build_app(session)
+    by_label = {getattr(block, "label", None): block for block in app.blocks.values()}
+    assert by_label["Align face (photos)"].value is False
+    assert by_label["Try anyway"].visible and by_label["Try anyway"].value is False
+    # With official weights the page aligns uploads and has no "Try anyway".
+    official = types.SimpleNamespace(model_name="weights W", defaults=PAPER_DEFAULTS, world_model=False)
+    app = build_app(EditSession(official, session.output_root))
+    by_label = {getattr(block, "label", None): block for block in app.blocks.values()}
+    assert by_label["Align face (photos)"].value is True and not by_label["Try anyway"].visible
 
 
 def test_requests_over_the_time_limit_stop(web_pipeline, tmp_path, example_portrait):
@@ -254,6 +315,7 @@ def test_page_has_the_expected_components(session):
         ("Image", "Portrait"),
         ("Textbox", "Instructions (one per line)"),
         ("Checkbox", "Align face (photos)"),
+        ("Checkbox", "Try anyway"),
         ("Slider", "Strength"),
         ("Slider", "Text guidance"),
         ("Slider", "Image guidance"),
@@ -313,7 +375,7 @@ def test_uploads_over_the_size_limit_are_refused(server):
     assert response.status_code == 413
 
 
-def test_edit_through_the_api_and_its_readable_errors(server, example_portrait):
+def test_edit_through_the_api_and_its_readable_errors(server, example_portrait, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
@@ -343,14 +405,13 @@ def test_edit_through_the_api_and_its_readable_errors(server, example_portrait):
         "1. add eyeglasses",
     ]
 
+    # Uploads must carry an image's name (test_webapp_security.py); the content is checked when editing.
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("these are my notes, not a picture")
     cases = [
         (handle_file(str(example_portrait)), "", "type an instruction first"),
         (handle_file(str(example_portrait)), "<b>add</b> " + "eyes " * 80, "&lt;b&gt;add&lt;/b&gt;"),
-        (
-            handle_file(str(REPO_ROOT / "pyproject.toml")),
-            "add eyeglasses",
-            "pyproject.toml is not an image file",
-        ),
+        (handle_file(str(not_an_image)), "add eyeglasses", "notes.png is not an image file"),
     ]
     for image, instructions, message in cases:
         with pytest.raises(AppError) as caught:
@@ -443,18 +504,25 @@ def test_page_in_a_browser(server, browser, fixtures_dir, tmp_path):
     if os.environ.get("IP2N_UPDATE_SCREENSHOT"):
         shutil.copy(screenshot, REPO_ROOT / "docs" / "webapp.png")
 
-    # Upload a photo: the face is aligned (the crop is shown) and a new chain starts.
+    # Upload a photo: the built-in model does not align it and refuses it, pointing to its examples;
+    # "Try anyway" runs it, a new chain starts, and the summary says it is not an edit of the photo.
     photo = fixtures_dir / "portraits" / "00008_01.jpg"
     page.locator("#portrait input[type=file]").set_input_files(str(photo))
-    page.wait_for_function("document.querySelector('#align input').checked")
     page.locator("#instructions textarea").fill("add eyeglasses")
+    assert not page.locator("#align input").is_checked()
+    page.locator("#edit").click()
+    page.get_by_text("is not a head of the built-in model's synthetic world").wait_for(timeout=60_000)
+    assert "pick one of the Examples" in page.content() and "Traceback" not in page.content()
+    page.locator("#try-anyway input").check()
     _edit_and_wait(page, ("#edited", 1), ("#crop", 1), ("#depth", 1), ("#views", 4), ("#history", 2))
-    # The previous chain's images are still in the page while the aligned edit runs: wait for the new chain.
+    # The previous chain's images are still in the page while the edit runs: wait for the new chain.
     page.wait_for_function(
         "document.querySelector('#history').innerText.includes('1. add eyeglasses')", timeout=180_000
     )
     page.wait_for_function("document.querySelectorAll('#history img').length === 2", timeout=30_000)
-    assert "add eyeglasses" in page.locator("#summary").inner_text()
+    summary = page.locator("#summary").inner_text()
+    assert "add eyeglasses" in summary and "Not an edit of your input" in summary
+    page.locator("#try-anyway input").uncheck()
 
     # Bad input shows our message in the page, not a stack trace.
     page.locator("#instructions textarea").fill("")
@@ -505,11 +573,11 @@ def test_twenty_concurrent_edits(server, example_portrait, tmp_path):
 def test_serve_command_starts_the_page(web_pipeline, tmp_path, monkeypatch, capsys):
     loaded = []
 
-    def from_preset(name, device="cpu"):
+    def from_preset(name, device="cpu", **options):
         loaded.append(("preset", name))
         return web_pipeline
 
-    def from_weights(folder, device="cpu"):
+    def from_weights(folder, device="cpu", **options):
         loaded.append(("weights", folder))
         return web_pipeline
 

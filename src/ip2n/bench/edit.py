@@ -94,7 +94,7 @@ def _edit_and_view(
             }
         )
     with timer.stage(f"{label}: one 512² view (tri-planes + render + SR)"):
-        result.view(0.0, 0.0)
+        result.view()
     timer.rows.append(
         {
             "stage": f"{label}: edit + one view",

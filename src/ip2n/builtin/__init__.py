@@ -5,7 +5,10 @@ the package small; they are widened to float32 on load): the DiT, the OpenCLIP-a
 encoder, the inversion encoder, the ArcFace identity network and the attribute classifier, plus
 `world.json` (how they were trained and their validation figures). The generator is procedural and
 has no weights. `EditPipeline.from_preset("synthetic")` loads it; `ip2n edit` and `ip2n demo` use it
-when no `--weights` are given.
+when no `--weights` are given. It edits heads of its world only (`ip2n.pipeline.scope`): the
+portraits rendered here (`render_portrait`, `sample_head`) carry the world's mark.
+
+Importing this module does not import torch (the CLI's help reads `builtin_edit_default_values`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "synthetic"
 PRESET_NAME = "synthetic"
@@ -27,15 +33,25 @@ EXAMPLES = (
 )
 
 
+def edit_default_values(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
+    """world.json's `edit_defaults` as a plain dict ({} when the folder has none); no torch needed."""
+    manifest = Path(weights_dir) / "world.json"
+    if not manifest.exists():
+        return {}
+    return dict(json.loads(manifest.read_text(encoding="utf-8")).get("edit_defaults") or {})
+
+
+def builtin_edit_default_values() -> dict:
+    """The built-in model's tuned sampling settings, e.g. {"strength": 0.6, ...} (for help texts)."""
+    return edit_default_values(WEIGHTS_DIR)
+
+
 def edit_defaults(weights_dir: str | Path = WEIGHTS_DIR):
     """The sampling settings a world's model was tuned with (world.json `edit_defaults`, chosen on
     validation cases, docs/synthetic_world.md); the paper's when the folder has none."""
     from ip2n.pipeline.edit import PAPER_DEFAULTS, EditDefaults
 
-    manifest = Path(weights_dir) / "world.json"
-    if not manifest.exists():
-        return PAPER_DEFAULTS
-    values = json.loads(manifest.read_text(encoding="utf-8")).get("edit_defaults")
+    values = edit_default_values(weights_dir)
     return EditDefaults.from_dict(values) if values else PAPER_DEFAULTS
 
 
@@ -48,12 +64,18 @@ def load_synthetic_pipeline(
     device: torch.device | str = "cpu",
     weights_dir: str | Path = WEIGHTS_DIR,
     dit_dir: str | Path | None = None,
+    *,
+    progress: bool = False,
 ):
     """The synthetic world's `EditPipeline` on `device` (everything float32, eval mode).
 
     `weights_dir`: the world's trained networks (default: the built-in ones; `ip2n synth train-all`
-    writes the same files); `dit_dir` takes the DiT from another folder (the ablations).
+    writes the same files); `dit_dir` takes the DiT from another folder (the ablations). The
+    pipeline is a world model (`EditPipeline.world_model`): it edits heads of its world only.
+    `progress` shows a bar over the networks as they load (stderr).
     """
+    import torch
+
     from ip2n.checkpoints.editing_weights import (
         load_dit,
         load_identity,
@@ -61,19 +83,28 @@ def load_synthetic_pipeline(
         load_text_encoder,
     )
     from ip2n.pipeline.edit import EditPipeline
+    from ip2n.progress import stage_bar
     from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
 
-    generator = SyntheticHeadGenerator(synthetic_preset("synthetic")).to(device).eval()
     device = torch.device(device)
-    networks = (
-        load_dit(dit_dir or weights_dir, device),
-        load_text_encoder(weights_dir, device),
-        load_preim3d_encoder(weights_dir, device)[0],
-        load_identity(weights_dir, device),
-    )
-    for network in networks:
+    with stage_bar("loading the built-in model", 5, progress, unit="model") as bar:
+        bar.set_postfix_str("generator")
+        generator = SyntheticHeadGenerator(synthetic_preset(PRESET_NAME)).to(device).eval()
+        bar.update()
+        bar.set_postfix_str("DiT")
+        dit = load_dit(dit_dir or weights_dir, device)
+        bar.update()
+        bar.set_postfix_str("text encoder")
+        text_encoder = load_text_encoder(weights_dir, device)
+        bar.update()
+        bar.set_postfix_str("encoder")
+        encoder = load_preim3d_encoder(weights_dir, device)[0]
+        bar.update()
+        bar.set_postfix_str("identity")
+        identity = load_identity(weights_dir, device)
+        bar.update()
+    for network in (dit, text_encoder, encoder, identity):
         network.float().eval().requires_grad_(False)  # each call changes the module in place
-    dit, text_encoder, encoder, identity = networks
     latent_avg = generator.backbone.mapping.w_avg[None].to(device)  # (1, 14, w_dim): the prior's exact mean
     name = (
         "built-in synthetic 3-D heads world"
@@ -89,31 +120,61 @@ def load_synthetic_pipeline(
         latent_avg,
         model_name=name,
         defaults=edit_defaults(weights_dir),
+        world_model=True,
+        generator_source={"kind": "synthetic-world", "preset": PRESET_NAME},
     )
+
+
+def sample_head(seed: int) -> tuple[torch.Tensor, dict]:
+    """A random head of the world: (identity (1, P), attributes), drawn from the world's prior."""
+    import torch
+
+    from ip2n.synthetic.attributes import sample_attributes, sample_identity
+
+    random = torch.Generator().manual_seed(seed)
+    identity = sample_identity(1, random)
+    return identity, sample_attributes(random)
 
 
 def example_heads(count: int = len(EXAMPLES)) -> list[tuple[torch.Tensor, dict, str]]:
     """The examples' source heads: [(identity (1, P), attributes, instruction)], from fixed seeds."""
-    from ip2n.synthetic.attributes import sample_attributes, sample_identity
-
     heads = []
     for seed, instruction, overrides in EXAMPLES[:count]:
-        random = torch.Generator().manual_seed(seed)
-        identity = sample_identity(1, random)
-        heads.append((identity, {**sample_attributes(random), **overrides}, instruction))
+        identity, attributes = sample_head(seed)
+        heads.append((identity, {**attributes, **overrides}, instruction))
     return heads
 
 
 def render_portrait(
-    identity: torch.Tensor, attributes: dict, yaw_degrees: float = 0.0, pitch_degrees: float = 0.0
-):
-    """A 128² PIL portrait of a synthetic head (what a user would upload to the built-in model)."""
+    identity: torch.Tensor,
+    attributes: dict,
+    yaw_deg: float = 0.0,
+    pitch_deg: float = 0.0,
+    *,
+    seed: int | None = None,
+) -> Image.Image:
+    """A 128² PIL portrait of a synthetic head at yaw/pitch degrees, marked as a head of the world
+    (`ip2n.synthetic.marks`): what the built-in model edits. Save it with
+    `ip2n.export.images.save_image` (or Pillow with `pnginfo`) to keep the mark in the PNG: Pillow's
+    plain `save` drops it. `seed` (of `sample_head`) is recorded in the mark when given."""
+    import torch
+
     from ip2n.export.images import to_pil
     from ip2n.rendering.cameras import camera_labels
+    from ip2n.synthetic.attributes import complete_attributes
     from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
+    from ip2n.synthetic.marks import mark_world_image
 
-    generator = SyntheticHeadGenerator(synthetic_preset("synthetic")).eval()
-    camera = camera_labels(math.radians(yaw_degrees), math.radians(pitch_degrees))
+    generator = SyntheticHeadGenerator(synthetic_preset(PRESET_NAME)).eval()
+    camera = camera_labels(math.radians(yaw_deg), math.radians(pitch_deg))
     with torch.no_grad():
         image = generator.synthesis(generator.encode_heads(identity, [attributes]), camera)["image"][0]
-    return to_pil(image)
+    record = {
+        "rendered_by": "ip2n.builtin.render_portrait",
+        "seed": seed,
+        "identity": [round(float(value), 6) for value in identity.reshape(-1).tolist()],
+        "attributes": complete_attributes(attributes),
+        "yaw_deg": float(yaw_deg),
+        "pitch_deg": float(pitch_deg),
+    }
+    return mark_world_image(to_pil(image), record)

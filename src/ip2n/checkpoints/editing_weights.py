@@ -30,6 +30,7 @@ from torch import nn
 
 from ip2n.checkpoints import generator_weights
 from ip2n.checkpoints.contents import ReadWeights, identify, ignored_entries, ignored_note
+from ip2n.checkpoints.finite import non_finite_in_safetensors, non_finite_tensor
 from ip2n.checkpoints.official import read_torch_checkpoint, select_dit_weights, wrong_kind_message
 from ip2n.checkpoints.safe_unpickle import CheckpointError
 from ip2n.checkpoints.safetensors_io import CONFIG_METADATA_KEY, load_weights, save_weights
@@ -38,6 +39,7 @@ from ip2n.encoding.identity import IdentityConfig, IdentityEncoder
 from ip2n.encoding.identity import preset as identity_preset
 from ip2n.encoding.preim3d import PREIM3DEncoderConfig, build_encoder, encoder_weights_from_psp
 from ip2n.encoding.preim3d import preset as encoder_preset
+from ip2n.limits import config_from_dict
 from ip2n.text.encoder import (
     DIT_CHECKPOINT_PREFIX,
     TextEncoder,
@@ -397,10 +399,11 @@ def read_dit(
     with _about(path):
         if path.suffix == ".safetensors":
             data, state_dict = _read_converted(path, "dit", shapes_only)
-            config = _config_from(lambda: DiTConfig(**data))
+            config = _config_from(lambda: config_from_dict(DiTConfig, data))
             with torch.device("meta"):
-                return _converted(config, state_dict, DiT(config), "DiT it describes")
-        return dit_weights(read_torch_checkpoint(path), dit_config(preset))
+                read = _converted(config, state_dict, DiT(config), "DiT it describes")
+            return _finite(path, read)
+        return _finite(path, dit_weights(read_torch_checkpoint(path), dit_config(preset)))
 
 
 def read_text_encoder(
@@ -416,14 +419,17 @@ def read_text_encoder(
         if path.suffix == ".safetensors":
             if _ip2n_config(path) is not None:
                 data, converted = _read_converted(path, "text_encoder", shapes_only)
-                config = _config_from(lambda: TextEncoderConfig(**data))
-                return _converted(
-                    config, converted, TextEncoder(config, device="meta"), "text encoder it describes"
+                config = _config_from(lambda: config_from_dict(TextEncoderConfig, data))
+                return _finite(
+                    path,
+                    _converted(
+                        config, converted, TextEncoder(config, device="meta"), "text encoder it describes"
+                    ),
                 )
             weights: Mapping[str, Any] = _read_foreign_text_tower(path, shapes_only)
         else:
             weights = _text_source(read_torch_checkpoint(path))
-        return _text_weights(weights, text_encoder_config(preset))
+        return _finite(path, _text_weights(weights, text_encoder_config(preset)))
 
 
 def _text_source(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -465,8 +471,9 @@ def read_preim3d_encoder(
             config = _config_from(lambda: PREIM3DEncoderConfig.from_dict(data))
             with torch.device("meta"):
                 model = build_encoder(config)
-            return _converted(config, weights, model, f"PREIM3D {config.encoder_type} encoder it describes")
-        return preim3d_encoder_weights(read_torch_checkpoint(path), preset)
+            what = f"PREIM3D {config.encoder_type} encoder it describes"
+            return _finite(path, _converted(config, weights, model, what))
+        return _finite(path, preim3d_encoder_weights(read_torch_checkpoint(path), preset))
 
 
 def read_identity(
@@ -479,10 +486,11 @@ def read_identity(
             data, state_dict = _read_converted(path, "identity", shapes_only)
             config = _config_from(lambda: IdentityConfig.from_dict(data))
             with torch.device("meta"):
-                return _converted(
+                read = _converted(
                     config, state_dict, IdentityEncoder(config), "identity network it describes"
                 )
-        return identity_weights(read_torch_checkpoint(path), identity_preset(preset))
+            return _finite(path, read)
+        return _finite(path, identity_weights(read_torch_checkpoint(path), identity_preset(preset)))
 
 
 def _ip2n_config(path: Path) -> dict[str, Any] | None:
@@ -520,6 +528,22 @@ def _read_converted(
     else:
         tensors, _ = load_weights(path)
     return config.get("config", {}), tensors
+
+
+def _finite(path: Path, read: ReadWeights) -> ReadWeights:
+    """`read`, after checking that its weights hold no NaN or infinite value (in chunks: memory-mapped
+    tensors are read a slice at a time, and the meta tensors of a header-only read from the file)."""
+    bad = non_finite_tensor(read.state_dict)
+    meta = [key for key, value in read.state_dict.items() if value.is_meta]
+    if bad is None and meta and path.suffix == ".safetensors":
+        with _safetensors_errors():
+            bad = non_finite_in_safetensors(path, meta)
+    if bad is not None:
+        raise CheckpointError(
+            f"the weight {bad} holds NaN or infinite values; the file is damaged, or the training run that "
+            "wrote it diverged. Download or convert the weights again."
+        )
+    return read
 
 
 def _config_from(make_config: Callable[[], Any]) -> Any:

@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 
 from ip2n.checkpoints.contents import ReadWeights, ignored_entries, ignored_note
+from ip2n.checkpoints.finite import non_finite_tensor
 from ip2n.checkpoints.official import read_eg3d_generator
 from ip2n.checkpoints.safe_unpickle import CheckpointError
 from ip2n.checkpoints.safetensors_io import load_weights, save_weights
 from ip2n.generator.config import EG3DConfig, preset
 from ip2n.generator.eg3d import TriPlaneGenerator
 from ip2n.generator.latent_avg import compute_latent_avg
+from ip2n.limits import ConfigError, check_config
 from ip2n.weight_report import check_state_dict
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,12 @@ def read_generator(path: str | os.PathLike) -> ReadWeights:
     ignored: tuple[str, ...] = ()
     official = config_data.get("kind") != KIND
     if not official:
-        config = EG3DConfig.from_dict(config_data["config"])
+        try:
+            config = EG3DConfig.from_dict(config_data.get("config"))
+        except ConfigError as exc:
+            raise CheckpointError(
+                f"{path}: its model config is not valid ({exc}); convert the official generator again."
+            ) from None
     else:
         checkpoint = read_eg3d_generator(path)
         state_dict, ignored = dict(checkpoint.state_dict), checkpoint.ignored
@@ -69,6 +76,7 @@ def read_generator(path: str | os.PathLike) -> ReadWeights:
                 config = EG3DConfig.from_official(
                     checkpoint.init_kwargs, checkpoint.neural_rendering_resolution
                 )
+                check_config(config, "options")
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise CheckpointError(
                     f"{path}: the generator's constructor options (init_kwargs) are incomplete or not valid "
@@ -85,7 +93,18 @@ def read_generator(path: str | os.PathLike) -> ReadWeights:
             "Use the generator file that came with the model (G_ema.pkl), or convert it again."
         )
     extra = {key: state_dict.pop(key) for key, _shape in report.unexpected}
+    require_finite(path, state_dict)
     return ReadWeights(config, state_dict, ignored + ignored_entries(extra))
+
+
+def require_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or infinite values (they render black images without any error)."""
+    bad = non_finite_tensor(tensors)
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: the weight {bad} holds NaN or infinite values; the file is damaged, or the training "
+            "run that wrote it diverged. Download or convert the weights again."
+        )
 
 
 def _expected_shapes(config: EG3DConfig) -> dict[str, tuple[int, ...]]:
@@ -123,9 +142,21 @@ def random_generator(preset_name: str = "ffhq512", seed: int = 0) -> TriPlaneGen
 
 def load_latent_avg(weights_dir: str | os.PathLike | None, generator: TriPlaneGenerator) -> torch.Tensor:
     """PREIM3D's latent_avg (1, 14, 512): the cached copy in `weights_dir` if present, else computed."""
-    if weights_dir is not None and (Path(weights_dir) / LATENT_AVG_NAME).is_file():
-        tensors, _ = load_weights(Path(weights_dir) / LATENT_AVG_NAME)
-        return tensors["latent_avg"]
+    path = None if weights_dir is None else Path(weights_dir) / LATENT_AVG_NAME
+    if path is not None and path.is_file():
+        tensors, _ = load_weights(path)
+        latent_avg = tensors.get("latent_avg")
+        expected = (1, generator.num_ws, generator.config.w_dim)
+        if latent_avg is None or tuple(latent_avg.shape) != expected:
+            found = (
+                "no latent_avg" if latent_avg is None else f"latent_avg of shape {tuple(latent_avg.shape)}"
+            )
+            raise CheckpointError(
+                f"{path} holds {found}, not the {expected} average latent of the generator; delete it "
+                "(it is recomputed) or convert the generator again."
+            )
+        require_finite(path, {"latent_avg": latent_avg})
+        return latent_avg
     return compute_latent_avg(generator)
 
 

@@ -641,6 +641,8 @@ def _torch_load_restricted(path: str | os.PathLike, *, mmap: bool) -> Any:
 def _unreadable_error(path: str | os.PathLike, exc: BaseException) -> CheckpointError:
     """The `CheckpointError` for a file whose parsing failed with `exc`."""
     reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    if isinstance(exc, MemoryError) and not reason:
+        reason = "it declares more data than fits in memory"
     detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
     return CheckpointError(
         f"cannot read {path} ({detail}). The file is damaged, truncated or not a checkpoint; download "

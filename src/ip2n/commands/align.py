@@ -6,7 +6,8 @@ import math
 import time
 from pathlib import Path
 
-from ip2n.commands.common import UserError, prepare_output_dir
+from ip2n.commands.common import UserError, bounded_int, prepare_output_dir
+from ip2n.limits import MAX_ALIGN_SIZE, MIN_ALIGN_SIZE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -26,11 +27,14 @@ def add_parser(commands) -> None:
         "-o", "--out", required=True, help="output image, e.g. aligned.png; the JSON goes beside it"
     )
     parser.add_argument(
-        "--size", type=int, default=512, help="crop size in pixels (default 512, what EG3D uses)"
+        "--size",
+        type=bounded_int(MIN_ALIGN_SIZE, MAX_ALIGN_SIZE),
+        default=512,
+        help=f"crop size in pixels, {MIN_ALIGN_SIZE} to {MAX_ALIGN_SIZE} (default 512, what EG3D uses)",
     )
     parser.add_argument(
         "--min-face-width",
-        type=int,
+        type=bounded_int(1, MAX_ALIGN_SIZE),
         default=80,
         metavar="PX",
         help="refuse faces narrower than this many pixels in the photo (default 80)",
@@ -45,8 +49,6 @@ def run(args) -> int:
             f"-o/--out must name an image file ending in {', '.join(IMAGE_SUFFIXES)}; got {args.out}"
         )
     out_json = out_image.with_suffix(".json")
-    if args.size < 64:
-        raise UserError(f"--size must be at least 64, got {args.size}")
     source = Path(args.image)
     image = load_photo(source)
 
@@ -93,22 +95,35 @@ def run(args) -> int:
 
 
 def load_photo(path: Path):
-    """Open and fully decode an image file, or raise a UserError that says what is wrong with it."""
+    """Open and fully decode an image file, or raise a UserError that says what is wrong with it.
+
+    The formats and the size limit are those of `ip2n edit` (`ip2n.pipeline.inputs`), checked from
+    the header before anything is decoded.
+    """
+    import warnings
+
     from PIL import Image, ImageOps
+
+    from ip2n.pipeline.inputs import MAX_INPUT_PIXELS, READ_FORMATS
 
     if not path.is_file():
         raise UserError(f"image not found: {path}")
+    too_large = (
+        f"{path} is too large to read (over {MAX_INPUT_PIXELS / 1e6:.0f} megapixels, the limit of ip2n); "
+        "scale it down or crop it around the face first"
+    )
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+            image = Image.open(path, formats=READ_FORMATS)
+        with image:
+            if image.width * image.height > MAX_INPUT_PIXELS:
+                raise UserError(too_large)
             image.load()
             # Upright as the camera meant it (a detached copy), so sizes and coordinates in the JSON
             # refer to the picture people see.
             return ImageOps.exif_transpose(image)
     except Image.DecompressionBombError:
-        assert Image.MAX_IMAGE_PIXELS is not None  # PIL raises this error only while the limit is set
-        limit = 2 * Image.MAX_IMAGE_PIXELS / 1e6
-        raise UserError(
-            f"{path} is too large to open safely (over {limit:.0f} megapixels); scale it down"
-        ) from None
-    except OSError as exc:
+        raise UserError(too_large) from None
+    except (OSError, SyntaxError, EOFError) as exc:  # how Pillow reports unknown and damaged files
         raise UserError(f"cannot read {path} as an image ({exc}); use a JPEG, PNG or WebP file") from None

@@ -6,7 +6,12 @@ import json
 import platform
 
 from ip2n.atomic import write_text_atomic
-from ip2n.commands.common import UserError, add_threads_option, apply_threads
+from ip2n.commands.common import UserError, add_threads_option, apply_threads, bounded_int
+from ip2n.defaults import MIN_MESH_RESOLUTION
+from ip2n.limits import MAX_MESH_RESOLUTION, MAX_VIDEO_FRAMES
+
+# The reference machine's figures (docs/results.md) are measured on 2 threads.
+BENCH_THREADS = 2
 
 
 def add_parser(commands) -> None:
@@ -18,31 +23,43 @@ def add_parser(commands) -> None:
         "render", help="EG3D generator: backbone, rendering, SR, views, orbit, mesh grid"
     )
     render.add_argument("--preset", default="ffhq512", help="generator preset (default ffhq512)")
-    render.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
-    render.add_argument("--grid", type=int, default=256, help="density grid resolution (default 256)")
+    render.add_argument(
+        "--frames", type=bounded_int(0, MAX_VIDEO_FRAMES), default=60, help="orbit frames (default 60)"
+    )
+    render.add_argument(
+        "--grid",
+        type=bounded_int(MIN_MESH_RESOLUTION, MAX_MESH_RESOLUTION),
+        default=256,
+        help="density grid resolution (default 256)",
+    )
     render.add_argument("--json", help="also write the figures to this JSON file")
-    add_threads_option(render)
-    render.set_defaults(run=run_render, threads=2)
+    add_threads_option(render, default=BENCH_THREADS)
+    render.set_defaults(run=run_render)
     editing = targets.add_parser(
         "editing",
         help="DiT, text encoder, PREIM3D, IR-SE50 at full size: load, forward, 15-step guided decode",
     )
     editing.add_argument(
-        "--steps", type=int, default=15, help="guided DDIM steps (default 15 = strength 0.3)"
+        "--steps", type=bounded_int(1, 1000), default=15, help="guided DDIM steps (default 15 = strength 0.3)"
     )
     editing.add_argument("--json", help="also write the figures to this JSON file")
-    add_threads_option(editing)
-    editing.set_defaults(run=run_editing, threads=2)
+    add_threads_option(editing, default=BENCH_THREADS)
+    editing.set_defaults(run=run_editing)
     edit = targets.add_parser(
         "edit", help="the whole edit pipeline at full size: load, edit, one view, orbit"
     )
     edit.add_argument(
         "--image", help="portrait to edit (default: a synthetic stand-in; the cost is the same)"
     )
-    edit.add_argument("--frames", type=int, default=60, help="orbit frames (default 60; 0 skips the orbit)")
+    edit.add_argument(
+        "--frames",
+        type=bounded_int(0, MAX_VIDEO_FRAMES),
+        default=60,
+        help="orbit frames (default 60; 0 skips the orbit)",
+    )
     edit.add_argument("--json", help="also write the figures to this JSON file")
-    add_threads_option(edit)
-    edit.set_defaults(run=run_edit, threads=2)
+    add_threads_option(edit, default=BENCH_THREADS)
+    edit.set_defaults(run=run_edit)
     train = targets.add_parser(
         "train",
         help="training steps/s at batch 1 (random weights), identity loss on (t < 600) and off",
@@ -54,11 +71,14 @@ def add_parser(commands) -> None:
         help="model preset, repeatable (default: synthetic and paper)",
     )
     train.add_argument(
-        "--steps", type=int, default=3, help="timed steps per case, after one warm-up (default 3)"
+        "--steps",
+        type=bounded_int(1, 1000),
+        default=3,
+        help="timed steps per case, after one warm-up (default 3)",
     )
     train.add_argument("--json", help="also write the figures to this JSON file")
-    add_threads_option(train)
-    train.set_defaults(run=run_train, threads=2)
+    add_threads_option(train, default=BENCH_THREADS)
+    train.set_defaults(run=run_train)
 
 
 def run_render(args) -> int:

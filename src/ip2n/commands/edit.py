@@ -20,22 +20,42 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ip2n.atomic import DISK_FULL_ERRORS
 from ip2n.commands.common import (
     UserError,
     add_threads_option,
     apply_threads,
+    bounded_int,
     prepare_output_dir,
     user_facing_message,
     write_result_json,
 )
 from ip2n.commands.render import add_mesh_options
+from ip2n.defaults import (
+    DEFAULT_FPS,
+    DEFAULT_IMAGE_SCALE,
+    DEFAULT_ORBIT_FRAMES,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    DEFAULT_TEXT_SCALE,
+    DEFAULT_VIEWS,
+)
 from ip2n.export.video import VIDEO_FORMATS
+from ip2n.limits import (
+    MAX_FPS,
+    MAX_PROMPT_LIST_BYTES,
+    MAX_SEED,
+    MAX_SWEEP_COMBINATIONS,
+    MAX_VIDEO_FRAMES,
+    MAX_VIEWS,
+)
 
 logger = logging.getLogger(__name__)
 
 # A backslash at the end of a line joins it with the next: `ip2n edit --help` shows each example on one line.
 _EXAMPLES = """examples:
-  ip2n edit head.png -i "give him glasses and make him smile" -o out      (the built-in synthetic-world model)
+  ip2n synth sample -o head.png && ip2n edit head.png -i "give him glasses and make him smile" -o out
+      (the built-in model: it edits heads of its synthetic world only; `ip2n models` lists what it knows)
   ip2n edit face.png -i "make her smile" -o out --weights pretrained/
   ip2n edit photo.jpg --align -i "give him glasses" -i "make him smile" -o out --weights pretrained/ \
 --video --mesh glb
@@ -57,19 +77,32 @@ class EditItem:
     image_scales: tuple[float, ...]
 
 
+def _model_default(key: str, paper: float | int) -> str:
+    """How a sampling default reads in the help: the paper's (official weights) and the built-in model's."""
+    from ip2n.builtin import builtin_edit_default_values  # reads world.json; no torch
+
+    builtin = builtin_edit_default_values().get(key, paper)
+    return (
+        f"default: the model's — {paper:g} (the paper's) with --weights, {builtin:g} for the built-in model"
+    )
+
+
 def add_parser(commands) -> None:
-    # Numeric defaults stay None here and come from the pipeline in `run`: building the parser must
-    # not import the models (`ip2n --help` answers at once). The help texts quote the paper's values.
+    # Numeric defaults stay None here and come from the model in `run`; the help texts quote the
+    # values the code uses (ip2n.defaults, the built-in model's world.json) without importing torch,
+    # so that `ip2n edit --help` answers at once.
     parser = commands.add_parser(
         "edit",
         help="edit portraits with a plain-English instruction: views, depth, latent, orbit video, mesh",
         description=(
             "Edit each portrait with the instruction(s) and write, into OUT/<image name>/: source.png "
             "(reconstruction), edited.png (frontal edit), views.png, depth.png, edited_latent.npy, optional "
-            "orbit.mp4 and mesh, and result.json (settings, seed, versions, timings). Inputs whose "
-            "result.json exists are skipped, so re-running a command resumes it. Comma-separated values for "
-            "--strength, --cfg-text or --cfg-image run every combination and add a comparison grid, "
-            "sweep.png."
+            "orbit.mp4 and mesh, crop.png with --align, and result.json (settings, seed, versions, "
+            "timings, notes). Inputs whose result.json exists are skipped, so re-running a command resumes "
+            "it. Comma-separated values for --strength, --cfg-text or --cfg-image run every combination and "
+            "add a comparison grid, sweep.png. Without --weights the built-in model edits: it knows only the "
+            "heads of its synthetic 3-D world and the instructions `ip2n models` lists, and refuses "
+            "anything else (--any-image, --any-instruction run it anyway)."
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,35 +139,50 @@ def add_parser(commands) -> None:
         "--align",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="detect, crop and align the face first (for photos that are not FFHQ-style crops)",
+        help="detect, crop and align the face first, and save the crop as crop.png (for photos that are "
+        "not FFHQ-style crops; without it an image must be a square crop; default: off)",
+    )
+    parser.add_argument(
+        "--any-image",
+        action="store_true",
+        help="built-in model only: edit pictures that are not heads of its synthetic world too (it turns "
+        "them into unrelated synthetic heads; result.json's notes say so)",
+    )
+    parser.add_argument(
+        "--any-instruction",
+        action="store_true",
+        help="built-in model only: run instructions that name none of its attributes too (it then makes "
+        "an unrelated edit; result.json's notes say so)",
     )
     parser.add_argument(
         "--steps",
         type=int,
         metavar="N",
-        help="DDIM schedule length (default: the model's, 50 as in the paper; the edit runs "
-        "strength × N of them)",
+        help=f"DDIM schedule length ({_model_default('num_inference_steps', DEFAULT_STEPS)}; the edit "
+        "runs strength × N of them)",
     )
     parser.add_argument(
         "--strength",
         type=_numbers,
         metavar="S[,S...]",
-        help="how far the source is noised, 0 < S < 1 (default: the model's, 0.3 as in the paper for "
-        "official weights; larger = bigger changes)",
+        help="how far the source is noised, 0 < S < 1, larger = bigger changes "
+        f"({_model_default('strength', DEFAULT_STRENGTH)})",
     )
     parser.add_argument(
         "--cfg-text",
         type=_numbers,
         metavar="T[,T...]",
-        help="text guidance (default: the model's, 2.5 in the paper)",
+        help=f"text guidance ({_model_default('guidance_scale', DEFAULT_TEXT_SCALE)})",
     )
     parser.add_argument(
         "--cfg-image",
         type=_numbers,
         metavar="I[,I...]",
-        help="image guidance (default: the model's, 1.0 in the paper)",
+        help=f"image guidance ({_model_default('image_guidance_scale', DEFAULT_IMAGE_SCALE)})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default 0)")
+    parser.add_argument(
+        "--seed", type=bounded_int(0, MAX_SEED), default=0, help="seed of the diffusion noise (default 0)"
+    )
     parser.add_argument(
         "--no-identity",
         dest="identity",
@@ -149,14 +197,25 @@ def add_parser(commands) -> None:
     parser.add_argument("--chain", action="store_true", help="apply several instructions one after another")
     parser.add_argument(
         "--views",
-        type=int,
+        type=bounded_int(0, MAX_VIEWS),
         metavar="N",
-        help="edited views in views.png, yaw −30° … 30° (default 4; 0: none)",
+        help=f"edited views in views.png, yaw −30° … 30° (default {DEFAULT_VIEWS}; 0: none)",
     )
     parser.add_argument("--video", action="store_true", help="also write an orbit video of the edit")
-    parser.add_argument("--frames", type=int, metavar="N", help="orbit video frames (default 60)")
-    parser.add_argument("--fps", type=int, help="orbit video frame rate (default 24)")
-    parser.add_argument("--video-format", choices=VIDEO_FORMATS, default="mp4")
+    parser.add_argument(
+        "--frames",
+        type=bounded_int(2, MAX_VIDEO_FRAMES),
+        metavar="N",
+        help=f"orbit video frames, 2 to {MAX_VIDEO_FRAMES} (default {DEFAULT_ORBIT_FRAMES})",
+    )
+    parser.add_argument(
+        "--fps",
+        type=bounded_int(1, MAX_FPS),
+        help=f"orbit video frame rate, 1 to {MAX_FPS} (default {DEFAULT_FPS})",
+    )
+    parser.add_argument(
+        "--video-format", choices=VIDEO_FORMATS, default="mp4", help="orbit video format (default mp4)"
+    )
     add_mesh_options(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     add_threads_option(parser)
@@ -199,7 +258,7 @@ def run(args) -> int:
     _check_options(args)
     device = edit.resolve_device(args.device)
     items = _gather_items(args, args.cfg_text, args.cfg_image)
-    failures = _check_items(items, args.chain)
+    failures = _check_items(items, args)
     valid = [item for item in items if item.name not in failures]
     # 2. Output folder, skipping what an earlier run finished.
     out_path = Path(args.out)
@@ -232,16 +291,24 @@ def _choose_model(args) -> None:
         # (docs/synthetic_world.md).
         args.model = DEFAULT_PRESET
         logger.warning(
-            "no --weights given: using the built-in model '%s' (synthetic 3-D heads; for real portraits "
-            "pass the official InstructPix2NeRF weights with --weights DIR)",
+            "no --weights given: using the built-in model '%s', which edits only heads of its synthetic "
+            "3-D world (`ip2n models`); for photos pass the official InstructPix2NeRF weights with "
+            "--weights DIR",
             DEFAULT_PRESET,
         )
     if args.model:
         check_preset(args.model)
 
 
+def _world_model(args) -> bool:
+    """Whether the model edits only heads of the synthetic world (the built-in model)."""
+    from ip2n.pipeline.edit import MODEL_PRESETS
+
+    return bool(args.model) and not args.weights and MODEL_PRESETS[args.model].world_model
+
+
 def _check_options(args) -> None:
-    from ip2n.pipeline.edit import edit_schedule
+    from ip2n.pipeline.edit import check_guidance_scales, edit_schedule
 
     if args.weights and not Path(args.weights).is_dir():
         raise UserError(
@@ -255,6 +322,17 @@ def _check_options(args) -> None:
             edit_schedule(args.steps, strength)
     except ValueError as exc:
         raise UserError(f"{exc} (--steps, --strength)") from None
+    try:
+        for text_scale, image_scale in itertools.product(args.cfg_text, args.cfg_image):
+            check_guidance_scales(text_scale, image_scale)
+    except ValueError as exc:
+        raise UserError(f"{exc} (--cfg-text, --cfg-image)") from None
+    combinations = len(args.strength) * len(args.cfg_text) * len(args.cfg_image)
+    if combinations > MAX_SWEEP_COMBINATIONS:
+        raise UserError(
+            f"--strength, --cfg-text and --cfg-image make {combinations} combinations; a comparison grid "
+            f"takes at most {MAX_SWEEP_COMBINATIONS}"
+        )
     checks = (
         (args.views >= 0, f"--views must be 0 or more, got {args.views}"),
         (not args.video or args.frames >= 2, f"--frames must be at least 2 for a video, got {args.frames}"),
@@ -317,6 +395,11 @@ def _read_prompt_list(path: Path) -> list[EditItem]:
     """Items of an official prompt list: {"prompt": [[image, text_scale, image_scale, instruction], ...]}."""
     if not path.is_file():
         raise UserError(f"prompt list {path} not found")
+    if path.stat().st_size > MAX_PROMPT_LIST_BYTES:
+        raise UserError(
+            f"{path} is {path.stat().st_size} bytes long; a prompt list may be at most "
+            f"{MAX_PROMPT_LIST_BYTES // 2**20} MB: split it into several files"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -356,19 +439,49 @@ def _read_prompt_list(path: Path) -> list[EditItem]:
 
 
 def _unique_names(items: list[EditItem]) -> list[EditItem]:
-    seen: dict[str, int] = {}
+    """Output folder names that are safe single path components and unique across the run.
+
+    A repeated name gets the first free `-2`, `-3`, ... suffix, free among every name of the run
+    (inputs `a`, `a` and `a-2` give `a`, `a-2`, `a-2-2`), compared without case (macOS and Windows
+    file systems do not tell `A` from `a`).
+    """
+    used: set[str] = set()
     unique = []
     for item in items:
-        count = seen.get(item.name, 0) + 1
-        seen[item.name] = count
-        unique.append(item if count == 1 else replace(item, name=f"{item.name}-{count}"))
+        base = _folder_name(item.name)
+        name, number = base, 1
+        while name.casefold() in used:
+            number += 1
+            name = f"{base}-{number}"
+        used.add(name.casefold())
+        unique.append(item if name == item.name else replace(item, name=name))
     return unique
 
 
-def _check_items(items: list[EditItem], chain: bool) -> dict[str, str]:
-    """Decode every image and check every instruction now: item name → problem."""
-    from ip2n.pipeline.inputs import edit_prompts, load_image
+def _folder_name(stem: str) -> str:
+    """An image's name as one safe folder name: no separators or control characters, no leading dot
+    (`..` would leave the output folder, `.x` would be hidden), at most 100 characters."""
+    name = "".join("_" if char in '/\\:*?"<>|' or ord(char) < 32 else char for char in stem)
+    name = name.strip(" .")[:100].strip(" .")
+    return name or "image"
 
+
+def _check_items(items: list[EditItem], args) -> dict[str, str]:
+    """Decode every image and check every instruction now: item name → problem.
+
+    Besides what every model needs (a readable image, usable instructions, a square crop unless
+    --align), the built-in model refuses pictures that are not heads of its world and instructions
+    that name none of its attributes, unless --any-image / --any-instruction (`ip2n.pipeline.scope`).
+    """
+    from ip2n.pipeline.inputs import check_square_crop, edit_prompts, load_image
+    from ip2n.pipeline.scope import (
+        CLI_WORDING,
+        OutsideWorldError,
+        check_known_instructions,
+        check_world_image,
+    )
+
+    world = _world_model(args)
     failures = {}
     # Conversion notes and warnings are logged when each image is loaded for its edit, not twice.
     inputs_logger = logging.getLogger(load_image.__module__)
@@ -377,8 +490,16 @@ def _check_items(items: list[EditItem], chain: bool) -> dict[str, str]:
     try:
         for item in items:
             try:
-                edit_prompts(item.instructions, chain)
-                load_image(item.image)
+                edit_prompts(item.instructions, args.chain)
+                image = load_image(item.image)
+                if world and not args.any_image:
+                    check_world_image(image, str(item.image))
+                if world and not args.any_instruction:
+                    check_known_instructions(item.instructions)
+                if not args.align:
+                    check_square_crop(image, str(item.image))
+            except OutsideWorldError as exc:
+                failures[item.name] = exc.explain(CLI_WORDING)
             except ValueError as exc:
                 failures[item.name] = str(exc)
     finally:
@@ -399,8 +520,8 @@ def _load_pipeline(args, device):
     from ip2n.pipeline.edit import EditPipeline
 
     if args.weights:
-        return EditPipeline.from_weights(args.weights, device)
-    return EditPipeline.from_preset(args.model, device)
+        return EditPipeline.from_weights(args.weights, device, progress=True)
+    return EditPipeline.from_preset(args.model, device, progress=True)
 
 
 def _edit_all(
@@ -414,18 +535,21 @@ def _edit_all(
 ) -> None:
     from tqdm.auto import tqdm
 
+    # One input: a bar per stage (encoding, diffusion, views, orbit, mesh); several: a bar over them.
     progress = tqdm(todo, desc="ip2n edit", unit="image", disable=len(todo) < 2, file=sys.stderr)
     for item in progress:
         folder = out_dir / item.name
         created = not folder.exists()
         try:
-            _edit_one(pipeline, item, folder, args, device)
+            _edit_one(pipeline, item, folder, args, device, stages=len(todo) == 1)
         except BaseException as exc:
             # A failed input leaves nothing behind; on Ctrl-C the folder of the unfinished one goes too.
             if created:
                 shutil.rmtree(folder, ignore_errors=True)
             if not isinstance(exc, Exception):
                 raise
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRORS:
+                raise  # every further input would fail the same way
             message = user_facing_message(exc)
             if message is None:
                 logger.error("unexpected error while editing %s", item.image, exc_info=True)
@@ -436,7 +560,7 @@ def _edit_all(
         progress.write(str(folder))
 
 
-def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
+def _edit_one(pipeline, item: EditItem, folder: Path, args, device, stages: bool = False) -> None:
     import torch
 
     options = {
@@ -445,6 +569,9 @@ def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
         "chain": args.chain,
         "align": args.align,
         "token_position_randomization": args.tpr,
+        "allow_any_image": args.any_image,
+        "allow_any_instruction": args.any_instruction,
+        "progress": stages,
     }
     save_options = {
         "views": args.views,
@@ -455,10 +582,12 @@ def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
         "mesh": args.mesh,
         "mesh_resolution": args.mesh_resolution,
         "mesh_level": args.mesh_level,
+        "progress": stages,
         "metadata": {
             "command": "edit",
             "input": str(item.image),
-            "input_file_size": _stored_size(item.image),
+            "input_file_bytes": item.image.stat().st_size,
+            "input_file_pixels": _stored_pixels(item.image),
             "weights" if args.weights else "model": args.weights or args.model,
             "device": str(device),
             "model_load_seconds": pipeline.load_seconds,
@@ -481,7 +610,7 @@ def _edit_one(pipeline, item: EditItem, folder: Path, args, device) -> None:
     result.save(folder, **save_options)
 
 
-def _stored_size(path: Path) -> list[int]:
+def _stored_pixels(path: Path) -> list[int]:
     """[width, height] as stored in the file. result.json's `input_image_size` is the image the model
     saw, which differs after EXIF rotation, the reduction of very large photos or --align's crop."""
     from PIL import Image

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ip2n.commands.common import UserError, add_threads_option, apply_threads, prepare_output_dir
 
 
@@ -11,7 +13,9 @@ def add_parser(commands) -> None:
         help="start the web app: upload a portrait, type an instruction, see views, depth, video and mesh",
         description=(
             "Start a web page for editing portraits (Gradio). Results go into one folder per edit under "
-            "OUT/requests; the page serves no file from outside OUT. Open the printed address in a browser."
+            "OUT/requests; the page serves no file from outside OUT. Open the printed address in a browser. "
+            "Without --weights the page runs the built-in model, which edits only heads of its synthetic "
+            "world (the page's examples); photos need the official weights."
         ),
     )
     model = parser.add_mutually_exclusive_group()
@@ -59,6 +63,11 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    # Importing Gradio and torch and loading the models take seconds: say so at once (stderr, like
+    # the progress bars; the address follows on stdout).
+    model = args.model or "synthetic"
+    what = f"the weights in {args.weights}" if args.weights else f"the built-in model ({model})"
+    print(f"ip2n serve: starting — loading the web app and {what} …", file=sys.stderr, flush=True)
     apply_threads(args.threads)
     # Gradio is imported only here: the other commands do not need it.
     from ip2n.webapp.app import ServeSettings, build_app, check_output_root, launch
@@ -83,9 +92,9 @@ def run(args) -> int:
     from ip2n.pipeline.edit import DEFAULT_PRESET
 
     if args.weights:
-        pipeline = EditPipeline.from_weights(args.weights, device=args.device)
+        pipeline = EditPipeline.from_weights(args.weights, device=args.device, progress=True)
     else:
-        pipeline = EditPipeline.from_preset(args.model or DEFAULT_PRESET, device=args.device)
+        pipeline = EditPipeline.from_preset(args.model or DEFAULT_PRESET, device=args.device, progress=True)
     session = EditSession(pipeline, out_dir, timeout=args.timeout, keep=args.keep)
     app = build_app(session, settings)
     try:

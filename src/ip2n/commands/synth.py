@@ -8,33 +8,77 @@ from __future__ import annotations
 
 import argparse
 
-from ip2n.commands.common import UserError, add_threads_option, apply_threads, prepare_output_dir
+from ip2n.commands.common import (
+    UserError,
+    add_threads_option,
+    apply_threads,
+    bounded_int,
+    prepare_output_dir,
+)
+
+# The poses the world's models were trained on (docs/synthetic_world.md: yaw ±30°, pitch ±20°).
+SAMPLE_YAW_LIMIT = 30.0
+SAMPLE_PITCH_LIMIT = 20.0
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "synth",
-        help="the synthetic 3-D heads world: write triplet training data",
+        help="the synthetic 3-D heads world: sample a head, write triplet data, train its models, evaluate",
         description="Procedural 3-D heads with known identity and attributes (docs/synthetic_world.md).",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sample = actions.add_parser(
+        "sample",
+        help="render one head of the world as a PNG the built-in model edits",
+        description=(
+            "Render a random head of the synthetic world (identity and attributes drawn from the world's "
+            "prior with --seed) into a 128² PNG carrying the world's mark, so that `ip2n edit` without "
+            "--weights edits it. Prints the head's attributes."
+        ),
+    )
+    sample.add_argument("-o", "--out", required=True, metavar="FILE.png", help="the PNG to write")
+    sample.add_argument("--seed", type=int, default=0, help="which head (default 0)")
+    sample.add_argument(
+        "--yaw",
+        type=float,
+        default=0.0,
+        help=f"yaw in degrees, within ±{SAMPLE_YAW_LIMIT:g} (default 0: frontal)",
+    )
+    sample.add_argument(
+        "--pitch",
+        type=float,
+        default=0.0,
+        help=f"pitch in degrees, within ±{SAMPLE_PITCH_LIMIT:g} (default 0)",
+    )
+    sample.set_defaults(run=run_sample)
     data = actions.add_parser(
         "data",
         help="write (source, edited, instructions) triplets in the official layout",
         description=(
             "Render random synthetic heads before and after 1-3 attribute edits, with paraphrased "
             "instructions, into OUT: one folder per pair (NAME_0.png, NAME_1.png, NAME.txt), "
-            "dataset.json (EG3D camera labels) and truth.jsonl (ground truth). Same seed, same files."
+            "dataset.json (EG3D camera labels) and truth.jsonl (ground truth). Same seed, same files. The "
+            "images carry the world's mark: `ip2n edit` without --weights edits them."
         ),
     )
     data.add_argument("--out", required=True, help="output folder")
-    data.add_argument("--pairs", type=int, required=True, metavar="N", help="number of image pairs")
+    data.add_argument(
+        "--pairs", type=bounded_int(1, 1_000_000), required=True, metavar="N", help="number of image pairs"
+    )
     data.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     data.add_argument(
-        "--size", type=int, default=128, help="image size in pixels, even, at least 32 (default 128)"
+        "--size",
+        type=bounded_int(32, 1024),
+        default=128,
+        help="image size in pixels, even, 32 to 1024 (default 128)",
     )
     data.add_argument(
-        "--instructions", type=int, default=20, metavar="K", help="instructions per pair (default 20)"
+        "--instructions",
+        type=bounded_int(1, 1000),
+        default=20,
+        metavar="K",
+        help="instructions per pair (default 20)",
     )
     add_threads_option(data)
     data.set_defaults(run=run_data)
@@ -116,7 +160,11 @@ def add_parser(commands) -> None:
         ),
     )
     evaluation.add_argument(
-        "--cases", type=int, default=50, metavar="N", help="cases per number of edits (default 50)"
+        "--cases",
+        type=bounded_int(1, 10_000),
+        default=50,
+        metavar="N",
+        help="cases per number of edits (default 50)",
     )
     evaluation.add_argument(
         "--counts", default="1,2,3,4", help="numbers of edits per instruction (default 1,2,3,4)"
@@ -132,7 +180,9 @@ def add_parser(commands) -> None:
         help="wording of the generated instructions: held out of training (default) or the "
         "training split (tells the text encoder's generalisation from the editing)",
     )
-    evaluation.add_argument("--steps", type=int, help="DDIM schedule length (default: the model's)")
+    evaluation.add_argument(
+        "--steps", type=bounded_int(1, 1000), help="DDIM schedule length (default: the model's)"
+    )
     evaluation.add_argument("--strength", type=float, help="edit strength (default: the model's)")
     evaluation.add_argument("--cfg-text", type=float, help="text guidance (default: the model's)")
     evaluation.add_argument("--cfg-image", type=float, help="image guidance (default: the model's)")
@@ -158,6 +208,35 @@ def add_parser(commands) -> None:
     )
     add_threads_option(evaluation)
     evaluation.set_defaults(run=run_eval)
+
+
+def run_sample(args) -> int:
+    import math
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserError(
+            f"-o {out}: the head is written as PNG (the world's mark is a PNG text chunk); use .png"
+        )
+    for name, value, limit in (
+        ("--yaw", args.yaw, SAMPLE_YAW_LIMIT),
+        ("--pitch", args.pitch, SAMPLE_PITCH_LIMIT),
+    ):
+        if not (math.isfinite(value) and abs(value) <= limit):
+            raise UserError(f"{name} must be within ±{limit:g} degrees (the world's poses), got {value:g}")
+    if out.is_dir():
+        raise UserError(f"-o {out} is a folder; name the PNG file to write")
+    prepare_output_dir(out.parent if str(out.parent) else ".")
+
+    from ip2n.builtin import render_portrait, sample_head
+    from ip2n.export.images import save_image
+
+    identity, attributes = sample_head(args.seed)
+    save_image(render_portrait(identity, attributes, args.yaw, args.pitch, seed=args.seed), out)
+    shown = ", ".join(f"{name}={value}" for name, value in attributes.items() if value not in (False, "none"))
+    print(f"{out}: head {args.seed} of the synthetic world ({shown or 'no special attributes'})")
+    return 0
 
 
 def run_data(args) -> int:

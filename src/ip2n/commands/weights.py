@@ -1,11 +1,12 @@
-"""`ip2n weights convert|check`: official checkpoints → safetensors, and a completeness report."""
+"""`ip2n weights convert|check|download`: official checkpoints → safetensors, a completeness report, and
+fetching the official files from where they are published."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ip2n.commands.common import UserError
+from ip2n.commands.common import UserError, bounded_float
 
 
 def add_parser(commands) -> None:
@@ -33,6 +34,84 @@ def add_parser(commands) -> None:
     )
     check.add_argument("folder", help="weights folder (official or converted files)")
     check.set_defaults(run=run_check)
+    _add_download_parser(actions)
+
+
+def _add_download_parser(actions) -> None:
+    from ip2n.weight_sources import DEFAULT_WAIT_SECONDS, OFFICIAL_FILES
+
+    download = actions.add_parser(
+        "download",
+        help="fetch the official files from where their authors publish them, convert and check them",
+        description=(
+            "Fetch the official weight files into OUT/official (NVIDIA NGC, Google Drive and the Hugging "
+            "Face Hub by script, resuming interrupted downloads; the authors' Quark Drive links need a "
+            "browser: the link and the file name to save are printed and the file is awaited), then "
+            "convert them into OUT and check OUT. Where each file comes from: docs/models.md."
+        ),
+    )
+    download.add_argument("-o", "--out", default="pretrained", help="weights folder (default: pretrained)")
+    download.add_argument(
+        "--timeout",
+        type=bounded_float(0, 7 * 24 * 3600),
+        default=DEFAULT_WAIT_SECONDS,
+        metavar="SECONDS",
+        help=f"how long to wait for files saved in a browser (default {DEFAULT_WAIT_SECONDS}; 0: no wait)",
+    )
+    download.add_argument(
+        "--downloads",
+        metavar="FOLDER",
+        help="where your browser saves files (default ~/Downloads): files found there are moved into OUT",
+    )
+    for component in ("generator", "encoder", "identity"):
+        choices = list(OFFICIAL_FILES[component])
+        download.add_argument(
+            f"--{component}",
+            choices=choices,
+            default=choices[0],
+            help=f"where the {component} comes from (default {choices[0]}; see docs/models.md)",
+        )
+    download.add_argument("--no-convert", action="store_true", help="only fetch the files")
+    download.set_defaults(run=run_download)
+
+
+def run_download(args) -> int:
+    from ip2n.checkpoints.download import download_weights
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; choose another --out folder")
+    downloads = Path(args.downloads) if args.downloads else Path.home() / "Downloads"
+    if args.downloads and not downloads.is_dir():
+        raise UserError(f"--downloads {downloads} is not a folder")
+    result = download_weights(
+        out,
+        choices={"generator": args.generator, "encoder": args.encoder, "identity": args.identity},
+        wait_seconds=args.timeout,
+        downloads_dir=downloads if downloads.is_dir() else None,
+        convert=not args.no_convert,
+    )
+    for component, why in result.failed.items():
+        print(f"ip2n weights download: {component}: {why}")
+    if result.missing:
+        names = ", ".join(file.name for file in result.missing)
+        print(
+            f"ip2n weights download: still missing in {result.official_dir}: {names}. Save them there (the "
+            "links are above) and run the command again."
+        )
+        return 1
+    if not result.ok:
+        return 1
+    if args.no_convert:
+        print(f"All files are in {result.official_dir}. Use them with:  --weights {result.official_dir}")
+        return 0
+    print(
+        f"Done. Use the weights with:  --weights {out}\n"
+        f'  e.g. ip2n edit photo.jpg -i "make her smile" --align --weights {out} -o edits\n'
+        f'  or   EditPipeline.from_pretrained("{out}") in Python. '
+        f"({result.official_dir} can be deleted: the converted files are all ip2n reads.)"
+    )
+    return 0
 
 
 def run_convert(args) -> int:

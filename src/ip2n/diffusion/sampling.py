@@ -17,6 +17,9 @@ import torch
 from ip2n.diffusion.schedule import DiffusionSchedule, coefficient, index_for_strength
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Called after each DDIM step with (step number from 0, the original timestep the model was called
+# with, the sample after the step (N, C, H, W)); a tensor it returns replaces the sample, None keeps it.
+StepEndFn = Callable[[int, int, torch.Tensor], torch.Tensor | None]
 
 # The official edit loop noises the source to index t_start but starts denoising at t_start − 1.
 OFFICIAL_START_OFFSET = -1
@@ -114,21 +117,44 @@ def ddim_loop(
     schedule: DiffusionSchedule,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    on_step_end: StepEndFn | None = None,
 ) -> DecodeResult:
-    """DDIM from respaced ``first_index`` down to 0 on x (N, C, H, W); the model sees original timesteps."""
+    """DDIM from respaced ``first_index`` down to 0 on x (N, C, H, W); the model sees original timesteps.
+
+    ``on_step_end`` (see `StepEndFn`) is called after each step; the sample it returns, if any, is the
+    one the loop continues from (and the one the trajectory records). Without it, or when it returns
+    None, nothing changes.
+    """
     if not 0 <= first_index < schedule.num_steps:
         raise ValueError(f"first_index {first_index} is outside 0…{schedule.num_steps - 1}")
     samples, xstarts = [], []
-    for step_index in range(first_index, -1, -1):
+    for step, step_index in enumerate(range(first_index, -1, -1)):
         index = torch.full((x.shape[0],), step_index, dtype=torch.int64, device=x.device)
-        eps = epsilon_from_output(model_fn(x, schedule.model_timesteps(index)), x.shape[1])
+        timesteps = schedule.model_timesteps(index)
+        eps = epsilon_from_output(model_fn(x, timesteps), x.shape[1])
         noise = None
         if eta > 0.0:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x, pred_xstart = ddim_step(x, index, eps, schedule, eta=eta, noise=noise)
+        if on_step_end is not None:
+            replaced = on_step_end(step, int(timesteps[0]), x)
+            if replaced is not None:
+                x = _replacement_sample(replaced, x)
         samples.append(x)
         xstarts.append(pred_xstart)
     return DecodeResult(final=x, trajectory=torch.stack(samples), pred_xstart=torch.stack(xstarts))
+
+
+def _replacement_sample(replaced: object, x: torch.Tensor) -> torch.Tensor:
+    """The sample a step-end callback returned, checked to stand in for `x` (same shape, finite)."""
+    if not isinstance(replaced, torch.Tensor):
+        raise TypeError(f"a step-end callback must return a tensor or None, got {type(replaced).__name__}")
+    if replaced.shape != x.shape:
+        raise ValueError(
+            f"a step-end callback returned latents of shape {tuple(replaced.shape)}; the sampler's are "
+            f"{tuple(x.shape)}"
+        )
+    return replaced.to(device=x.device, dtype=x.dtype)
 
 
 def decode_timesteps(
@@ -148,6 +174,7 @@ def partial_ddim_decode(
     generator: torch.Generator | None = None,
     start_offset: int = OFFICIAL_START_OFFSET,
     eta: float = 0.0,
+    on_step_end: StepEndFn | None = None,
 ) -> DecodeResult:
     """SDEdit-style edit: noise ``source`` (N, C, H, W) part-way, then denoise it with DDIM.
 
@@ -157,11 +184,13 @@ def partial_ddim_decode(
     to index 15 = timestep 300, then 15 steps from timestep 280), which the released model was tuned
     with. ``start_offset=0`` starts where the noise actually is: the first step then sees the correct
     noise level instead of treating the sample as slightly cleaner than it is, and does one more
-    step; results differ slightly from the official ones.
+    step; results differ slightly from the official ones. ``on_step_end``: see `ddim_loop`.
     """
     t_start = index_for_strength(strength, schedule.num_steps)
     if noise is None:
         noise = torch.randn(source.shape, generator=generator, device=source.device, dtype=source.dtype)
     start = torch.full((source.shape[0],), t_start, dtype=torch.int64, device=source.device)
     x_t = q_sample(source, start, noise, schedule)
-    return ddim_loop(model_fn, x_t, t_start + start_offset, schedule, eta=eta, generator=generator)
+    return ddim_loop(
+        model_fn, x_t, t_start + start_offset, schedule, eta=eta, generator=generator, on_step_end=on_step_end
+    )

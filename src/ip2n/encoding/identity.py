@@ -20,6 +20,7 @@ from torch import nn
 from ip2n.encoding import irse
 from ip2n.encoding.irse import IRSEConfig
 from ip2n.encoding.preprocess import IDENTITY_RESOLUTION, pool_for_identity
+from ip2n.limits import config_from_dict
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,8 @@ class IdentityConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IdentityConfig:
-        data = dict(data)
-        data["backbone"] = IRSEConfig.from_dict(data["backbone"])
-        return cls(**data)
+        """The config stored in a weights file, every value checked (`ip2n.limits.config_from_dict`)."""
+        return config_from_dict(cls, data)
 
 
 def _ir_se50() -> IdentityConfig:

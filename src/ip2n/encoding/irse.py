@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ip2n.limits import config_from_dict
+
 
 @dataclass(frozen=True)
 class IRSEConfig:
@@ -66,10 +68,8 @@ class IRSEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IRSEConfig:
-        data = dict(data)
-        data["stage_channels"] = tuple(data["stage_channels"])
-        data["stage_units"] = tuple(data["stage_units"])
-        return cls(**data)
+        """The config stored in a weights file, every value checked (`ip2n.limits.config_from_dict`)."""
+        return config_from_dict(cls, data)
 
 
 def _ir_se50() -> IRSEConfig:

@@ -35,6 +35,7 @@ from torch import nn
 from ip2n.encoding import irse
 from ip2n.encoding.irse import IRSEConfig
 from ip2n.encoding.preprocess import ENCODER_RESOLUTION
+from ip2n.limits import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,8 @@ class PREIM3DEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PREIM3DEncoderConfig:
-        data = dict(data)
-        data["backbone"] = IRSEConfig.from_dict(data["backbone"])
-        return cls(**data)
+        """The config stored in a weights file, every value checked (`ip2n.limits.config_from_dict`)."""
+        return config_from_dict(cls, data)
 
 
 def _ir_se50(encoder_type: str) -> PREIM3DEncoderConfig:

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from ip2n.atomic import atomic_path
 
@@ -20,6 +21,11 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) in [-1, 1] → RGB PIL image (values outside the range are clipped)."""
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an image tensor of shape (3, H, W), got {tuple(image.shape)}")
+    if not bool(torch.isfinite(image).all()):
+        # Clipping would write NaN as black: a broken render must not pass for a result.
+        raise ValueError(
+            "the rendered image holds NaN or infinite values (the weights or the latent are broken)"
+        )
     array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
 
@@ -55,9 +61,25 @@ def make_grid(images: list[Image.Image], columns: int | None = None, padding: in
 
 
 def save_image(image: Image.Image, path: str | os.PathLike) -> None:
-    """Write a PIL image atomically; the format follows the file suffix."""
+    """Write a PIL image atomically; the format follows the file suffix.
+
+    A PNG keeps the image's `ip2n-*` text entries (`image.info`), such as the mark of a head rendered
+    from the synthetic world (`ip2n.synthetic.marks`).
+    """
+    kind = _format_for(path)
+    options = {}
+    text = {
+        key: value
+        for key, value in image.info.items()
+        if isinstance(key, str) and key.startswith("ip2n-") and isinstance(value, str)
+    }
+    if kind == "PNG" and text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value, zip=True)
+        options["pnginfo"] = info
     with atomic_path(path) as tmp:
-        image.save(tmp, format=_format_for(path))
+        image.save(tmp, format=kind, **options)
 
 
 def _format_for(path: str | os.PathLike) -> str:

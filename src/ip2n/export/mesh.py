@@ -13,11 +13,7 @@ import numpy as np
 import torch
 
 from ip2n.atomic import atomic_path
-
-MESH_FORMATS = ("ply", "obj", "glb")
-
-# EG3D's own shape extraction thresholds the raw decoder density at 10; we keep its default.
-DEFAULT_DENSITY_LEVEL = 10.0
+from ip2n.defaults import DEFAULT_DENSITY_LEVEL, MESH_FORMATS
 
 
 def grid_points(resolution: int, box_size: float) -> torch.Tensor:

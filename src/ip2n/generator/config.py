@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ip2n.limits import config_from_dict
 from ip2n.rendering.volume import RenderingConfig
 
 # Official super-resolution class name → our module name (and its upsampling factor).
@@ -117,11 +118,9 @@ class EG3DConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EG3DConfig:
-        data = dict(data)
-        data["rendering"] = RenderingConfig(**data["rendering"])
-        data["avg_camera_pivot"] = tuple(data["avg_camera_pivot"])
-        return cls(**data)
+    def from_dict(cls, data: Any) -> EG3DConfig:
+        """The config stored in a weights file, every value checked (`ip2n.limits.config_from_dict`)."""
+        return config_from_dict(cls, data)
 
 
 def _ffhq512() -> EG3DConfig:

@@ -1,7 +1,10 @@
 """The edit pipeline: portrait + instruction → source and edited W+ latents → views, video, mesh.
 
-`EditPipeline` is the one editing entry point (CLI, web app, evaluation and benchmarks call it);
-`EditResult` renders and saves its output; `inputs` checks images and instructions at the boundary.
+`EditPipeline` is the one editing entry point (CLI, web app, evaluation and benchmarks call it;
+`from_pretrained` / `pipe(image=..., prompt=...)` / `EditPipelineOutput` are its diffusers-style face);
+`EditResult` renders and saves its output; `inputs` checks images and instructions at the boundary;
+`scope` says what a model of the synthetic world (the built-in model) can edit: its refusals are
+`NotAWorldHeadError` and `UnknownInstructionError`, both `OutsideWorldError`s.
 """
 
 from ip2n.pipeline.edit import (
@@ -12,6 +15,7 @@ from ip2n.pipeline.edit import (
     MODEL_PRESETS,
     DeviceError,
     EditPipeline,
+    EditPipelineOutput,
     IncompatibleWeightsError,
     ModelPreset,
     PresetError,
@@ -23,12 +27,14 @@ from ip2n.pipeline.inputs import (
     ImageInputError,
     InstructionError,
     check_instructions,
+    check_square_crop,
     combine_instructions,
     edit_prompts,
     load_image,
     prepare_image,
 )
 from ip2n.pipeline.result import EditResult, EditSettings, comparison_grid
+from ip2n.pipeline.scope import NotAWorldHeadError, OutsideWorldError, UnknownInstructionError
 
 __all__ = [
     "DEFAULT_IMAGE_SCALE",
@@ -39,13 +45,18 @@ __all__ = [
     "ModelPreset",
     "DeviceError",
     "EditPipeline",
+    "EditPipelineOutput",
     "EditResult",
     "EditSettings",
     "ImageInputError",
     "IncompatibleWeightsError",
     "InstructionError",
+    "NotAWorldHeadError",
+    "OutsideWorldError",
     "PresetError",
+    "UnknownInstructionError",
     "check_instructions",
+    "check_square_crop",
     "combine_instructions",
     "comparison_grid",
     "edit_codes",

@@ -22,10 +22,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 import torch
@@ -43,17 +43,28 @@ from ip2n.checkpoints.editing_weights import (
 )
 from ip2n.checkpoints.generator_weights import load_generator, load_latent_avg
 from ip2n.checkpoints.safe_unpickle import CheckpointError
+from ip2n.defaults import DEFAULT_IMAGE_SCALE, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_TEXT_SCALE
+from ip2n.devices import default_device
 from ip2n.diffusion.dit import DiT
 from ip2n.diffusion.guidance import DualGuidanceDenoiser
 from ip2n.diffusion.latent_packing import GRID_SIZE, NUM_STYLES, pack_latent, unpack_latent
-from ip2n.diffusion.sampling import decode_timesteps, partial_ddim_decode
+from ip2n.diffusion.sampling import StepEndFn, decode_timesteps, partial_ddim_decode
 from ip2n.diffusion.schedule import DiffusionSchedule, make_schedule
 from ip2n.encoding.identity import IdentityEncoder, extract_identity
 from ip2n.encoding.preprocess import encoder_input
 from ip2n.generator.eg3d import TriPlaneGenerator
+from ip2n.limits import MAX_GUIDANCE_SCALE
 from ip2n.ops.packed_linear import packed_linears
-from ip2n.pipeline.inputs import check_instructions, edit_prompts, load_image, prepare_image
+from ip2n.pipeline.inputs import (
+    check_instructions,
+    check_square_crop,
+    edit_prompts,
+    load_image,
+    prepare_image,
+)
 from ip2n.pipeline.result import EditResult, EditSettings, timed
+from ip2n.pipeline.scope import world_scope_notes
+from ip2n.progress import check_bar_options, stage_bar
 from ip2n.text.encoder import PromptEncoder, TextEncoder
 from ip2n.text.tokens import randomize_token_positions, tokenize
 
@@ -62,11 +73,6 @@ if TYPE_CHECKING:
     from ip2n.synthetic.generator import SyntheticHeadGenerator
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_STEPS = 50
-DEFAULT_STRENGTH = 0.3
-DEFAULT_TEXT_SCALE = 2.5
-DEFAULT_IMAGE_SCALE = 1.0
 
 
 @dataclass(frozen=True)
@@ -97,14 +103,15 @@ RELEASED_SIZES = EditingPresets()
 class ModelPreset:
     """A trained model that ships with ip2n: how to load it, and its sampling defaults without loading it."""
 
-    load: Callable[[torch.device], EditPipeline]
+    load: Callable[[torch.device, bool], EditPipeline]  # (device, progress) → pipeline
     edit_defaults: Callable[[], EditDefaults]
+    world_model: bool = False  # trained on the synthetic world: edits its heads only (`scope`)
 
 
-def _load_builtin_synthetic(device: torch.device) -> EditPipeline:
+def _load_builtin_synthetic(device: torch.device, progress: bool = False) -> EditPipeline:
     from ip2n.builtin import load_synthetic_pipeline  # imported on use: it builds on this module
 
-    return load_synthetic_pipeline(device)
+    return load_synthetic_pipeline(device, progress=progress)
 
 
 def _builtin_synthetic_defaults() -> EditDefaults:
@@ -116,11 +123,53 @@ def _builtin_synthetic_defaults() -> EditDefaults:
 # name → preset. "synthetic" is the built-in synthetic 3-D heads world (ip2n.builtin), the default of
 # `ip2n edit` and `ip2n demo` without --weights.
 MODEL_PRESETS: dict[str, ModelPreset] = {
-    "synthetic": ModelPreset(_load_builtin_synthetic, _builtin_synthetic_defaults)
+    "synthetic": ModelPreset(_load_builtin_synthetic, _builtin_synthetic_defaults, world_model=True)
 }
 DEFAULT_PRESET = "synthetic"
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
+
+# What `pipe(image=..., prompt=...)` returns in `.images`: rendered frontal views, or the W+ latents.
+OutputType = Literal["pil", "latent"]
+OUTPUT_TYPES: tuple[str, ...] = ("pil", "latent")
+# The tensors a `callback_on_step_end` can ask for (diffusers' `callback_on_step_end_tensor_inputs`).
+CALLBACK_TENSOR_INPUTS: tuple[str, ...] = ("latents",)
+# callback(pipe, step_index, timestep, callback_kwargs) → None or a dict whose "latents" replace the sample.
+StepEndCallback = Callable[["EditPipeline", int, int, dict[str, torch.Tensor]], "Mapping[str, Any] | None"]
+
+
+@dataclass
+class EditPipelineOutput:
+    """What `pipe(image=..., prompt=...)` returns: one entry per input image, in order.
+
+    - `images`: the frontal edited views as PIL images (`output_type="pil"`; a built-in model's carry
+      the mark of its world, so they can be edited again), or the edited W+ latents (1, 14, w_dim)
+      (`output_type="latent"`);
+    - `results`: the `EditResult`s (latents, settings, seed, notes; any view, orbit, mesh, `save`).
+    """
+
+    images: list[Image.Image] | list[torch.Tensor]
+    results: list[EditResult]
+
+
+@dataclass
+class _EditRequest:
+    """An edit whose inputs `EditPipeline._prepare` checked: what `_run` needs."""
+
+    image: Image.Image
+    name: str
+    instructions: tuple[str, ...]
+    prompts: tuple[str, ...]
+    schedule: DiffusionSchedule
+    num_inference_steps: int
+    strength: float
+    guidance_scale: float
+    image_guidance_scale: float
+    chain: bool
+    align: bool
+    outside: tuple[str, ...]
+    notes: list[str]
+    timings: dict[str, float]
 
 
 class PresetError(ValueError):
@@ -217,6 +266,8 @@ def edit_codes(
     noise: torch.Tensor,
     identity: torch.Tensor | None = None,
     source_conditioning: bool = True,
+    on_step: Callable[[], None] | None = None,
+    on_step_end: StepEndFn | None = None,
 ) -> torch.Tensor:
     """Guided partial DDIM on encoder codes (the official edit loop).
 
@@ -224,7 +275,10 @@ def edit_codes(
     (N, L, D): the prompt's and the empty prompt's embeddings; noise (N, C, 4, 4): the noise the
     packed source is diffused with; identity (N, identity_dim) or None. `source_conditioning`
     False is the paper's img2img baseline: the source is only the starting point, never a
-    condition (its "dropped" zeros are passed), so image guidance has no effect.
+    condition (its "dropped" zeros are passed), so image guidance has no effect. `on_step` is
+    called after each denoising step (progress); `on_step_end(step, timestep, latents)` after each
+    DDIM update with the packed sample (N, C, 4, 4) in the DiT's units, which a tensor it returns
+    replaces (`ip2n.diffusion.sampling.ddim_loop`).
     Returns the edited codes (N, 14, C), still relative to w_avg.
     """
     scale = dit.config.latent_scale
@@ -243,8 +297,18 @@ def edit_codes(
     # Every step multiplies the same weights with a few rows (branches × samples × tokens): packing
     # them once for the loop saves about a quarter of the DiT's time on a CPU (`ip2n.ops.packed_linear`).
     rows = len(denoiser.branches) * source.shape[0] * dit.config.grid_size**2
+    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = denoiser
+    if on_step is not None:
+
+        def model_fn(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            output = denoiser(x, timesteps)
+            on_step()
+            return output
+
     with packed_linears(dit.per_step_linears(), rows):
-        decoded = partial_ddim_decode(denoiser, source, strength, schedule, noise=noise)
+        decoded = partial_ddim_decode(
+            model_fn, source, strength, schedule, noise=noise, on_step_end=on_step_end
+        )
     return unpack_latent(decoded.final / scale)
 
 
@@ -258,6 +322,17 @@ class EditPipeline:
     - identity_encoder: IR-SE50 ArcFace network (features of the DiT's identity conditioning);
     - latent_avg: (1, 14, w_dim) w_avg the codes are relative to.
     All must be on one device, in eval mode.
+
+    `world_model`: the models were trained on the synthetic heads world (the built-in model): edits
+    are then limited to the world's heads and to instructions that name its attributes, unless the
+    caller opts in (`ip2n.pipeline.scope`). `generator_source` says where the generator comes from
+    (recorded with the latents, so that `ip2n render` can render them with the right generator):
+    {"kind": "synthetic-world", "preset": NAME} or {"kind": "eg3d", "weights": FOLDER}.
+
+    Two ways to call it: `pipe(image=..., prompt=...)`, diffusers-style (one image or a list →
+    `EditPipelineOutput` with `.images` and `.results`), and `pipe(image, instructions)` = `pipe.edit`
+    (one image → its `EditResult`). Load it with `from_pretrained` (or `from_weights` / `from_preset`),
+    move it with `to`, write it with `save_pretrained`.
     """
 
     def __init__(
@@ -271,6 +346,8 @@ class EditPipeline:
         *,
         model_name: str = "",
         defaults: EditDefaults = PAPER_DEFAULTS,
+        world_model: bool = False,
+        generator_source: Mapping[str, str] | None = None,
     ) -> None:
         _check_compatible(generator, dit, text_encoder, encoder, identity_encoder, latent_avg)
         self.generator = generator
@@ -281,15 +358,57 @@ class EditPipeline:
         self.latent_avg = latent_avg
         self.model_name = model_name
         self.defaults = defaults
+        self.world_model = world_model
+        self.generator_source = dict(generator_source or {})
         self.prompt_encoder = PromptEncoder(text_encoder)
         # The empty prompt is every edit's "no text" context: encoding it belongs to construction
         # (like w_avg), not to whichever edit happens to come first.
         self.prompt_encoder.encode_prompts([""])
         self.load_seconds: float | None = None
+        self._progress_bar_config: dict[str, Any] = {}
 
     @property
     def device(self) -> torch.device:
+        """The device every network, `latent_avg` and the cached prompt encodings are on."""
         return self.latent_avg.device
+
+    @property
+    def components(self) -> dict[str, nn.Module]:
+        """The five networks by name (as diffusers' `components`; `latent_avg` is a tensor beside them)."""
+        return {
+            "generator": self.generator,
+            "dit": self.dit,
+            "text_encoder": self.text_encoder,
+            "encoder": self.encoder,
+            "identity_encoder": self.identity_encoder,
+        }
+
+    def to(self, device: str | torch.device) -> EditPipeline:
+        """Move every network, `latent_avg` and the cached prompt encodings to `device`; returns the
+        pipeline. Raises `DeviceError` for a device this machine does not have."""
+        target = resolve_device(device)
+        for network in self.components.values():
+            network.to(target)
+        self.latent_avg = self.latent_avg.to(target)
+        self.prompt_encoder.to(target)
+        return self
+
+    def set_progress_bar_config(self, **options: Any) -> None:
+        """Options for this pipeline's progress bars (tqdm's: `disable`, `leave`, `position`, `file`,
+        ...), as in diffusers. `disable=True` turns every bar of the pipeline off; without it,
+        `pipe(image=..., prompt=...)` shows its bars (stderr) and `pipe.edit` shows them when asked
+        (`progress=True`). Each call replaces the previous options; TypeError for an option tqdm lacks."""
+        self._progress_bar_config = check_bar_options(options)
+
+    def _bar(self, description: str, total: int | None, enabled: bool, unit: str = "step") -> Any:
+        options = dict(self._progress_bar_config)
+        enabled = enabled and not options.pop("disable", False)
+        return stage_bar(description, total, enabled, unit=unit, options=options)
+
+    def w_plus_from_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Absolute W+ latents (N, 14, w_dim) of the sampler's latents (N, w_dim, 4, 4), e.g. those a
+        `callback_on_step_end` receives: unpacked, divided by the DiT's latent scale, w_avg added."""
+        return unpack_latent(latents / self.dit.config.latent_scale) + self.latent_avg
 
     # --- construction ------------------------------------------------------------------------------
 
@@ -300,6 +419,7 @@ class EditPipeline:
         device: str | torch.device = "cpu",
         *,
         sizes: EditingPresets | None = None,
+        progress: bool = False,
     ) -> EditPipeline:
         """Load every model from a weights folder holding the official files or converted safetensors.
 
@@ -311,18 +431,32 @@ class EditPipeline:
         Official files carry no sizes: they are read with `sizes` (default: the released models)
         and checked against them. Raises `CheckpointError` naming every missing file, or the file
         that is wrong, and `IncompatibleWeightsError` when the models do not fit together.
+        `progress` shows a bar over the files as they load (stderr).
         """
         sizes = sizes or RELEASED_SIZES
         device = resolve_device(device)
         weights_dir = Path(weights_dir)
         _check_weights_dir(weights_dir)
         start = time.perf_counter()
-        generator = load_generator(weights_dir, device)
-        dit = load_dit(weights_dir, device, preset=sizes.dit)
-        text_encoder = load_text_encoder(weights_dir, device, preset=sizes.text_encoder)
-        encoder, _ = load_preim3d_encoder(weights_dir, device, preset=sizes.encoder)
-        identity_encoder = load_identity(weights_dir, device, preset=sizes.identity)
-        latent_avg = load_latent_avg(weights_dir, generator).to(device)
+        with stage_bar("loading models", 6, progress, unit="model") as bar:
+            bar.set_postfix_str("generator")
+            generator = load_generator(weights_dir, device)
+            bar.update()
+            bar.set_postfix_str("DiT")
+            dit = load_dit(weights_dir, device, preset=sizes.dit)
+            bar.update()
+            bar.set_postfix_str("text encoder")
+            text_encoder = load_text_encoder(weights_dir, device, preset=sizes.text_encoder)
+            bar.update()
+            bar.set_postfix_str("encoder")
+            encoder, _ = load_preim3d_encoder(weights_dir, device, preset=sizes.encoder)
+            bar.update()
+            bar.set_postfix_str("identity")
+            identity_encoder = load_identity(weights_dir, device, preset=sizes.identity)
+            bar.update()
+            bar.set_postfix_str("w_avg")
+            latent_avg = load_latent_avg(weights_dir, generator).to(device)
+            bar.update()
         pipeline = cls(
             generator,
             dit,
@@ -331,23 +465,219 @@ class EditPipeline:
             identity_encoder,
             latent_avg,
             model_name=f"weights {weights_dir}",
+            generator_source={"kind": "eg3d", "weights": str(weights_dir.resolve())},
         )
         pipeline.load_seconds = round(time.perf_counter() - start, 3)
         logger.info("loaded the models from %s in %.1f s", weights_dir, pipeline.load_seconds)
         return pipeline
 
     @classmethod
-    def from_preset(cls, name: str, device: str | torch.device = "cpu") -> EditPipeline:
-        """A built-in trained model by name (see `MODEL_PRESETS`)."""
+    def from_preset(
+        cls, name: str, device: str | torch.device = "cpu", *, progress: bool = False
+    ) -> EditPipeline:
+        """A built-in trained model by name (see `MODEL_PRESETS`); `progress` shows a loading bar."""
         check_preset(name)
         start = time.perf_counter()
-        pipeline = MODEL_PRESETS[name].load(resolve_device(device))
+        pipeline = MODEL_PRESETS[name].load(resolve_device(device), progress)
         pipeline.load_seconds = round(time.perf_counter() - start, 3)
         return pipeline
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        sizes: EditingPresets | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        progress: bool = False,
+    ) -> EditPipeline:
+        """Load a pipeline by name, from a folder, or from the Hugging Face Hub (as diffusers does).
+
+        `pretrained_model_name_or_path` is, in the order tried:
+        - a built-in model's name: "builtin" or "synthetic" (the synthetic 3-D heads world);
+        - a folder: one `save_pretrained` wrote, official files or `ip2n weights convert`'s converted
+          ones (as `from_weights`; official files are read at `sizes`), or a synthetic world
+          `ip2n synth train-all` trained;
+        - a Hugging Face model id ("owner/name"): its files are fetched with
+          `huggingface_hub.snapshot_download(revision=, cache_dir=, token=, local_files_only=)` (only
+          the file names ip2n reads), then loaded as a folder.
+        `device`: None picks the CUDA GPU when there is one, else the CPU (as `ip2n train` does).
+        Raises `FileNotFoundError` for a name that is none of these, `CheckpointError` naming a missing
+        or wrong file, `DeviceError` for a device this machine does not have.
+        """
+        from ip2n.pipeline.pretrained import load_pretrained
+
+        return load_pretrained(
+            cls,
+            pretrained_model_name_or_path,
+            device=default_device() if device is None else device,
+            sizes=sizes,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            progress=progress,
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[Path]:
+        """Write the pipeline as converted safetensors + JSON into `save_directory` (created if needed),
+        which `from_pretrained` (and `ip2n weights check`) read back: the same networks, defaults and
+        kind of model. Returns the written files, `ip2n_pipeline.json` (the folder's index) last."""
+        from ip2n.pipeline.pretrained import save_pretrained
+
+        return save_pretrained(self, save_directory)
+
     # --- editing -----------------------------------------------------------------------------------
 
+    @overload
     def __call__(
+        self, image: ImageInput, instructions: str | Sequence[str], **options: Any
+    ) -> EditResult: ...
+
+    @overload
+    def __call__(
+        self,
+        image: ImageInput | Sequence[ImageInput],
+        instructions: None = None,
+        *,
+        prompt: str | Sequence[str],
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        image_guidance_scale: float | None = None,
+        strength: float | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        output_type: OutputType = "pil",
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = CALLBACK_TENSOR_INPUTS,
+        **options: Any,
+    ) -> EditPipelineOutput: ...
+
+    def __call__(
+        self,
+        image: ImageInput | Sequence[ImageInput] | None = None,
+        instructions: str | Sequence[str] | None = None,
+        *,
+        prompt: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> EditResult | EditPipelineOutput:
+        """Edit portraits, in either of two styles:
+
+        - `pipe(image=..., prompt=..., ...)`, as diffusers pipelines are called: one image or a list,
+          one prompt for all or one per image → `EditPipelineOutput` (`.images`, `.results`). The
+          options are those of `edit_images`; progress bars show unless `set_progress_bar_config
+          (disable=True)`.
+        - `pipe(image, instructions, ...)`: one image → its `EditResult` (`edit`, whose options apply).
+        """
+        if prompt is not None:
+            if instructions is not None:
+                raise TypeError("pass the instruction either as prompt=... or after the image, not both")
+            if image is None:
+                raise TypeError("pipe(image=..., prompt=...) needs an image (or a list of images)")
+            return self.edit_images(image, prompt, **options)
+        if image is None or instructions is None:
+            raise TypeError(
+                "say what to edit and how: pipe(image=IMAGE, prompt=INSTRUCTION) or pipe(IMAGE, INSTRUCTION)"
+            )
+        return self.edit(cast(ImageInput, image), instructions, **options)
+
+    def edit_images(
+        self,
+        image: ImageInput | Sequence[ImageInput],
+        prompt: str | Sequence[str],
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        image_guidance_scale: float | None = None,
+        strength: float | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        output_type: OutputType = "pil",
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = CALLBACK_TENSOR_INPUTS,
+        identity_conditioning: bool = True,
+        align: bool = False,
+        token_position_randomization: bool = False,
+        source_conditioning: bool = True,
+        allow_any_image: bool = False,
+        allow_any_instruction: bool = False,
+    ) -> EditPipelineOutput:
+        """Edit one portrait or several, one after another → `EditPipelineOutput`; `pipe(image=...,
+        prompt=...)` calls this.
+
+        Args:
+            image: a portrait (PIL image, uint8 array (H, W, 3) or file path; see `edit`), or a list.
+            prompt: the instruction for every image, or a list with one per image.
+            num_inference_steps, guidance_scale (text), image_guidance_scale, strength: as in `edit`;
+                None = the model's defaults (`self.defaults`).
+            generator: one `torch.Generator` the images draw their noise from in turn, or a list with
+                one per image; None draws fresh seeds (each result records its seed).
+            output_type: "pil" → `.images` are the frontal edited views as PIL images (a built-in
+                model's are marked as heads of its world, so they can be edited again); "latent" →
+                `.images` are the edited W+ latents (1, 14, w_dim) and nothing is rendered.
+            callback_on_step_end: `callback(pipe, step_index, timestep, callback_kwargs)` after each
+                denoising step, as in diffusers: `step_index` counts an image's steps from 0 (on
+                across chained prompts), `timestep` is the original timestep (int) the DiT saw,
+                `callback_kwargs` holds the tensors named in `callback_on_step_end_tensor_inputs`
+                ("latents": the sample (1, w_dim, 4, 4) after the step, in the DiT's units;
+                `w_plus_from_latents` turns it into W+). It returns None or a dict; a "latents" entry
+                in it replaces the sample the edit continues from.
+            identity_conditioning, align, token_position_randomization, source_conditioning,
+            allow_any_image, allow_any_instruction: as in `edit`.
+
+        Every image and prompt is checked before any model runs. Raises what `edit` raises, and
+        ValueError when the lists do not match.
+        """
+        images = _as_list(image)
+        if not images:
+            raise ValueError("image is an empty list; pass at least one image")
+        prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != len(images):
+            raise ValueError(
+                f"{len(prompts)} prompts for {len(images)} image(s): pass one prompt for every image, or a "
+                "single string for all (to combine instructions for one image, write them in one prompt: "
+                "'put glasses on him and make him smile')"
+            )
+        generators = _generators(generator, len(images))
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        _check_step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        # Every input is checked before any model runs.
+        requests = [
+            self._prepare(
+                item,
+                text,
+                num_inference_steps=num_inference_steps,
+                strength=strength,
+                guidance_scale=guidance_scale,
+                image_guidance_scale=image_guidance_scale,
+                chain=False,
+                align=align,
+                allow_any_image=allow_any_image,
+                allow_any_instruction=allow_any_instruction,
+            )
+            for item, text in zip(images, prompts)
+        ]
+        results = [
+            self._run(
+                request,
+                generator=item_generator,
+                identity_conditioning=identity_conditioning,
+                token_position_randomization=token_position_randomization,
+                source_conditioning=source_conditioning,
+                progress=True,
+                callback=callback_on_step_end,
+                tensor_inputs=callback_on_step_end_tensor_inputs,
+            )
+            for request, item_generator in zip(requests, generators)
+        ]
+        if output_type == "latent":
+            return EditPipelineOutput(images=[result.edited_latent for result in results], results=results)
+        return EditPipelineOutput(images=[result.image(marked=True) for result in results], results=results)
+
+    def edit(
         self,
         image: ImageInput,
         instructions: str | Sequence[str],
@@ -362,12 +692,18 @@ class EditPipeline:
         align: bool = False,
         token_position_randomization: bool = False,
         source_conditioning: bool = True,
+        allow_any_image: bool = False,
+        allow_any_instruction: bool = False,
+        progress: bool = False,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = CALLBACK_TENSOR_INPUTS,
     ) -> EditResult:
-        """Edit one portrait.
+        """Edit one portrait (`pipe(image, instructions)` calls this).
 
         Args:
             image: a portrait (PIL image, uint8 array (H, W, 3), or a file path). Without `align` it
-                must already be an EG3D/FFHQ-style crop (it is squashed to 256² as in the official code).
+                must already be an EG3D/FFHQ-style crop: square (else `ImageInputError`; it is
+                resized to the encoder's input as in the official code).
             instructions: one instruction, or several: combined into one prompt ("a, b and c", as
                 the TPR-trained model expects) or, with `chain`, applied one after another.
             num_inference_steps: length of the DDIM schedule; the edit runs int(strength · steps)
@@ -386,10 +722,63 @@ class EditPipeline:
                 it only adds randomness).
             source_conditioning: False runs the paper's img2img baseline (for models trained without
                 the paired source, e.g. the synthetic world's "img2img" ablation).
+            allow_any_image, allow_any_instruction: for a model of the synthetic world
+                (`world_model`, e.g. the built-in one), which edits only heads of its world (marked
+                images, `ip2n.synthetic.marks`) and instructions that name its attributes
+                (`ip2n.synthetic.vocabulary`): run it on anything else instead of raising
+                `NotAWorldHeadError` / `UnknownInstructionError`. The result's `notes` and
+                `outside_world` then say that it is not an edit of the input.
+            progress: show progress bars (stderr) for encoding and the diffusion steps
+                (`set_progress_bar_config` sets their options).
+            callback_on_step_end, callback_on_step_end_tensor_inputs: called after each denoising
+                step, as described in `edit_images`.
 
         Returns:
             `EditResult` with source and edited W+ latents (1, 14, w_dim).
+
+        Raises:
+            `ImageInputError`, `InstructionError`, `NotAWorldHeadError`, `UnknownInstructionError`
+            (all ValueErrors with a message for people) and ValueError for bad settings.
         """
+        _check_step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        request = self._prepare(
+            image,
+            instructions,
+            num_inference_steps=num_inference_steps,
+            strength=strength,
+            guidance_scale=guidance_scale,
+            image_guidance_scale=image_guidance_scale,
+            chain=chain,
+            align=align,
+            allow_any_image=allow_any_image,
+            allow_any_instruction=allow_any_instruction,
+        )
+        return self._run(
+            request,
+            generator=generator,
+            identity_conditioning=identity_conditioning,
+            token_position_randomization=token_position_randomization,
+            source_conditioning=source_conditioning,
+            progress=progress,
+            callback=callback_on_step_end,
+            tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+
+    def _prepare(
+        self,
+        image: ImageInput,
+        instructions: str | Sequence[str],
+        *,
+        num_inference_steps: int | None,
+        strength: float | None,
+        guidance_scale: float | None,
+        image_guidance_scale: float | None,
+        chain: bool,
+        align: bool,
+        allow_any_image: bool,
+        allow_any_instruction: bool,
+    ) -> _EditRequest:
+        """Step 1 of an edit: check the settings, the instructions and the image; no model runs."""
         timings: dict[str, float] = {}
         notes: list[str] = []
         num_inference_steps = (
@@ -400,44 +789,99 @@ class EditPipeline:
         image_guidance_scale = (
             self.defaults.image_guidance_scale if image_guidance_scale is None else image_guidance_scale
         )
-        # 1. Validate everything before any model runs.
         with timed(timings, "validate"):
-            instructions = check_instructions(instructions)
-            prompts = edit_prompts(instructions, chain)
+            checked = check_instructions(instructions)
+            prompts = edit_prompts(checked, chain)
             schedule = edit_schedule(num_inference_steps, strength)
-            _check_scales(guidance_scale, image_guidance_scale)
+            check_guidance_scales(guidance_scale, image_guidance_scale)
             name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
             resolution = _encoder_config(self.encoder).resolution
-            image = (
+            picture = (
                 load_image(image, resolution)
                 if isinstance(image, (str, os.PathLike))
                 else prepare_image(image, name, resolution)
             )
-            if generator is None:
-                generator = torch.Generator()
-                generator.seed()
+            outside: tuple[str, ...] = ()
+            if self.world_model:
+                outside, world_notes = world_scope_notes(
+                    picture,
+                    name,
+                    checked,
+                    allow_any_image=allow_any_image,
+                    allow_any_instruction=allow_any_instruction,
+                )
+                for world_note in world_notes:
+                    logger.warning("%s", world_note)
+                notes += world_notes
+            if not align:
+                check_square_crop(picture, name)
+        return _EditRequest(
+            image=picture,
+            name=name,
+            instructions=checked,
+            prompts=prompts,
+            schedule=schedule,
+            num_inference_steps=num_inference_steps,
+            strength=strength,
+            guidance_scale=guidance_scale,
+            image_guidance_scale=image_guidance_scale,
+            chain=chain,
+            align=align,
+            outside=outside,
+            notes=notes,
+            timings=timings,
+        )
+
+    def _run(
+        self,
+        request: _EditRequest,
+        *,
+        generator: torch.Generator | None,
+        identity_conditioning: bool,
+        token_position_randomization: bool,
+        source_conditioning: bool,
+        progress: bool,
+        callback: StepEndCallback | None,
+        tensor_inputs: Sequence[str],
+    ) -> EditResult:
+        """Steps 2–6 of an edit that `_prepare` checked."""
+        timings, notes, image = request.timings, list(request.notes), request.image
+        if generator is None:
+            generator = torch.Generator()
+            generator.seed()
         # 2. Align the face (optional).
         camera = None
-        if align:
+        if request.align:
             with timed(timings, "align"):
-                image, camera, note = _align(image, name)
+                image, camera, note = _align(image, request.name)
             if note:
                 notes.append(note)
-        with torch.no_grad():
+        with torch.no_grad(), self._bar("encoding", 3, progress) as bar:
             # 3. Encode: codes relative to w_avg, and the identity features.
             with timed(timings, "encode"):
+                bar.set_postfix_str("image")
                 pixels = encoder_input(image, _encoder_config(self.encoder).resolution)[None].to(
                     self.device
                 )  # (1, 3, R, R)
                 source_codes = self.encoder(pixels)  # (1, 14, w_dim)
+                bar.update()
+                bar.set_postfix_str("identity")
                 identity = extract_identity(self.identity_encoder, pixels) if identity_conditioning else None
+                bar.update()
             # 4. Embed the text: each distinct prompt once.
             with timed(timings, "text"):
-                contexts, null_context = self._embed(prompts, token_position_randomization, generator)
+                bar.set_postfix_str("instruction")
+                contexts, null_context = self._embed(request.prompts, token_position_randomization, generator)
+                bar.update()
+        steps_per_prompt = len(decode_timesteps(request.strength, request.schedule))
+        with (
+            torch.no_grad(),
+            self._bar("editing (diffusion)", steps_per_prompt * len(contexts), progress) as bar,
+        ):
             # 5. Guided partial DDIM, once per prompt.
             with timed(timings, "diffusion"):
                 codes = source_codes
-                for context in contexts:
+                for number, context in enumerate(contexts):
                     # Drawn on the generator's device, so a seed gives the same edit on every device.
                     shape = (codes.shape[0], codes.shape[2], GRID_SIZE, GRID_SIZE)  # packed: (N, C, 4, 4)
                     noise = torch.randn(shape, generator=generator, device=generator.device)
@@ -446,25 +890,31 @@ class EditPipeline:
                         codes,
                         context,
                         null_context,
-                        schedule,
-                        strength=strength,
-                        text_scale=guidance_scale,
-                        image_scale=image_guidance_scale,
+                        request.schedule,
+                        strength=request.strength,
+                        text_scale=request.guidance_scale,
+                        image_scale=request.image_guidance_scale,
                         noise=noise.to(self.device),
                         identity=identity,
                         source_conditioning=source_conditioning,
+                        on_step=bar.update,
+                        on_step_end=(
+                            None
+                            if callback is None
+                            else self._step_end_hook(callback, tensor_inputs, number * steps_per_prompt)
+                        ),
                     )
         # 6. The result: absolute latents, rendered on demand.
         settings = EditSettings(
-            instructions=instructions,
-            prompts=prompts,
-            num_inference_steps=num_inference_steps,
-            strength=strength,
-            guidance_scale=guidance_scale,
-            image_guidance_scale=image_guidance_scale,
+            instructions=request.instructions,
+            prompts=request.prompts,
+            num_inference_steps=request.num_inference_steps,
+            strength=request.strength,
+            guidance_scale=request.guidance_scale,
+            image_guidance_scale=request.image_guidance_scale,
             identity_conditioning=identity_conditioning,
-            chain=chain,
-            align=align,
+            chain=request.chain,
+            align=request.align,
             token_position_randomization=token_position_randomization,
             seed=generator.initial_seed(),
         )
@@ -478,7 +928,31 @@ class EditPipeline:
             notes=notes,
             timings=timings,
             model=self.model_name,
+            world_model=self.world_model,
+            outside_world=request.outside,
+            generator_source=self.generator_source,
         )
+
+    def _step_end_hook(
+        self, callback: StepEndCallback, tensor_inputs: Sequence[str], offset: int
+    ) -> StepEndFn:
+        """The sampler's step-end hook that calls a diffusers-style `callback_on_step_end`."""
+
+        def hook(step: int, timestep: int, latents: torch.Tensor) -> torch.Tensor | None:
+            available = {"latents": latents}
+            outputs = callback(
+                self, offset + step, timestep, {name: available[name] for name in tensor_inputs}
+            )
+            if outputs is None:
+                return None
+            if not isinstance(outputs, Mapping):
+                raise TypeError(
+                    "callback_on_step_end must return a dict (its callback_kwargs, maybe changed) or None, "
+                    f"not {type(outputs).__name__}"
+                )
+            return outputs.get("latents")
+
+        return hook
 
     def sweep(
         self,
@@ -494,7 +968,7 @@ class EditPipeline:
         """One edit per combination of the values (strength slowest, image scale fastest), all with the
         same noise (`seed`), so that the results differ only by the swept setting.
 
-        The other keyword arguments are those of `__call__`; a value list left out is the model's
+        The other keyword arguments are those of `edit`; a value list left out is the model's
         default alone. Show them with `comparison_grid`.
         """
         strengths = strengths or (self.defaults.strength,)
@@ -505,7 +979,7 @@ class EditPipeline:
             for text_scale in guidance_scales:
                 for image_scale in image_guidance_scales:
                     results.append(
-                        self(
+                        self.edit(
                             image,
                             instructions,
                             strength=strength,
@@ -534,10 +1008,49 @@ class EditPipeline:
         return [context[None] for context in contexts[:-1]], contexts[-1:]
 
 
-def _check_scales(text_scale: float, image_scale: float) -> None:
+def _as_list(image: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """One image or a list/tuple of them → a list (a path string or an array is one image)."""
+    if isinstance(image, (list, tuple)):
+        return list(image)
+    return [cast(ImageInput, image)]
+
+
+def _generators(
+    generator: torch.Generator | Sequence[torch.Generator] | None, count: int
+) -> list[torch.Generator | None]:
+    """One generator shared by `count` edits in turn, a list with one per edit, or None (fresh seeds)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return [generator] * count
+    generators = list(generator)
+    if len(generators) != count or not all(isinstance(item, torch.Generator) for item in generators):
+        raise ValueError(
+            f"generator must be one torch.Generator or a list of {count} (one per image), got "
+            f"{len(generators)} item(s)"
+        )
+    return list(generators)
+
+
+def _check_step_callback(callback: object, tensor_inputs: Sequence[str]) -> None:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback_on_step_end must be callable, got {type(callback).__name__}")
+    unknown = [name for name in tensor_inputs if name not in CALLBACK_TENSOR_INPUTS]
+    if isinstance(tensor_inputs, str) or unknown:
+        raise ValueError(
+            f"callback_on_step_end_tensor_inputs must be a list of {', '.join(CALLBACK_TENSOR_INPUTS)}; "
+            f"got {tensor_inputs!r}"
+        )
+
+
+def check_guidance_scales(text_scale: float, image_scale: float) -> None:
+    """Guidance scales are finite and from 0 to `MAX_GUIDANCE_SCALE` (the paper: 2.5 and 1.0); far
+    larger ones drive the latent to NaN, which would render as a black image."""
     for name, value in (("guidance_scale (text)", text_scale), ("image_guidance_scale", image_scale)):
-        if not isinstance(value, (int, float)) or not np.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not 0 <= value <= MAX_GUIDANCE_SCALE:
+            raise ValueError(
+                f"{name} must be from 0 to {MAX_GUIDANCE_SCALE:g} (the paper uses 2.5 and 1.0), got {value!r}"
+            )
 
 
 def _align(image: Image.Image, name: str) -> tuple[Image.Image, torch.Tensor, str | None]:

@@ -5,8 +5,10 @@ upright. Conversions are made *correctly* and logged: EXIF orientation applied, 
 to three channels, 16-bit samples scaled (not clipped) to 8 bits, CMYK converted through its ICC
 profile when it has one, transparency composited onto white, the first frame of an animation taken,
 very large photos reduced to `WORKING_SIDE`. Everything else is refused with an `ImageInputError`
-that names the file, the problem and the fix: missing or empty files, files that are not images,
-truncated or damaged files, images too small to hold a face, and images too large to decode safely.
+that names the file, the problem and the fix: missing or empty files, files that are not images (only
+`READ_FORMATS` are ever opened), truncated or damaged files, images too small to hold a face (also
+after the reduction of an elongated one), images too large to decode safely, 32-bit or signed
+integer samples and floating-point samples that are not finite.
 
 Instructions: each must hold words, and the prompt given to the text encoder must fit its 77-token
 window: a prompt that would be cut is refused with the part that would be lost (never cut silently).
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from ip2n.limits import MAX_INSTRUCTION_CHARACTERS
 from ip2n.text.tokens import CONTEXT_LENGTH, count_tokens, cut_text
 
 logger = logging.getLogger(__name__)
@@ -39,8 +42,13 @@ RECOMMENDED_SIDE = 256
 # Background for transparent pixels: portraits cut out of their background are usually shown on white.
 ALPHA_BACKGROUND = (255, 255, 255)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# A ready crop (no alignment) may be this much wider than tall or taller than wide (of its long side).
+SQUARE_TOLERANCE = 0.02
 
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# The formats ip2n reads ("JPEG" includes the multi-picture JPEGs many phones write); Pillow is never
+# asked to try others — e.g. EPS, which it would hand to Ghostscript.
+READ_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
@@ -73,13 +81,13 @@ def load_image(path: str | os.PathLike, encoder_resolution: int = RECOMMENDED_SI
         with warnings.catch_warnings():
             # Size is checked below with our own, clearer limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(path, formats=READ_FORMATS)
     except Image.DecompressionBombError:
         raise ImageInputError(_too_large_message(path, None)) from None
     except UnidentifiedImageError:
         raise ImageInputError(
-            f"{path} is not an image file ip2n can read (its content is not JPEG, PNG, WebP, BMP or TIFF); "
-            "pass a photo of a face in one of these formats"
+            f"{path} is not an image file ip2n can read (its content is not JPEG, PNG, WebP, BMP, TIFF or "
+            "GIF); pass a photo of a face in one of these formats"
         ) from None
     except OSError as exc:
         raise ImageInputError(
@@ -166,6 +174,14 @@ def _check_size(size: tuple[int, int], name: str | os.PathLike) -> None:
             f"{name} is only {width}×{height} pixels, too small to hold a usable face; "
             f"use an image of at least {RECOMMENDED_SIDE}×{RECOMMENDED_SIDE}"
         )
+    if max(width, height) > WORKING_SIDE:
+        short = round(min(width, height) * WORKING_SIDE / max(width, height))
+        if short < MIN_SIDE:
+            raise ImageInputError(
+                f"{name} is {width}×{height} pixels: reduced to {WORKING_SIDE} pixels on its long side, as "
+                f"ip2n reduces large photos, its short side would be {short} pixels, below the minimum of "
+                f"{MIN_SIDE}; crop it around the face first"
+            )
 
 
 def _too_large_message(name: str | os.PathLike, size: tuple[int, int] | None) -> str:
@@ -201,8 +217,20 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
         logger.info("%s is a 16-bit grayscale image; scaling it to 8 bits and replicating it to RGB", name)
         gray = Image.fromarray(_sixteen_to_eight_bits(np.asarray(image)))
         return gray.convert("RGB")
+    if mode == "I" or mode.startswith("I;"):
+        # 32-bit or signed samples: which value is white is not known, and clipping would turn the
+        # picture white.
+        raise ImageInputError(
+            f"{name} holds 32-bit or signed integer samples (mode {mode}); ip2n reads 8- and 16-bit images: "
+            "save it as an ordinary 8-bit (or 16-bit) image"
+        )
     if mode == "F":
         values = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise ImageInputError(
+                f"{name} is a floating-point image holding NaN or infinite values; save it without them, "
+                "as an ordinary 8-bit image"
+            )
         scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
         logger.info("%s is a floating-point grayscale image; converting it to 8-bit RGB", name)
         return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8)).convert("RGB")
@@ -259,6 +287,22 @@ def _limit_size(image: Image.Image, name: str) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def check_square_crop(image: Image.Image, name: str) -> None:
+    """Refuse an image that is not (nearly) square when it is used as a ready crop, without alignment.
+
+    The encoder reads a square FFHQ-style crop: a wider or taller picture would be squashed, the face
+    distorted. Sides that differ by at most `SQUARE_TOLERANCE` (rounding of an earlier resize) pass.
+    """
+    width, height = image.size
+    if abs(width - height) > SQUARE_TOLERANCE * max(width, height):
+        raise ImageInputError(
+            f"{name} is {width}×{height} pixels, not a square portrait crop: without alignment the model "
+            "reads the image as an FFHQ-style crop (square, the face centred and filling it) and would "
+            "squash this one. Align it (--align in the CLI, align=True in Python, “Align face” in the "
+            "web app) to find and crop the face, or crop it square around the face first"
+        )
+
+
 def is_image_file(path: Path) -> bool:
     """Whether a folder entry looks like an image ip2n reads (by its suffix)."""
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
@@ -307,16 +351,31 @@ def edit_prompts(instructions: str | Sequence[str], chain: bool = False) -> tupl
 
 def check_prompt_length(prompt: str, combined: bool = False) -> None:
     """Refuse a prompt longer than the 77-token window, quoting the part that would be cut."""
-    tokens = count_tokens(prompt)
-    if tokens <= CONTEXT_LENGTH:
-        return
     advice = "shorten it"
     if combined:
         advice += ", or apply the instructions one after another (--chain / chain=True)"
+    if len(prompt) > MAX_INSTRUCTION_CHARACTERS:
+        # Far beyond 77 tokens; not worth tokenizing.
+        raise InstructionError(
+            f"the instruction {_shorten(prompt)!r} is {len(prompt)} characters long, but the text encoder "
+            f"reads only {CONTEXT_LENGTH} tokens (a sentence or two; ip2n refuses more than "
+            f"{MAX_INSTRUCTION_CHARACTERS} characters unread); {advice}"
+        )
+    tokens = count_tokens(prompt)
+    if tokens <= CONTEXT_LENGTH:
+        return
     raise InstructionError(
         f"the instruction {_shorten(prompt)!r} needs {tokens} tokens, but the text encoder reads only "
-        f"{CONTEXT_LENGTH}: this end would be cut off: {cut_text(prompt)!r}; {advice}"
+        f"{CONTEXT_LENGTH}: this end would be cut off: {_quote_cut(cut_text(prompt))}; {advice}"
     )
+
+
+def _quote_cut(text: str, limit: int = 100) -> str:
+    """`text` quoted, its middle left out when it is long (a message must stay readable)."""
+    if len(text) <= limit:
+        return repr(text)
+    half = limit // 2 - 2
+    return f"{text[:half] + ' … ' + text[-half:]!r} ({len(text)} characters)"
 
 
 def _shorten(text: str, limit: int = 60) -> str:

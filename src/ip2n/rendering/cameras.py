@@ -155,6 +155,10 @@ def camera_labels(
     device: Device = None,
 ) -> torch.Tensor:
     """Labels (N, 25) float32 for views at (yaw, pitch) radians from the frontal view."""
+    for name, angle in (("yaw", yaw), ("pitch", pitch)):
+        # A NaN angle would render an all-black view without any error.
+        if not bool(torch.isfinite(torch.as_tensor(angle, dtype=torch.float64)).all()):
+            raise ValueError(f"camera {name} must be a finite angle, got {angle}")
     cam2world = yaw_pitch_cam2world(yaw, pitch, radius=radius, pivot=pivot, device=device)
     return pack_camera_label(cam2world, focal_to_intrinsics(focal, device=device))
 

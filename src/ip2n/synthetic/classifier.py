@@ -18,6 +18,7 @@ from torch import nn
 
 from ip2n.encoding import irse
 from ip2n.encoding.irse import IRSEConfig
+from ip2n.limits import config_from_dict
 from ip2n.synthetic.attributes import BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES, Attributes
 from ip2n.synthetic.latent import COORDINATE_INDEX
 
@@ -38,9 +39,8 @@ class AttributeClassifierConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributeClassifierConfig:
-        data = dict(data)
-        data["backbone"] = IRSEConfig.from_dict(data["backbone"])
-        return cls(**data)
+        """The config stored in a weights file, every value checked (`ip2n.limits.config_from_dict`)."""
+        return config_from_dict(cls, data)
 
 
 class AttributeClassifier(nn.Module):

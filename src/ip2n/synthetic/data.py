@@ -4,7 +4,8 @@ For pair `name` (a zero-padded index): folder `name/` with `name_0.png` (source)
 (edited) and `name.txt` (one instruction per line); at the top, an EG3D-style `dataset.json`
 ({"labels": [[relative path, 25 numbers], ...]}, both images of a pair share the camera) and
 `truth.jsonl` with the ground truth of each pair (identity values, source and target attributes,
-edits, yaw and pitch) for evaluation.
+edits, yaw and pitch) for evaluation. The images carry the world's mark (`ip2n.synthetic.marks`):
+the built-in model edits them.
 
 Everything follows from the seed: the same seed and settings write the same bytes. Each file is
 written atomically; `dataset.json` and `truth.jsonl` are written last, so a folder with them is
@@ -37,6 +38,7 @@ from ip2n.synthetic.attributes import (
 )
 from ip2n.synthetic.generator import SyntheticHeadGenerator
 from ip2n.synthetic.instructions import compose_instruction
+from ip2n.synthetic.marks import mark_world_image
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +127,16 @@ def write_triplets(
         with torch.no_grad():
             images = model.synthesis(ws, camera.expand(2, -1))["image"]
         for side in (0, 1):
-            save_image(to_pil(images[side]), folder / f"{name}_{side}.png")
+            record = {
+                "rendered_by": "ip2n synth data",
+                "seed": seed,
+                "pair": name,
+                "side": side,
+                "attributes": [spec.source, spec.target][side],
+                "yaw_deg": round(math.degrees(spec.yaw), 6),
+                "pitch_deg": round(math.degrees(spec.pitch), 6),
+            }
+            save_image(mark_world_image(to_pil(images[side]), record), folder / f"{name}_{side}.png")
             labels.append([f"{name}/{name}_{side}.png", [float(v) for v in camera[0].tolist()]])
         write_text_atomic(
             folder / f"{name}.txt",

@@ -65,6 +65,7 @@ from ip2n.synthetic.data import sample_edit
 from ip2n.synthetic.generator import SyntheticHeadGenerator
 from ip2n.synthetic.instructions import compose_instruction
 from ip2n.synthetic.latent import attribute_change, attributes_of, decode, encode, identity_of
+from ip2n.synthetic.marks import mark_world_image
 from ip2n.synthetic.train_all import DIT_VARIANTS
 
 YAW_RANGE, PITCH_RANGE = math.radians(30), math.radians(20)
@@ -260,9 +261,12 @@ def evaluate_case(
     )  # (1 + V, 25): the input view, then the evaluation views
     true_source = renderer.encode_heads(case.identity, [case.source])
     image = renderer.synthesis(true_source, cameras[:1])["image"][0]
+    # The input is a head of the world (marked as such); the instruction is what is measured, so it is
+    # edited even when the world's vocabulary check (`ip2n.synthetic.vocabulary`) would refuse it.
     result = pipeline(
-        to_pil(image),
+        mark_world_image(to_pil(image), {"rendered_by": "ip2n synth eval", "case": index}),
         case.instruction,
+        allow_any_instruction=True,
         num_inference_steps=settings.num_inference_steps,
         strength=settings.strength,
         guidance_scale=settings.guidance_scale,

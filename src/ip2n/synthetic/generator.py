@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ip2n.limits import config_from_dict
 from ip2n.rendering.cameras import unpack_camera_label
 from ip2n.rendering.rays import ray_bundle
 from ip2n.rendering.volume import DEFAULT_POINTS_PER_CHUNK, RenderingConfig, render_field
@@ -92,9 +93,8 @@ class SyntheticHeadsConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntheticHeadsConfig:
-        data = dict(data)
-        data["rendering"] = RenderingConfig(**data["rendering"])
-        return cls(**data)
+        """A stored config, every value checked (`ip2n.limits.config_from_dict`)."""
+        return config_from_dict(cls, data)
 
 
 def synthetic_preset(name: str = "synthetic") -> SyntheticHeadsConfig:

@@ -414,6 +414,7 @@ def train_dit(
     `identity_features` (N, 512) are `bank_identity_features`, computed here when not given."""
     from ip2n.synthetic.edit_data import build_edit_data
     from ip2n.training import train
+    from ip2n.training.checkpoint import CHECKPOINT_NAME
 
     training_config = dit_training_config(variant, config, weights_dir)  # an unknown variant fails here
     switches = DIT_VARIANTS[variant]
@@ -431,7 +432,9 @@ def train_dit(
         recombined_fraction=switches.recombined_sources,
         target_codes=targets,
     )
-    result = train(training_config, run_dir, data=data)
+    # A run interrupted earlier continues where it stopped (resuming is exact).
+    resume = (run_dir / CHECKPOINT_NAME).exists()
+    result = train(training_config, run_dir, data=data, resume=resume)
     return result.ema_weights
 
 

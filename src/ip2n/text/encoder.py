@@ -277,6 +277,14 @@ class PromptEncoder:
         self._empty = None
         self._cache.clear()
 
+    def to(self, device: str | torch.device) -> PromptEncoder:
+        """Move the cached encodings to `device` (after the encoder was moved there); returns self."""
+        if self._empty is not None:
+            self._empty = self._empty.to(device)
+        for key, context in self._cache.items():
+            self._cache[key] = context.to(device)
+        return self
+
     def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
         """Prompts (N strings) → text context (N, 77, width) on the encoder's device and dtype."""
         tokens = tokenize(texts)  # (N, 77)

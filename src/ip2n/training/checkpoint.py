@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,16 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise CheckpointError(f"no training checkpoint at {path}; start without --resume")
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, i.e. running whatever the file holds: never.
+        raise CheckpointError(
+            f"cannot read training checkpoint {path}: it holds objects other than tensors and plain data, "
+            "which ip2n never loads (it was not written by `ip2n train`, or has been changed since); "
+            "start a new run in another output folder"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"cannot read training checkpoint {path} ({exc}); it is damaged") from None
+    try:
         history = payload["loss_history"]
         return TrainingState(
             step=int(payload["step"]),
@@ -73,8 +84,11 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
             config=json.loads(payload["config"]),
             loss_history=[(int(step), float(loss)) for step, loss in history.tolist()],
         )
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as exc:
-        raise CheckpointError(f"cannot read training checkpoint {path} ({exc}); it is damaged") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise CheckpointError(
+            f"cannot read training checkpoint {path} ({type(exc).__name__}: {exc}); it is damaged or was not "
+            "written by `ip2n train`"
+        ) from None
 
 
 def export_ema(

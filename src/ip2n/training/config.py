@@ -17,6 +17,10 @@ from typing import Any
 import yaml
 
 from ip2n.diffusion import DiTConfig, dit_config
+from ip2n.limits import MAX_TRAINING_CONFIG_BYTES, config_from_dict
+
+# Neural rendering resolution of the identity loss and of the sample grids (the released generator: 128).
+MAX_RENDER_RESOLUTION = 512
 
 MIXED_PRECISION_MODES = ("no", "bf16")
 GENERATOR_FAMILIES = ("eg3d", "synthetic")
@@ -36,6 +40,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.cache_shard_pairs is not None and (self.cache is None or self.cache_shard_pairs < 1):
             raise ValueError("data.cache_shard_pairs needs data.cache and must be at least 1")
+        _check_whole("data.encode_batch_size", self.encode_batch_size, 1, 65_536)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,12 @@ class ModelConfig:
             )
 
     def dit_config(self) -> DiTConfig:
-        return dataclasses.replace(dit_config(self.dit), **dict(self.dit_overrides))
+        """The preset's DiT with `dit_overrides`, every value checked (`ip2n.limits.config_from_dict`)."""
+        try:
+            preset = dataclasses.asdict(dit_config(self.dit))
+        except KeyError as exc:
+            raise ValueError(f"model.dit: {exc.args[0]}") from None
+        return config_from_dict(DiTConfig, {**preset, **dict(self.dit_overrides)}, "model.dit_overrides")
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,12 @@ class ObjectiveConfig:
     # without the source latent (the img2img baseline: a text-only model of edited latents).
     identity_conditioning: bool = True
     source_conditioning: bool = True
+
+    def __post_init__(self) -> None:
+        if self.render_resolution is not None:
+            _check_whole("objective.render_resolution", self.render_resolution, 8, MAX_RENDER_RESOLUTION)
+        if self.identity_max_samples is not None:
+            _check_whole("objective.identity_max_samples", self.identity_max_samples, 1, None)
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,13 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         if self.sample_every < 0 or self.sample_pairs < 1:
             raise ValueError("sample_every must be ≥ 0 and sample_pairs ≥ 1")
+        # Intervals divide the step count: 0 would be a division by zero.
+        _check_whole("logging.log_every", self.log_every, 1, None)
+        _check_whole("logging.checkpoint_every", self.checkpoint_every, 1, None)
+        _check_whole("logging.sample_pairs", self.sample_pairs, 1, 64)
+        _check_whole("logging.sample_steps", self.sample_steps, 1, 1000)
+        if self.sample_resolution is not None:
+            _check_whole("logging.sample_resolution", self.sample_resolution, 8, MAX_RENDER_RESOLUTION)
 
 
 @dataclass(frozen=True)
@@ -174,6 +197,14 @@ class TrainingConfig:
         return TrainingConfig.from_dict(merged)
 
 
+def _check_whole(name: str, value: Any, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
@@ -198,8 +229,37 @@ _SECTIONS = {
 
 
 def load_config(path: str | os.PathLike) -> TrainingConfig:
-    """Read a training config from YAML (.yaml/.yml) or JSON (.json)."""
+    """Read a training config from YAML (.yaml/.yml) or JSON (.json).
+
+    Every problem — not text, a syntax error, an unknown key, a value of the wrong type or out of
+    its range — raises `ValueError` naming the file (and the line of a syntax error).
+    """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    return TrainingConfig.from_dict(data or {})
+    if path.stat().st_size > MAX_TRAINING_CONFIG_BYTES:
+        raise ValueError(
+            f"{path} is {path.stat().st_size} bytes long, far more than a training config "
+            f"(at most {MAX_TRAINING_CONFIG_BYTES} bytes); check that it is the right file"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{path} is not a UTF-8 text file; expected a YAML or JSON training config"
+        ) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"{path} is not valid YAML ({where}{problem})") from None
+    try:
+        config = TrainingConfig.from_dict(data or {})
+        config.model.dit_config()  # the DiT's sizes, checked now rather than when training starts
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return config

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ip2n.devices import default_device
+
 logger = logging.getLogger(__name__)
 
 
@@ -53,7 +55,7 @@ def init_distributed(device: str | None = None) -> DistributedContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = default_device().type  # the rule EditPipeline.from_pretrained follows too
     target = torch.device(device)
     if target.type == "cuda" and target.index is None:
         target = torch.device(target.type, local_rank)

@@ -280,11 +280,23 @@ def train(
     """
     context = context or DistributedContext()
     output_dir = Path(output_dir)
+    if not resume:
+        _refuse_existing_run(output_dir)
     if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
     context.barrier()
     with _RunLog(output_dir / LOG_NAME if context.is_main else None):
         return _train(config, output_dir, resume, context, stop_after, data)
+
+
+def _refuse_existing_run(output_dir: Path) -> None:
+    """A new run must not overwrite another run's checkpoint and weights."""
+    for name in (CHECKPOINT_NAME, f"{EMA_EXPORT_NAME}.safetensors"):
+        if (output_dir / name).exists():
+            raise ValueError(
+                f"{output_dir} already holds a training run ({name}); continue it with --resume "
+                "(resume=True), or choose another output folder for a new run"
+            )
 
 
 def _train(
@@ -304,6 +316,12 @@ def _train(
     local_size = optimization.batch_size // context.world_size
     local_rows = slice(context.rank * local_size, (context.rank + 1) * local_size)
     device = context.device
+    checkpoint_path = output_dir / CHECKPOINT_NAME
+    # A checkpoint that cannot be read or does not fit the config fails the run now, not after the
+    # networks are built and the data encoded.
+    state = load_checkpoint(checkpoint_path, device) if resume else None
+    if state is not None:
+        _check_resumable(state.config, config)
 
     networks = build_frozen_networks(config.model, device)
     if data is None:
@@ -317,16 +335,14 @@ def _train(
     )
     generator = torch.Generator().manual_seed(config.seed)
     step, history = 0, []
-    checkpoint_path = output_dir / CHECKPOINT_NAME
-    if resume:
-        state = load_checkpoint(checkpoint_path, device)
-        _check_resumable(state.config, config)
+    if state is not None:
         model.load_state_dict(state.model)
         ema.load_state_dict(state.ema)
         optimizer.load_state_dict(state.optimizer)
         generator.set_state(state.rng_state)
         step, history = state.step, list(state.loss_history)
         logger.info("resumed from %s at step %d", checkpoint_path, step)
+        state = None  # copied into the model and the optimizer
     network = (
         DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         if context.enabled

@@ -3,8 +3,8 @@
 Everything an edit does happens in `EditSession`; this module only turns page values into a
 request and a result into page values. What a public page needs is set here: a queue with a
 concurrency limit and a maximum length, an upload size limit, messages instead of stack traces, and
-file serving confined to the session's output root (Gradio's upload and example caches are moved
-into it, so `/gradio_api/file=` can reach nothing else).
+file serving confined to the files the app wrote into the session's output root, and uploads
+bounded to images (`ip2n.webapp.files`; Gradio's upload and example caches are moved into the root).
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ from typing import Any
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
+from ip2n.limits import MAX_CONCURRENCY, MAX_QUEUE_SIZE, MAX_UPLOAD_MB  # noqa: E402
+from ip2n.webapp.files import (  # noqa: E402
+    FileGuard,
+    check_output_root_owner,
+    claim_output_root,
+    prune_uploads,
+)
 from ip2n.webapp.session import (  # noqa: E402
     EXAMPLES_DIR,
     MAX_VIEWS,
@@ -35,6 +43,7 @@ from ip2n.webapp.session import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 TITLE = "ip2n — edit a portrait in 3-D with an instruction"
+TRY_ANYWAY = "Try anyway"
 
 
 @dataclass(frozen=True)
@@ -50,43 +59,68 @@ class ServeSettings:
     def check(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be from 0 to 65535, got {self.port}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.queue_size < 1:
-            raise ValueError(f"queue size must be at least 1, got {self.queue_size}")
-        if self.max_upload_mb <= 0:
-            raise ValueError(f"the upload limit must be positive, got {self.max_upload_mb} MB")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(
+                f"concurrency must be at least 1 and at most {MAX_CONCURRENCY}, got {self.concurrency}"
+            )
+        if not 1 <= self.queue_size <= MAX_QUEUE_SIZE:
+            raise ValueError(
+                f"queue size must be at least 1 and at most {MAX_QUEUE_SIZE}, got {self.queue_size}"
+            )
+        # `not 0 < x <= limit` also refuses NaN, which compares false with everything.
+        if not 0 < self.max_upload_mb <= MAX_UPLOAD_MB:
+            raise ValueError(
+                f"the upload limit must be a number above 0 and at most {MAX_UPLOAD_MB:g} MB, "
+                f"got {self.max_upload_mb} MB"
+            )
 
 
 def example_inputs(output_root: str | os.PathLike) -> list[list[Any]]:
     """Example rows [portrait path, instruction, align] for the page: the built-in model's examples.
 
-    The portraits are frontal renders of the built-in synthetic world (`ip2n.builtin`), made on
-    first use and kept in `output_root/examples` (the package ships no image files). Alignment is
-    off: the renders are ready crops, and not faces a photo face detector knows.
+    The portraits are frontal renders of the built-in synthetic world (`ip2n.builtin`), marked as
+    heads of the world, made on first use and kept in `output_root/examples` (the package ships no
+    image files; a file without a valid mark is rendered again). Alignment is off: the renders are
+    ready crops, and not faces a photo face detector knows.
     """
-    from ip2n.builtin import example_heads, render_portrait
+    from ip2n.builtin import EXAMPLES, example_heads, render_portrait
     from ip2n.export.images import save_image
 
     folder = Path(output_root) / EXAMPLES_DIR
     rows = []
     for number, (identity, attributes, instruction) in enumerate(example_heads()):
         path = folder / f"example_{number}.png"
-        if not path.is_file():
-            save_image(render_portrait(identity, attributes), path)
+        if not _is_world_head(path):
+            save_image(render_portrait(identity, attributes, seed=EXAMPLES[number][0]), path)
             logger.info("rendered example portrait %s", path)
         rows.append([str(path), instruction, False])
     return rows
 
 
+def _is_world_head(path: Path) -> bool:
+    """Whether `path` is a marked, unchanged head of the synthetic world (`ip2n.synthetic.marks`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ip2n.synthetic.marks import world_mark
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return world_mark(image) is not None
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
 def check_output_root(output_root: str | os.PathLike) -> None:
-    """Refuse an output folder that holds the current folder: every file in it could be downloaded."""
+    """Refuse an output folder that holds the current folder, or files the app did not write (a
+    non-empty folder without the app's marker, `ip2n.webapp.files.OWNER_MARKER`)."""
     output_root = Path(output_root).resolve()
     if Path.cwd().resolve().is_relative_to(output_root):
         raise ValueError(
             f"the output folder {output_root} holds the current folder, and every file in it could be "
             "downloaded from the page; choose a folder of its own for the web app (-o/--out)"
         )
+    check_output_root_owner(output_root)
 
 
 def confine_files_to(output_root: Path) -> None:
@@ -104,12 +138,23 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
     settings.check()
     defaults = session.default_settings()
     check_output_root(session.output_root)
+    claim_output_root(session.output_root)
+    prune_uploads(session.output_root, session.keep)
     confine_files_to(session.output_root)
+    # The built-in model edits heads of its synthetic world only: no face alignment by default (its
+    # heads are ready crops), its examples to start from, and "Try anyway" for other pictures.
+    world = session.world_model
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(
-            f"# {TITLE}\nModel: **{html.escape(session.model_name or 'unnamed')}**. Upload a portrait, "
-            "type what to change, press **Edit**. Results: the edited view, views from −30° to 30°, depth, "
-            "and optionally an orbit video and a 3-D mesh."
+            f"# {TITLE}\nModel: **{html.escape(session.model_name or 'unnamed')}**. "
+            + (
+                "This is the built-in model: it edits only heads of its synthetic 3-D world — pick one of "
+                "the **Examples** below (photos need the official weights: `ip2n serve --weights DIR`), "
+                if world
+                else "Upload a portrait, "
+            )
+            + "type what to change, press **Edit**. Results: the edited view, views from −30° to 30°, "
+            "depth, and optionally an orbit video and a 3-D mesh."
         )
         history = gr.State({"steps": [], "last_digest": None})
         with gr.Row():
@@ -131,7 +176,7 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                 with gr.Row():
                     align = gr.Checkbox(
                         label="Align face (photos)",
-                        value=True,
+                        value=not world,
                         info="detect and crop the face first; off for ready crops",
                         elem_id="align",
                     )
@@ -140,6 +185,14 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                         value=False,
                         info="apply several instructions in turn, not as one sentence",
                     )
+                try_anyway = gr.Checkbox(
+                    label=TRY_ANYWAY,
+                    value=False,
+                    visible=world,
+                    info="run the built-in model on a picture that is not a head of its world, or an "
+                    "instruction it does not know: the result is then not an edit of your input",
+                    elem_id="try-anyway",
+                )
                 with gr.Accordion("Settings", open=True):
                     strength = gr.Slider(
                         0.05,
@@ -190,7 +243,8 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                 gr.Examples(
                     example_inputs(session.output_root),
                     inputs=[image, instructions, align],
-                    label="Examples: heads of the built-in synthetic world",
+                    label="Examples: heads of the built-in synthetic world"
+                    + (" (the pictures this model edits)" if world else ""),
                     elem_id="examples",
                 )
             with gr.Column(scale=2):
@@ -247,6 +301,7 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                 views,
                 video,
                 mesh,
+                try_anyway,
                 history,
             ],
             outputs=[
@@ -273,7 +328,8 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
             concurrency_limit=None,
             api_visibility="private",
         )
-        image.upload(lambda: True, outputs=[align], concurrency_limit=None, api_visibility="private")
+        # An upload is a photo to align, except for the built-in model, whose heads are ready crops.
+        image.upload(lambda: not world, outputs=[align], concurrency_limit=None, api_visibility="private")
     app.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     return app
 
@@ -285,6 +341,17 @@ def launch(app: gr.Blocks, session: EditSession, settings: ServeSettings = Serve
         server_port=settings.port,
         max_file_size=round(settings.max_upload_mb * 2**20),
         allowed_paths=[str(session.output_root)],
+        # In front of Gradio's routes: only the app's own files are served, uploads are images only.
+        app_kwargs={
+            "middleware": [
+                Middleware(
+                    FileGuard,
+                    output_root=session.output_root,
+                    max_upload_bytes=round(settings.max_upload_mb * 2**20),
+                    keep=session.keep,
+                )
+            ]
+        },
         show_error=False,
         ssr_mode=False,
         share=False,
@@ -334,6 +401,7 @@ def _edit(
     views: float,
     video: bool,
     mesh: bool,
+    try_anyway: bool,
     history: dict,
 ) -> tuple:
     settings = WebEditSettings(
@@ -347,6 +415,8 @@ def _edit(
         views=_whole(views),
         video=bool(video),
         mesh=bool(mesh),
+        allow_any_image=bool(try_anyway),
+        allow_any_instruction=bool(try_anyway),
     )
     path = image.get("path") if isinstance(image, dict) else None
     name = (image.get("orig_name") if isinstance(image, dict) else None) or (
@@ -390,8 +460,16 @@ def _continue(history: dict) -> tuple:
 def _summary(outcome: EditOutcome) -> str:
     settings = outcome.settings
     prompts = " → ".join(f"“{html.escape(prompt)}”" for prompt in settings.prompts)
+    # With "Try anyway" on something outside the built-in model's world, the result is no edit of the
+    # input: the summary says so first, not "Edited".
+    done = (
+        f"**Not an edit of your input** ({' and '.join(outcome.outside_world)} outside the built-in "
+        f"model's world; see the notes). Ran in {outcome.seconds:.1f} s"
+        if outcome.outside_world
+        else f"Edited in {outcome.seconds:.1f} s"
+    )
     lines = [
-        f"Edited in {outcome.seconds:.1f} s: {prompts}, strength {settings.strength:g}, "
+        f"{done}: {prompts}, strength {settings.strength:g}, "
         f"text guidance {settings.guidance_scale:g}, image guidance {settings.image_guidance_scale:g}, "
         f"{settings.num_inference_steps} steps, seed {settings.seed}. Files: `{outcome.folder.name}`."
     ]

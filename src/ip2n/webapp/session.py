@@ -3,7 +3,9 @@
 Pure Python (no Gradio), so every rule of the app is testable without a browser: the limits a
 public page must enforce (instruction count and length, steps, views), the request time limit,
 readable messages for every bad input, and where files go. `ip2n.webapp.app` only translates
-between page components and `EditSession.edit`.
+between page components and `EditSession.edit`. A session on the built-in model (`world_model`)
+refuses pictures that are not heads of its synthetic world and instructions that name none of its
+attributes, with the page's advice (its examples, its "Try anyway" box; `ip2n.pipeline.scope`).
 
 Layout of the output root (the only folder the app serves files from):
     requests/<time>-<random>/    one folder per edit (see `EditOutcome`); names sort by creation time,
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -29,8 +30,8 @@ import torch
 from PIL import Image
 
 from ip2n.align import AlignmentError
-from ip2n.export.images import save_image, to_pil
 from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL
+from ip2n.limits import MAX_KEEP, MAX_TIMEOUT_SECONDS
 from ip2n.pipeline import (
     DEFAULT_IMAGE_SCALE,
     DEFAULT_STEPS,
@@ -40,8 +41,11 @@ from ip2n.pipeline import (
     EditSettings,
     ImageInputError,
     InstructionError,
+    OutsideWorldError,
 )
-from ip2n.pipeline.result import VIEW_YAW_RANGE
+from ip2n.pipeline.edit import check_guidance_scales, edit_schedule
+from ip2n.pipeline.result import CROP_NAME, view_yaws_deg
+from ip2n.pipeline.scope import WEB_WORDING
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +85,10 @@ class WebEditSettings:
     seed: int = 0
     align: bool = False  # detect and crop the face first (photos); off for ready crops
     chain: bool = False  # several instructions one after another instead of one combined prompt
+    # The built-in model only: run it on a picture that is not a head of its world / an instruction
+    # that names none of its attributes (the page's "Try anyway" sets both; `ip2n.pipeline.scope`).
+    allow_any_image: bool = False
+    allow_any_instruction: bool = False
     views: int = 4  # edited views over yaw −30° … 30°
     video: bool = False
     video_frames: int = 24
@@ -97,6 +105,13 @@ class WebEditSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RequestError(f"{name} must be a number, got {value!r}")
         _check_int("steps", self.num_inference_steps, 1, MAX_STEPS)
+        # API clients are not held by the sliders: the pipeline's own checks, before any work (finite
+        # guidance from 0 to MAX_GUIDANCE_SCALE, 0 < strength < 1, steps that space evenly).
+        try:
+            check_guidance_scales(self.guidance_scale, self.image_guidance_scale)
+            edit_schedule(self.num_inference_steps, self.strength)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
         _check_int("seed", self.seed, 0, MAX_SEED)
         _check_int("views", self.views, 1, MAX_VIEWS)
         if self.video:
@@ -123,6 +138,9 @@ class EditOutcome:
     settings: EditSettings  # what the pipeline ran (prompts, seed, ...)
     notes: tuple[str, ...]
     seconds: float
+    # What the built-in model ran on outside its world with "Try anyway" ("image", "instruction"):
+    # then the result is not an edit of the input.
+    outside_world: tuple[str, ...] = ()
 
 
 class EditSession:
@@ -159,6 +177,12 @@ class EditSession:
     @property
     def model_name(self) -> str:
         return self.pipeline.model_name
+
+    @property
+    def world_model(self) -> bool:
+        """The model edits heads of the synthetic world only (the built-in model): no face alignment,
+        examples to start from, and a "Try anyway" opt-in for other pictures."""
+        return self.pipeline.world_model
 
     def default_settings(self) -> WebEditSettings:
         """The page's initial controls: the model's own sampling defaults (`EditPipeline.defaults`)."""
@@ -226,27 +250,27 @@ class EditSession:
                     chain=settings.chain,
                     align=settings.align,
                     generator=torch.Generator().manual_seed(settings.seed),
+                    allow_any_image=settings.allow_any_image,
+                    allow_any_instruction=settings.allow_any_instruction,
                 )
             # Messages name the user's file, not the server's copy of it.
             except ImageInputError as exc:
                 raise ImageInputError(_name_upload(str(exc), picture, image_name)) from None
+            except OutsideWorldError as exc:
+                # Worded for the page: its examples and its "Try anyway" box.
+                message = exc.explain(WEB_WORDING)
+                raise RequestError(_name_upload(message, picture, image_name or "this picture")) from None
             except AlignmentError as exc:
                 raise RequestError(
                     f"{_name_upload(str(exc), picture, image_name)}. If the image already is a face "
                     'crop (like the examples), untick "Align face".'
                 ) from None
-        self._check_deadline(deadline)
-        crop = folder / "crop.png"
-        save_image(result.input_image, crop)
-        view_images = result.views(settings.views)
-        yaws = _view_yaws(settings.views)
-        views = tuple(folder / f"view_{index}.png" for index in range(settings.views))
-        for image, path in zip(view_images, views):
-            save_image(to_pil(image), path)
-        self._check_deadline(deadline)
+        yaws = tuple(view_yaws_deg(settings.views))
         written = result.save(
             folder,
-            views=0,
+            crop=True,
+            views=settings.views,
+            views_as="files",
             video=settings.video,
             video_frames=settings.video_frames,
             mesh="glb" if settings.mesh else None,
@@ -254,19 +278,21 @@ class EditSession:
             mesh_level=self.mesh_level,
             metadata={
                 "webapp": {
-                    "crop": crop.name,
-                    "views": [path.name for path in views],
-                    "view_yaws_degrees": yaws,
+                    "crop": CROP_NAME,
+                    "views": [f"view_{index}.png" for index in range(settings.views)],
+                    "view_yaws_degrees": list(yaws),
                 }
             },
+            # A running computation cannot be interrupted: the time limit is checked between stages.
+            on_stage=lambda stage: self._check_deadline(deadline),
         )
         names = {path.name: path for path in written}
         return EditOutcome(
             folder=folder,
-            crop=crop,
+            crop=names[CROP_NAME],
             source=names["source.png"],
             edited=names["edited.png"],
-            views=views,
+            views=tuple(names[f"view_{index}.png"] for index in range(settings.views)),
             view_yaws=yaws,
             depth=names["depth.png"],
             latent=names["edited_latent.npy"],
@@ -276,6 +302,7 @@ class EditSession:
             settings=result.settings,
             notes=result.notes,
             seconds=round(time.perf_counter() - start, 3),
+            outside_world=result.outside_world,
         )
 
     def _check_deadline(self, deadline: float) -> None:
@@ -296,10 +323,12 @@ class EditSession:
 
 def check_session_options(timeout: float, keep: int) -> None:
     """Refuse a session's options (callers that load a model first check them before loading)."""
-    if not timeout > 0:
-        raise ValueError(f"the request time limit must be positive, got {timeout} s")
-    if keep < 1:
-        raise ValueError(f"at least one request folder must be kept, got {keep}")
+    if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(
+            f"the request time limit must be positive and at most {MAX_TIMEOUT_SECONDS:g} s, got {timeout} s"
+        )
+    if not 1 <= keep <= MAX_KEEP:
+        raise ValueError(f"at least one request folder must be kept, and at most {MAX_KEEP}; got {keep}")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:
@@ -329,9 +358,3 @@ def _check_instructions(instructions: list[str]) -> list[str]:
 
 def _name_upload(message: str, picture: str | Image.Image, name: str | None) -> str:
     return message.replace(picture, name) if name and isinstance(picture, str) else message
-
-
-def _view_yaws(count: int) -> tuple[float, ...]:
-    """Yaw in degrees of each of `count` views, spread as `EditResult.views` spreads them (captions)."""
-    yaws = torch.linspace(-VIEW_YAW_RANGE, VIEW_YAW_RANGE, count) if count > 1 else torch.zeros(1)
-    return tuple(round(math.degrees(yaw), 1) for yaw in yaws.tolist())
