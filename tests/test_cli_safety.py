@@ -95,6 +95,7 @@ def _run_subprocess(script: str, *args, **kwargs) -> subprocess.CompletedProcess
 # --- signals and pipes ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a command in a subprocess: 11 s
 def test_a_closed_output_pipe_ends_a_command_quietly(tmp_path):
     """`ip2n weights check DIR | head -0`: status 141 (128 + SIGPIPE), no traceback, no death by signal."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -110,6 +111,7 @@ def test_a_closed_output_pipe_ends_a_command_quietly(tmp_path):
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
 
 
+@pytest.mark.slow  # a command in a subprocess: 8 s
 def test_sigterm_rolls_back_the_write_in_progress(generator_dir, latent, tmp_path):
     """SIGTERM while an image is being written: no partial file, no half-finished output, status 143."""
     out = tmp_path / "out"
@@ -341,6 +343,7 @@ def test_a_prompt_list_naming_a_dotted_image_stays_inside_the_output_folder(weig
 # --- files that were there before, interrupted and failing writes -------------------------------------
 
 
+@pytest.mark.slow  # a full edit interrupted and re-run: 12 s
 def test_ctrl_c_removes_only_the_files_this_run_created(weights_dir, tmp_path, capsys, monkeypatch):
     portrait(0).save(tmp_path / "a.png")
     folder = tmp_path / "out" / "a"

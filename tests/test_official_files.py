@@ -446,6 +446,7 @@ def _hostile_weights_folder(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # every hostile file through every loader, in subprocesses: 21 s
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc to measure memory")
 def test_hostile_files_are_refused_within_a_memory_and_time_budget(tmp_path):
     """`ip2n weights check` on a folder of hostile pickles, as a user runs it, with its address space

@@ -119,6 +119,7 @@ def test_from_pretrained_loads_on_the_automatic_device(monkeypatch, tmp_path):
     assert seen == [torch.device("meta"), "cpu"]
 
 
+@pytest.mark.slow  # the README's script in a fresh interpreter: 17 s
 def test_the_readme_example_runs_as_written(tmp_path):
     """README's Python example, run in a folder holding `ip2n demo`'s input.png (as the demo writes it)."""
     from ip2n.builtin import EXAMPLES, example_heads

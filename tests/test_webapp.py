@@ -275,6 +275,76 @@ def test_try_anyway_runs_it_and_the_page_says_it_is_not_an_edit(session, tmp_pat
     assert record["outside_world"] == ["image"] and record["notes"] == list(outcome.notes)
 
 
+def test_an_edit_reports_each_diffusion_step_and_each_output(session, example_portrait):
+    reports: list[tuple[float, str]] = []
+    settings = dataclasses.replace(QUICK, strength=0.5, views=2, video=True, video_frames=2, chain=True)
+    session.edit(
+        example_portrait,
+        ["add eyeglasses", "add a smile"],
+        settings,
+        on_progress=lambda fraction, what: reports.append((fraction, what)),
+    )
+    fractions = [fraction for fraction, _ in reports]
+    assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] < 1.0
+    steps = [what for _, what in reports if what.startswith("diffusion step")]
+    # int(0.5 × 10) steps per instruction, the two instructions one after another.
+    assert steps == [f"diffusion step {number} of 10" for number in range(1, 11)]
+    assert [what for _, what in reports if what.startswith("rendering")] == [
+        "rendering the edited portrait and its depth",
+        "rendering the views",
+        "rendering the orbit video",
+    ]
+    assert reports[0][1].startswith("waiting for the model") and reports[-1][1] == "writing the files"
+
+
+@pytest.mark.parametrize(
+    "instructions, image_kind, where, message",
+    [
+        ("", "example", "instructions", "type an instruction first"),
+        ("make her look like the Mona Lisa", "example", "instructions", "cannot tell what"),
+        ("add eyeglasses", "photo", "image", "is not a head of the built-in model's synthetic world"),
+        ("add eyeglasses", "text", "image", "notes.png is not an image file"),
+    ],
+)
+def test_the_page_shows_a_refusal_under_the_input_it_concerns(
+    session, example_portrait, tmp_path, instructions, image_kind, where, message
+):
+    """The page's edit keeps its results and puts the message in place (no toast that fades away)."""
+    import gradio as gr
+
+    from ip2n.webapp.app import RESULT_OUTPUTS, _page_edit
+
+    images = {"example": example_portrait, "photo": tmp_path / "photo.png", "text": tmp_path / "notes.png"}
+    portrait(3, size=256).save(images["photo"])
+    images["text"].write_text("these are my notes, not a picture")
+    upload = {"path": str(images[image_kind]), "orig_name": images[image_kind].name}
+    values = _page_edit(
+        session, upload, instructions, False, False, 0.5, 2.5, 1.0, 10, 0, 1, False, False, False,
+        {"steps": [], "last_digest": None}, progress=lambda *args, **kwargs: None,
+    )  # fmt: skip
+    results, slots = (
+        values[:RESULT_OUTPUTS],
+        dict(zip(("image", "instructions", "request"), values[RESULT_OUTPUTS:])),
+    )
+    assert all(isinstance(value, type(gr.skip())) for value in results)  # what is shown stays
+    assert slots[where].visible and message in slots[where].value and "Traceback" not in slots[where].value
+    assert all(not slot.visible for name, slot in slots.items() if name != where)
+    assert _request_folders(session) == []
+
+
+def test_the_page_clears_its_messages_after_an_edit(session, example_portrait):
+    from ip2n.webapp.app import RESULT_OUTPUTS, _page_edit
+
+    progress: list[float] = []
+    values = _page_edit(
+        session, {"path": str(example_portrait)}, "add eyeglasses", False, False, 0.5, 2.5, 1.0, 10, 0, 1,
+        False, False, False, {"steps": [], "last_digest": None},
+        progress=lambda fraction, desc: progress.append(fraction),
+    )  # fmt: skip
+    assert Path(values[1]).is_file() and all(not slot.visible for slot in values[RESULT_OUTPUTS:])
+    assert len(progress) >= 5 + 2  # waiting, encoding, five diffusion steps, the outputs
+
+
 def test_the_page_does_not_align_for_the_built_in_model(session):
     app = build_app(session)
     by_label = {getattr(block, "label", None): block for block in app.blocks.values()}
@@ -486,6 +556,7 @@ def test_page_in_a_browser(server, browser, fixtures_dir, tmp_path):
     )
     assert not page.locator("#align input").is_checked()
     _edit_and_wait(page, ("#edited", 1), ("#crop", 1), ("#depth", 1), ("#views", 4), ("#history", 2))
+    _check_layout(page)
     page.locator("#again").click()
     page.wait_for_function("document.querySelector('#instructions textarea').value === ''")
     page.locator("#instructions textarea").fill("add a smile")
@@ -524,12 +595,55 @@ def test_page_in_a_browser(server, browser, fixtures_dir, tmp_path):
     assert "add eyeglasses" in summary and "Not an edit of your input" in summary
     page.locator("#try-anyway input").uncheck()
 
-    # Bad input shows our message in the page, not a stack trace.
+    # Bad input shows our message in the page under the input it concerns, and it stays there.
     page.locator("#instructions textarea").fill("")
     page.locator("#edit").click()
     page.get_by_text("type an instruction first").wait_for(timeout=30_000)
     assert "Traceback" not in page.content()
+    page.wait_for_timeout(6_000)  # longer than a notice takes to fade
+    message = page.locator("#instructions-message")
+    assert message.is_visible() and "type an instruction first" in message.inner_text()
+    assert message.bounding_box()["y"] >= _bottom(page.locator("#instructions"))
+    assert message.bounding_box()["y"] < page.locator("#align").bounding_box()["y"]
     page.close()
+
+    # On a phone's width the results come before the examples.
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone.goto(url)
+    phone.locator("#examples").wait_for()
+    assert _bottom(phone.locator("#history")) <= phone.locator("#examples").bounding_box()["y"]
+    assert _bottom(phone.locator("#edit")) <= phone.locator("#edited").bounding_box()["y"]
+    phone.close()
+
+
+def _bottom(locator) -> float:
+    box = locator.bounding_box()
+    return box["y"] + box["height"]
+
+
+def _check_layout(page) -> None:
+    """What the page shows is whole and in proportion: the examples table within its box, the edited
+    portrait and its depth as large as the views, every face of the history uncut."""
+    layout = page.evaluate(
+        """() => {
+            const box = selector => document.querySelector(selector).getBoundingClientRect();
+            const table = document.querySelector("#examples table");
+            const history = box("#history");
+            return {
+                tableWidth: table.scrollWidth, examplesWidth: box("#examples").width,
+                edited: box("#edited img").width, depth: box("#depth img").width,
+                view: box("#views img").width,
+                history: Array.from(document.querySelectorAll("#history img")).map(image => {
+                    const rect = image.getBoundingClientRect();
+                    return rect.top >= history.top && rect.bottom <= history.bottom
+                        && rect.left >= history.left && rect.right <= history.right;
+                }),
+            };
+        }"""
+    )
+    assert layout["tableWidth"] <= layout["examplesWidth"], layout
+    assert min(layout["edited"], layout["depth"]) >= 0.9 * layout["view"], layout
+    assert layout["history"] and all(layout["history"]), layout
 
 
 @pytest.mark.system

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.3.0"
+# The models that ship with ip2n register themselves (`ip2n.registry`); no torch is imported here.
+from ip2n import builtin  # noqa: E402, F401
+from ip2n.version import __version__
 
 if TYPE_CHECKING:
     from ip2n.pipeline.edit import EditPipeline, EditPipelineOutput

@@ -14,8 +14,8 @@ import signal
 import sys
 import threading
 
-from ip2n import __version__
 from ip2n.commands import align, bench, data, demo, edit, models, render, serve, synth, train, weights
+from ip2n.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

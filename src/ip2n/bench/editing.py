@@ -25,13 +25,13 @@ from ip2n.checkpoints.editing_weights import (
 )
 from ip2n.checkpoints.safetensors_io import save_weights
 from ip2n.diffusion.dit import DiT, dit_config
+from ip2n.diffusion.editing import edit_codes
 from ip2n.diffusion.latent_packing import pack_latent
 from ip2n.diffusion.schedule import make_schedule
 from ip2n.encoding.identity import IdentityEncoder, extract_identity
 from ip2n.encoding.identity import preset as identity_preset
 from ip2n.encoding.preim3d import build_encoder
 from ip2n.encoding.preim3d import preset as encoder_preset
-from ip2n.pipeline.edit import edit_codes
 from ip2n.text.encoder import PromptEncoder, TextEncoder, text_encoder_config
 
 if TYPE_CHECKING:

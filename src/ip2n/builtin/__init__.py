@@ -18,9 +18,19 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ip2n.registry import (
+    SYNTHETIC_WORLD_KIND,
+    FolderKind,
+    ModelPreset,
+    register_folder_kind,
+    register_model,
+)
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from ip2n.pipeline.edit import EditPipeline
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "synthetic"
 PRESET_NAME = "synthetic"
@@ -66,7 +76,7 @@ def load_synthetic_pipeline(
     dit_dir: str | Path | None = None,
     *,
     progress: bool = False,
-):
+) -> EditPipeline:
     """The synthetic world's `EditPipeline` on `device` (everything float32, eval mode).
 
     `weights_dir`: the world's trained networks (default: the built-in ones; `ip2n synth train-all`
@@ -121,7 +131,7 @@ def load_synthetic_pipeline(
         model_name=name,
         defaults=edit_defaults(weights_dir),
         world_model=True,
-        generator_source={"kind": "synthetic-world", "preset": PRESET_NAME},
+        generator_source={"kind": SYNTHETIC_WORLD_KIND, "preset": PRESET_NAME},
     )
 
 
@@ -178,3 +188,24 @@ def render_portrait(
         "pitch_deg": float(pitch_deg),
     }
     return mark_world_image(to_pil(image), record)
+
+
+def _load_builtin(device: torch.device, progress: bool) -> EditPipeline:
+    return load_synthetic_pipeline(device, progress=progress)
+
+
+def _load_world_folder(folder: Path, device: torch.device, progress: bool) -> EditPipeline:
+    return load_synthetic_pipeline(device, folder, progress=progress)
+
+
+def _is_world_generator(pipeline: EditPipeline) -> bool:
+    """Whether the pipeline renders with the world generator `load_synthetic_pipeline` rebuilds."""
+    from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
+
+    generator = pipeline.generator
+    return isinstance(generator, SyntheticHeadGenerator) and generator.config == synthetic_preset(PRESET_NAME)
+
+
+# The pipeline finds the built-in model, and folders of synthetic worlds, through the registry.
+register_model(PRESET_NAME, ModelPreset(_load_builtin, builtin_edit_defaults, world_model=True))
+register_folder_kind(SYNTHETIC_WORLD_KIND, FolderKind("world.json", _load_world_folder, _is_world_generator))

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ip2n import __version__
 from ip2n.atomic import DISK_FULL_ERRORS, write_text_atomic
 from ip2n.limits import MAX_THREADS
+from ip2n.version import __version__
 
 logger = logging.getLogger("ip2n")
 

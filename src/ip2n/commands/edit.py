@@ -308,7 +308,8 @@ def _world_model(args) -> bool:
 
 
 def _check_options(args) -> None:
-    from ip2n.pipeline.edit import check_guidance_scales, edit_schedule
+    from ip2n.diffusion.editing import edit_schedule
+    from ip2n.pipeline.edit import check_guidance_scales
 
     if args.weights and not Path(args.weights).is_dir():
         raise UserError(

@@ -309,7 +309,7 @@ def run_eval(args) -> int:
     from pathlib import Path
 
     from ip2n.builtin import WEIGHTS_DIR, edit_defaults, load_synthetic_pipeline
-    from ip2n.pipeline.edit import edit_schedule
+    from ip2n.diffusion.editing import edit_schedule
     from ip2n.synthetic.evaluate import (
         EvalSettings,
         evaluate,

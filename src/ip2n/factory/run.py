@@ -21,7 +21,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ip2n import __version__
 from ip2n.factory.editors.base import Editor
 from ip2n.factory.filters import Judges
 from ip2n.factory.spec import (
@@ -35,6 +34,7 @@ from ip2n.factory.spec import (
     digest,
 )
 from ip2n.factory.store import Store, check_output
+from ip2n.version import __version__
 
 logger = logging.getLogger(__name__)
 

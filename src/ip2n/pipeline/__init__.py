@@ -12,12 +12,10 @@ from ip2n.pipeline.edit import (
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     DEFAULT_TEXT_SCALE,
-    MODEL_PRESETS,
     DeviceError,
     EditPipeline,
     EditPipelineOutput,
     IncompatibleWeightsError,
-    ModelPreset,
     PresetError,
     edit_codes,
     edit_schedule,
@@ -35,6 +33,7 @@ from ip2n.pipeline.inputs import (
 )
 from ip2n.pipeline.result import EditResult, EditSettings, comparison_grid
 from ip2n.pipeline.scope import NotAWorldHeadError, OutsideWorldError, UnknownInstructionError
+from ip2n.registry import MODEL_PRESETS, ModelPreset
 
 __all__ = [
     "DEFAULT_IMAGE_SCALE",

@@ -8,7 +8,8 @@ saying which kind of model it is (as diffusers' `model_index.json` does):
   `text_encoder`, `encoder`, `identity`) plus `latent_avg.safetensors` — read by
   `EditPipeline.from_weights`, and by `ip2n edit --weights` and `ip2n weights check`;
 - "synthetic-world": the synthetic world's four trained networks and `world.json` (its procedural
-  generator has no weights) — read by `ip2n.builtin.load_synthetic_pipeline`, like the folders
+  generator has no weights) — read by the loader its folder kind registers (`ip2n.registry`; the
+  built-in model's, `ip2n.builtin.load_synthetic_pipeline`), like the folders
   `ip2n synth train-all` writes.
 
 The index also records the sampling defaults, the model's name and whether it is a world model, so a
@@ -26,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ip2n import __version__
 from ip2n.atomic import write_text_atomic
 from ip2n.checkpoints.editing_weights import WEIGHT_FILES
 from ip2n.checkpoints.generator_weights import LATENT_AVG_NAME
 from ip2n.checkpoints.safe_unpickle import CheckpointError
 from ip2n.checkpoints.safetensors_io import save_weights
 from ip2n.generator.eg3d import TriPlaneGenerator
+from ip2n.registry import FOLDER_KINDS, MODEL_PRESETS, SYNTHETIC_WORLD_KIND
+from ip2n.version import __version__
 
 if TYPE_CHECKING:
     from ip2n.checkpoints.editing_weights import EditingPresets
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 INDEX_NAME = "ip2n_pipeline.json"
 WORLD_MANIFEST = "world.json"  # a synthetic world's folder (`ip2n synth train-all`) holds one
 KIND_EG3D = "eg3d"
-KIND_WORLD = "synthetic-world"
+KIND_WORLD = SYNTHETIC_WORLD_KIND
 # Names `from_pretrained` takes for the built-in model, as well as its preset names.
 BUILTIN_ALIASES = {"builtin": "synthetic", "built-in": "synthetic"}
 # Editing networks by pipeline attribute → WEIGHT_FILES component.
@@ -78,8 +80,6 @@ def load_pretrained(
     progress: bool = False,
 ) -> EditPipeline:
     """See `EditPipeline.from_pretrained`."""
-    from ip2n.pipeline.edit import MODEL_PRESETS
-
     text = os.fspath(name_or_path)
     preset = BUILTIN_ALIASES.get(text, text)
     if isinstance(name_or_path, str) and preset in MODEL_PRESETS and not Path(text).exists():
@@ -113,18 +113,20 @@ def load_folder(
     from ip2n.pipeline.edit import EditDefaults, resolve_device
 
     index = read_index(folder)
-    kind = index.get("kind") if index else (KIND_WORLD if (folder / WORLD_MANIFEST).is_file() else KIND_EG3D)
-    if kind == KIND_WORLD:
-        from ip2n.builtin import load_synthetic_pipeline
-
-        pipeline = load_synthetic_pipeline(resolve_device(device), folder, progress=progress)
-    elif kind == KIND_EG3D:
+    if index:
+        kind = index.get("kind")
+    else:  # a folder `ip2n synth train-all` or another trainer wrote: known by its manifest
+        marked = [name for name, known in FOLDER_KINDS.items() if (folder / known.manifest).is_file()]
+        kind = marked[0] if marked else KIND_EG3D
+    if kind == KIND_EG3D:
         pipeline = cls.from_weights(folder, device, sizes=sizes, progress=progress)
+    elif isinstance(kind, str) and kind in FOLDER_KINDS:
+        pipeline = FOLDER_KINDS[kind].load(folder, resolve_device(device), progress)
     else:
+        known = ", ".join(repr(name) for name in [KIND_EG3D, *FOLDER_KINDS])
         raise CheckpointError(
             f"{folder / INDEX_NAME} describes a model of kind {kind!r}, which this version of ip2n "
-            f"({__version__}) does not know ({KIND_EG3D!r} or {KIND_WORLD!r}); upgrade ip2n, or save the "
-            "pipeline again"
+            f"({__version__}) does not know ({known}); upgrade ip2n, or save the pipeline again"
         )
     if index:
         try:
@@ -233,13 +235,10 @@ def _cpu_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _check_world_generator(pipeline: EditPipeline) -> None:
-    """A world's generator is procedural: only the preset the loader rebuilds can be saved."""
-    from ip2n.builtin import PRESET_NAME
-    from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
-
-    generator = pipeline.generator
-    if not isinstance(generator, SyntheticHeadGenerator) or generator.config != synthetic_preset(PRESET_NAME):
+    """A world's generator is procedural: only one its folder kind can rebuild can be saved."""
+    world = FOLDER_KINDS.get(KIND_WORLD)
+    if world is None or not world.can_save(pipeline):
         raise ValueError(
-            "save_pretrained saves EG3D pipelines and the synthetic world's on its "
-            f"{PRESET_NAME!r} preset; this pipeline's generator is neither"
+            "save_pretrained saves EG3D pipelines and the synthetic world's on the generator preset "
+            "its loader rebuilds; this pipeline's generator is neither"
         )

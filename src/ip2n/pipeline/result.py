@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ip2n import __version__
 from ip2n.atomic import atomic_path, write_text_atomic
 from ip2n.defaults import (
     DEFAULT_DENSITY_LEVEL,
@@ -43,6 +42,7 @@ from ip2n.limits import MAX_FPS, MAX_MESH_RESOLUTION, MAX_VIDEO_FRAMES, MAX_VIEW
 from ip2n.progress import stage_bar
 from ip2n.rendering.cameras import camera_labels
 from ip2n.scene import LatentScene, radians_of
+from ip2n.version import __version__
 
 if TYPE_CHECKING:
     from ip2n.synthetic.generator import SyntheticHeadGenerator

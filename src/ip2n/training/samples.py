@@ -14,15 +14,10 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageDraw
 
+from ip2n.defaults import DEFAULT_IMAGE_SCALE, DEFAULT_STRENGTH, DEFAULT_TEXT_SCALE
 from ip2n.diffusion import DiT, pack_latent, unpack_latent
+from ip2n.diffusion.editing import edit_codes, edit_schedule
 from ip2n.export.images import make_grid, to_pil
-from ip2n.pipeline.edit import (
-    DEFAULT_IMAGE_SCALE,
-    DEFAULT_STRENGTH,
-    DEFAULT_TEXT_SCALE,
-    edit_codes,
-    edit_schedule,
-)
 from ip2n.rendering.cameras import frontal_camera
 from ip2n.text import PromptEncoder
 from ip2n.training.data import TripletDataset

@@ -38,12 +38,26 @@ from ip2n.webapp.session import (  # noqa: E402
     EditOutcome,
     EditSession,
     WebEditSettings,
+    error_concerns,
 )
 
 logger = logging.getLogger(__name__)
 
 TITLE = "ip2n — edit a portrait in 3-D with an instruction"
 TRY_ANYWAY = "Try anyway"
+EXAMPLES_PER_PAGE = 6
+# The page's own styles: refusals stand out under their input; the examples' instructions wrap
+# within the table instead of widening it; the three result images and the views share one size.
+CSS = """
+.ip2n-message { border-left: 4px solid #c2410c; background: #fff7ed; color: #431407;
+                padding: 6px 10px; border-radius: 4px; }
+#examples table { table-layout: fixed; width: 100%; }
+#examples td, #examples th { white-space: normal; overflow-wrap: anywhere; }
+#crop img, #edited img, #depth img { width: 100%; height: 100%; object-fit: contain !important; }
+#views img, #history img { object-fit: contain !important; }
+#history .grid-container { grid-template-columns: repeat(6, minmax(0, 1fr)) !important; }
+"""
+RESULT_OUTPUTS = 11  # what `_edit` returns: crop … history (the page's edit adds its message slots)
 
 
 @dataclass(frozen=True)
@@ -166,6 +180,7 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                     height=320,
                     elem_id="portrait",
                 )
+                image_message = _message_slot("image-message")
                 instructions = gr.Textbox(
                     label="Instructions (one per line)",
                     lines=3,
@@ -173,6 +188,7 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                     placeholder="add eyeglasses",
                     elem_id="instructions",
                 )
+                instructions_message = _message_slot("instructions-message")
                 with gr.Row():
                     align = gr.Checkbox(
                         label="Align face (photos)",
@@ -240,13 +256,9 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                         elem_id="mesh-option",
                     )
                 edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
-                gr.Examples(
-                    example_inputs(session.output_root),
-                    inputs=[image, instructions, align],
-                    label="Examples: heads of the built-in synthetic world"
-                    + (" (the pictures this model edits)" if world else ""),
-                    elem_id="examples",
-                )
+                request_message = _message_slot("request-message")
+                # The API's edit: refusals are errors for the client (the page shows them in place).
+                api_button = gr.Button(visible=False)
             with gr.Column(scale=2):
                 with gr.Row():
                     crop = gr.Image(
@@ -284,39 +296,57 @@ def build_app(session: EditSession, settings: ServeSettings = ServeSettings()) -
                     object_fit="contain",
                     elem_id="history",
                 )
+        # Below both columns: beside the results on a wide screen, after them on a phone's.
+        gr.Examples(
+            example_inputs(session.output_root),
+            inputs=[image, instructions, align],
+            label="Examples: heads of the built-in synthetic world"
+            + (" (the pictures this model edits)" if world else ""),
+            examples_per_page=EXAMPLES_PER_PAGE,
+            elem_id="examples",
+        )
 
-        run = functools.partial(_edit, session)
+        inputs = [
+            image,
+            instructions,
+            align,
+            chain,
+            strength,
+            text_scale,
+            image_scale,
+            steps,
+            seed,
+            views,
+            video,
+            mesh,
+            try_anyway,
+            history,
+        ]
+        outputs = [
+            crop,
+            edited,
+            depth,
+            summary,
+            gallery,
+            orbit,
+            viewer,
+            mesh_download,
+            again,
+            history_gallery,
+            history,
+        ]
+        messages = {"image": image_message, "instructions": instructions_message, "request": request_message}
         edit_button.click(
-            _page_messages(run),
-            inputs=[
-                image,
-                instructions,
-                align,
-                chain,
-                strength,
-                text_scale,
-                image_scale,
-                steps,
-                seed,
-                views,
-                video,
-                mesh,
-                try_anyway,
-                history,
-            ],
-            outputs=[
-                crop,
-                edited,
-                depth,
-                summary,
-                gallery,
-                orbit,
-                viewer,
-                mesh_download,
-                again,
-                history_gallery,
-                history,
-            ],
+            functools.partial(_page_edit, session),
+            inputs=inputs,
+            outputs=outputs + list(messages.values()),
+            preprocess=False,  # the session reads the upload itself (see the API's edit below)
+            api_visibility="private",
+        )
+        api_button.click(
+            _api_messages(functools.partial(_edit, session)),
+            inputs=inputs,
+            outputs=outputs,
             # Raw payloads: the session reads the upload itself, so a bad file gets its readable message.
             preprocess=False,
             api_name="edit",
@@ -353,6 +383,7 @@ def launch(app: gr.Blocks, session: EditSession, settings: ServeSettings = Serve
             ]
         },
         show_error=False,
+        css=CSS,
         ssr_mode=False,
         share=False,
         quiet=True,
@@ -363,8 +394,15 @@ def launch(app: gr.Blocks, session: EditSession, settings: ServeSettings = Serve
     return app.local_url  # type: ignore[return-value]
 
 
-def _page_messages(function: Callable) -> Callable:
-    """Show expected failures as the message the library wrote, and any other as a short note."""
+INTERNAL_ERROR = (
+    "the server could not finish this edit because of an internal error (its log has the details); "
+    "please try again"
+)
+
+
+def _api_messages(function: Callable) -> Callable:
+    """For API clients: expected failures as errors carrying the library's message, any other as a
+    short note (its traceback goes to the log)."""
 
     @functools.wraps(function)
     def wrapper(*args):
@@ -377,14 +415,66 @@ def _page_messages(function: Callable) -> Callable:
             ) from None
         except Exception:
             logger.exception("an edit failed")
-            raise gr.Error(
-                "the server could not finish this edit because of an internal error (its log has the "
-                "details); please try again",
-                title="Server error",
-                print_exception=False,
-            ) from None
+            raise gr.Error(INTERNAL_ERROR, title="Server error", print_exception=False) from None
 
     return wrapper
+
+
+def _message_slot(elem_id: str) -> gr.Markdown:
+    """Where the page says why an edit was refused, under the input it concerns (hidden until then)."""
+    return gr.Markdown(visible=False, elem_id=elem_id, elem_classes=["ip2n-message"])
+
+
+def _page_edit(
+    session: EditSession,
+    image: dict | None,
+    instructions: str,
+    align: bool,
+    chain: bool,
+    strength: float,
+    text_scale: float,
+    image_scale: float,
+    steps: float,
+    seed: float,
+    views: float,
+    video: bool,
+    mesh: bool,
+    try_anyway: bool,
+    history: dict,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio fills in a parameter with this default)
+) -> tuple:
+    """The page's edit: progress while it runs; a refusal stays in the page under the input it
+    concerns (the results shown so far are kept) instead of a notice that fades."""
+    slots = {name: gr.Markdown(visible=False) for name in ("image", "instructions", "request")}
+    try:
+        results = _edit(
+            session,
+            image,
+            instructions,
+            align,
+            chain,
+            strength,
+            text_scale,
+            image_scale,
+            steps,
+            seed,
+            views,
+            video,
+            mesh,
+            try_anyway,
+            history,
+            on_progress=lambda fraction, what: progress(fraction, desc=what),
+        )
+    except ValueError as exc:
+        slots[error_concerns(exc)] = gr.Markdown(
+            "**Cannot edit:** " + html.escape(str(exc), quote=False), visible=True
+        )
+        return (*(gr.skip() for _ in range(RESULT_OUTPUTS)), *slots.values())
+    except Exception:
+        logger.exception("an edit failed")
+        slots["request"] = gr.Markdown("**Server error:** " + INTERNAL_ERROR, visible=True)
+        return (*(gr.skip() for _ in range(RESULT_OUTPUTS)), *slots.values())
+    return (*results, *slots.values())
 
 
 def _edit(
@@ -403,6 +493,7 @@ def _edit(
     mesh: bool,
     try_anyway: bool,
     history: dict,
+    on_progress: Callable[[float, str], None] | None = None,
 ) -> tuple:
     settings = WebEditSettings(
         num_inference_steps=_whole(steps),
@@ -423,7 +514,7 @@ def _edit(
         Path(path).name if path else None
     )
     lines = instructions.splitlines() if isinstance(instructions, str) else []
-    outcome = session.edit(path, lines, settings, image_name=name)
+    outcome = session.edit(path, lines, settings, image_name=name, on_progress=on_progress)
     assert path is not None  # session.edit refuses a missing image
     history = _extend_history(history, path, outcome)
     return (

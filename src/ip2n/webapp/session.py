@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 
 from ip2n.align import AlignmentError
+from ip2n.diffusion.editing import edit_schedule
 from ip2n.export.mesh import DEFAULT_DENSITY_LEVEL
 from ip2n.limits import MAX_KEEP, MAX_TIMEOUT_SECONDS
 from ip2n.pipeline import (
@@ -43,9 +45,9 @@ from ip2n.pipeline import (
     InstructionError,
     OutsideWorldError,
 )
-from ip2n.pipeline.edit import check_guidance_scales, edit_schedule
+from ip2n.pipeline.edit import check_guidance_scales
 from ip2n.pipeline.result import CROP_NAME, view_yaws_deg
-from ip2n.pipeline.scope import WEB_WORDING
+from ip2n.pipeline.scope import WEB_WORDING, NotAWorldHeadError, UnknownInstructionError
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,23 @@ EXAMPLES_DIR = "examples"
 
 
 class RequestError(ValueError):
-    """A request the app refuses; the message is shown in the page as it is."""
+    """A request the app refuses; the message is shown in the page as it is, next to what it concerns:
+    "image" (the picture), "instructions", or "request" (the settings or the request as a whole)."""
+
+    def __init__(self, message: str, concerns: str = "request") -> None:
+        super().__init__(message)
+        self.concerns = concerns
+
+
+def error_concerns(error: BaseException) -> str:
+    """Which input a refusal is about ("image", "instructions" or "request"): where the page shows it."""
+    if isinstance(error, RequestError):
+        return error.concerns
+    if isinstance(error, ImageInputError | NotAWorldHeadError | AlignmentError):
+        return "image"
+    if isinstance(error, InstructionError | UnknownInstructionError):
+        return "instructions"
+    return "request"
 
 
 class RequestTimeoutError(RequestError):
@@ -201,12 +219,14 @@ class EditSession:
         settings: WebEditSettings = WebEditSettings(),
         *,
         image_name: str | None = None,
+        on_progress: ProgressReport | None = None,
     ) -> EditOutcome:
         """Edit `image` (a file path or PIL image) with `instructions` into a fresh request folder.
 
         `image_name` is how messages refer to the image (the uploaded file's own name rather than
-        the server's copy). Raises a `ValueError` subclass with a message for the page for every bad
-        input; a failed request leaves no folder behind.
+        the server's copy). `on_progress(fraction, what)` is told what runs: waiting for the model,
+        each diffusion step, then each output. Raises a `ValueError` subclass with a message for the
+        page for every bad input; a failed request leaves no folder behind.
         """
         deadline = time.monotonic() + self.timeout
         instructions = _check_instructions(instructions)
@@ -220,7 +240,9 @@ class EditSession:
             )
         )
         try:
-            outcome = self._run(picture, image_name, instructions, settings, folder, deadline)
+            outcome = self._run(
+                picture, image_name, instructions, settings, folder, deadline, on_progress or _no_report
+            )
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -235,10 +257,14 @@ class EditSession:
         settings: WebEditSettings,
         folder: Path,
         deadline: float,
+        report: ProgressReport,
     ) -> EditOutcome:
         start = time.perf_counter()
+        report(0.0, "waiting for the model (one edit at a time)")
         with self._pipeline_lock:
             self._check_deadline(deadline)
+            step_counter = _StepCounter(report, instructions, settings)
+            report(0.0, "encoding the portrait and the instructions")
             try:
                 result = self.pipeline(
                     picture,
@@ -252,6 +278,8 @@ class EditSession:
                     generator=torch.Generator().manual_seed(settings.seed),
                     allow_any_image=settings.allow_any_image,
                     allow_any_instruction=settings.allow_any_instruction,
+                    callback_on_step_end=step_counter,
+                    callback_on_step_end_tensor_inputs=(),
                 )
             # Messages name the user's file, not the server's copy of it.
             except ImageInputError as exc:
@@ -259,11 +287,14 @@ class EditSession:
             except OutsideWorldError as exc:
                 # Worded for the page: its examples and its "Try anyway" box.
                 message = exc.explain(WEB_WORDING)
-                raise RequestError(_name_upload(message, picture, image_name or "this picture")) from None
+                raise RequestError(
+                    _name_upload(message, picture, image_name or "this picture"), error_concerns(exc)
+                ) from None
             except AlignmentError as exc:
                 raise RequestError(
                     f"{_name_upload(str(exc), picture, image_name)}. If the image already is a face "
-                    'crop (like the examples), untick "Align face".'
+                    'crop (like the examples), untick "Align face".',
+                    "image",
                 ) from None
         yaws = tuple(view_yaws_deg(settings.views))
         written = result.save(
@@ -284,7 +315,7 @@ class EditSession:
                 }
             },
             # A running computation cannot be interrupted: the time limit is checked between stages.
-            on_stage=lambda stage: self._check_deadline(deadline),
+            on_stage=lambda stage: self._next_output(stage, deadline, report),
         )
         names = {path.name: path for path in written}
         return EditOutcome(
@@ -305,6 +336,11 @@ class EditSession:
             outside_world=result.outside_world,
         )
 
+    def _next_output(self, stage: str, deadline: float, report: ProgressReport) -> None:
+        self._check_deadline(deadline)
+        fraction, what = OUTPUT_STAGES.get(stage, (DIFFUSION_SHARE, stage))
+        report(fraction, what)
+
     def _check_deadline(self, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise RequestTimeoutError(
@@ -319,6 +355,37 @@ class EditSession:
             for folder in folders[: max(0, len(folders) - self.keep)]:
                 logger.info("removing old request folder %s (keeping the newest %d)", folder, self.keep)
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+# How far along an edit is when each output stage of `EditResult.save` starts, and what it says.
+DIFFUSION_SHARE = 0.5  # the encoding and the diffusion steps: the first half of the bar
+OUTPUT_STAGES = {
+    "frontal": (0.5, "rendering the edited portrait and its depth"),
+    "views": (0.6, "rendering the views"),
+    "orbit": (0.7, "rendering the orbit video"),
+    "mesh": (0.85, "extracting the 3-D mesh"),
+    "files": (0.98, "writing the files"),
+}
+ProgressReport = Callable[[float, str], None]
+
+
+def _no_report(fraction: float, what: str) -> None:
+    pass
+
+
+class _StepCounter:
+    """A `callback_on_step_end` that reports each diffusion step of the request as a fraction."""
+
+    def __init__(self, report: ProgressReport, instructions: list[str], settings: WebEditSettings) -> None:
+        per_edit = max(1, int(settings.strength * settings.num_inference_steps))
+        self.total = per_edit * (len(instructions) if settings.chain else 1)
+        self.done = 0
+        self.report = report
+
+    def __call__(self, pipeline: object, step_index: int, timestep: int, tensors: dict) -> None:
+        self.done += 1
+        fraction = DIFFUSION_SHARE * min(1.0, self.done / self.total)
+        self.report(fraction, f"diffusion step {min(self.done, self.total)} of {self.total}")
 
 
 def check_session_options(timeout: float, keep: int) -> None:
@@ -343,7 +410,8 @@ def _check_instructions(instructions: list[str]) -> list[str]:
         raise InstructionError('type an instruction first, e.g. "add eyeglasses" (one per line for several)')
     if len(instructions) > MAX_INSTRUCTIONS:
         raise RequestError(
-            f"{len(instructions)} instructions given; at most {MAX_INSTRUCTIONS} are accepted at once"
+            f"{len(instructions)} instructions given; at most {MAX_INSTRUCTIONS} are accepted at once",
+            "instructions",
         )
     for number, text in enumerate(instructions, start=1):
         if len(text) > MAX_INSTRUCTION_CHARACTERS:
