@@ -16,10 +16,10 @@ from ip2n.cli import main
 from ip2n.export.images import save_image
 from ip2n.pipeline import EditPipeline
 from ip2n.pipeline.edit import EditDefaults
-from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, hidden_attributes
-from ip2n.synthetic.evaluate import instruction_losses
-from ip2n.synthetic.latent import attributes_of, decode, identity_of
-from ip2n.synthetic.train_all import SHIPPED_FILES
+from ip2n.synthetic.lab.evaluate import instruction_losses
+from ip2n.synthetic.lab.train_all import SHIPPED_FILES
+from ip2n.synthetic.world.attributes import ATTRIBUTE_NAMES, hidden_attributes
+from ip2n.synthetic.world.latent import attributes_of, decode, identity_of
 
 MAX_SHIPPED_BYTES = 40_000_000
 

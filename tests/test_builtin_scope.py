@@ -19,10 +19,10 @@ from ip2n.builtin import example_heads, render_portrait, sample_head
 from ip2n.cli import main
 from ip2n.export.images import save_image
 from ip2n.pipeline import EditPipeline, NotAWorldHeadError, OutsideWorldError, UnknownInstructionError
-from ip2n.synthetic.attributes import ATTRIBUTE_NAMES
-from ip2n.synthetic.instructions import CORE, phrasings
-from ip2n.synthetic.marks import why_unmarked, world_mark
-from ip2n.synthetic.vocabulary import KEYWORDS, named_attributes, words
+from ip2n.synthetic.world.attributes import ATTRIBUTE_NAMES
+from ip2n.synthetic.world.instructions import CORE, phrasings
+from ip2n.synthetic.world.marks import why_unmarked, world_mark
+from ip2n.synthetic.world.vocabulary import KEYWORDS, named_attributes, words
 
 QUICK = ["--steps", "10", "--views", "0"]
 

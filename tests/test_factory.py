@@ -33,7 +33,7 @@ from ip2n.factory.phrasing import (
 )
 from ip2n.factory.spec import Candidate, PairState
 from ip2n.factory.store import Store
-from ip2n.synthetic.attributes import visible_changes
+from ip2n.synthetic.world.attributes import visible_changes
 from ip2n.training.data import read_triplets
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,8 +31,8 @@ from ip2n.generator.config import PRESETS as GENERATOR_PRESETS
 from ip2n.generator.config import EG3DConfig, preset
 from ip2n.limits import CONFIG_LIMITS, ConfigError, check_config, config_from_dict
 from ip2n.rendering.volume import RenderingConfig
-from ip2n.synthetic.classifier import AttributeClassifierConfig
-from ip2n.synthetic.generator import SyntheticHeadsConfig, synthetic_preset
+from ip2n.synthetic.lab.classifier import AttributeClassifierConfig
+from ip2n.synthetic.world.generator import SyntheticHeadsConfig, synthetic_preset
 from ip2n.text.encoder import TEXT_ENCODER_PRESETS, TextEncoderConfig
 
 CONFIG_CLASSES = (

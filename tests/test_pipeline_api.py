@@ -33,7 +33,7 @@ from ip2n.encoding.identity import extract_identity
 from ip2n.pipeline import DeviceError, EditPipeline, EditPipelineOutput, ImageInputError, edit_schedule
 from ip2n.pipeline import edit as edit_module
 from ip2n.pipeline.pretrained import INDEX_NAME, hub_file_patterns
-from ip2n.synthetic.marks import world_mark
+from ip2n.synthetic.world.marks import world_mark
 from ip2n.text import TEXT_ENCODER_PRESETS
 from ip2n.text.tokens import tokenize
 from ip2n.training.distributed import init_distributed

@@ -10,7 +10,7 @@ import torch
 from ip2n.cli import main
 from ip2n.diffusion.latent_packing import pack_latent, unpack_latent
 from ip2n.rendering.cameras import camera_labels
-from ip2n.synthetic.attributes import (
+from ip2n.synthetic.world.attributes import (
     ATTRIBUTE_NAMES,
     BINARY_ATTRIBUTES,
     CATEGORICAL_ATTRIBUTES,
@@ -18,8 +18,8 @@ from ip2n.synthetic.attributes import (
     sample_attributes,
     sample_identity,
 )
-from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
-from ip2n.synthetic.instructions import (
+from ip2n.synthetic.world.generator import SyntheticHeadGenerator, synthetic_preset
+from ip2n.synthetic.world.instructions import (
     CORE,
     DESCRIPTIVE_FRAMES,
     FRAMES,
@@ -27,7 +27,7 @@ from ip2n.synthetic.instructions import (
     core_phrases,
     phrasings,
 )
-from ip2n.synthetic.latent import attributes_of, identity_of
+from ip2n.synthetic.world.latent import attributes_of, identity_of
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from ip2n.diffusion import pack_latent, unpack_latent
-from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, sample_attributes, sample_identity
-from ip2n.synthetic.bank import HeadBank, render_bank
-from ip2n.synthetic.classifier import (
+from ip2n.synthetic.lab.bank import HeadBank, render_bank
+from ip2n.synthetic.lab.classifier import (
     NUM_LOGITS,
     AttributeClassifier,
     attribute_targets,
@@ -22,18 +21,26 @@ from ip2n.synthetic.classifier import (
     predicted_targets,
     targets_to_attributes,
 )
-from ip2n.synthetic.edit_data import build_edit_data
-from ip2n.synthetic.generator import prior_mean_coordinates
-from ip2n.synthetic.instructions import phrasings
-from ip2n.synthetic.latent import attributes_of, coordinates_from, decode, encode, identity_of, row_bases
-from ip2n.synthetic.text_training import (
+from ip2n.synthetic.lab.edit_data import build_edit_data
+from ip2n.synthetic.lab.text_training import (
     EDIT_CLASSES,
     EditReader,
     TextTrainingConfig,
     edit_labels,
     train_text_encoder,
 )
-from ip2n.synthetic.vision_training import ARCFACE_MARGIN, ARCFACE_SCALE, ArcFaceHead, true_codes
+from ip2n.synthetic.lab.vision_training import ARCFACE_MARGIN, ARCFACE_SCALE, ArcFaceHead, true_codes
+from ip2n.synthetic.world.attributes import ATTRIBUTE_NAMES, sample_attributes, sample_identity
+from ip2n.synthetic.world.generator import prior_mean_coordinates
+from ip2n.synthetic.world.instructions import phrasings
+from ip2n.synthetic.world.latent import (
+    attributes_of,
+    coordinates_from,
+    decode,
+    encode,
+    identity_of,
+    row_bases,
+)
 from ip2n.text import TextEncoder, text_encoder_config, tokenize
 
 
@@ -82,8 +89,12 @@ def test_a_second_view_set_shows_the_same_people_anew(bank):
 
 
 def test_out_of_fold_inversions_come_from_encoders_that_never_saw_the_identity(bank, monkeypatch):
-    from ip2n.synthetic import vision_training
-    from ip2n.synthetic.vision_training import VisionTrainingConfig, fold_encoder_steps, invert_held_out_fold
+    from ip2n.synthetic.lab import vision_training
+    from ip2n.synthetic.lab.vision_training import (
+        VisionTrainingConfig,
+        fold_encoder_steps,
+        invert_held_out_fold,
+    )
 
     assert [fold_encoder_steps(1000, folds) for folds in (2, 3, 4)] == [500, 667, 750]
     assert fold_encoder_steps(1, 2) == 1
@@ -275,7 +286,7 @@ def test_true_targets_edit_the_true_head_not_the_inversion():
 
 
 def test_each_ablation_variant_turns_off_what_its_name_says(tmp_path):
-    from ip2n.synthetic.train_all import VARIANTS, WorldTrainingConfig, dit_training_config
+    from ip2n.synthetic.lab.train_all import VARIANTS, WorldTrainingConfig, dit_training_config
 
     config = WorldTrainingConfig.quick()
     objectives = {variant: dit_training_config(variant, config, tmp_path).objective for variant in VARIANTS}
@@ -292,7 +303,7 @@ def test_each_ablation_variant_turns_off_what_its_name_says(tmp_path):
 
 
 def test_single_edit_triplets_hold_one_instruction_each():
-    from ip2n.synthetic.train_all import SINGLE_EDIT_COUNT_PROBABILITIES
+    from ip2n.synthetic.lab.train_all import SINGLE_EDIT_COUNT_PROBABILITIES
 
     coordinates, attributes = _random_coordinates(5, seed=4)
     codes = encode(coordinates, row_bases(64))
@@ -354,8 +365,8 @@ def test_ablation_switches_of_the_objective(switch):
 
 
 def test_someone_elses_instructions_are_read_and_checked(tmp_path):
-    from ip2n.synthetic.attributes import visible_changes
-    from ip2n.synthetic.evaluate import read_instruction_cases
+    from ip2n.synthetic.lab.evaluate import read_instruction_cases
+    from ip2n.synthetic.world.attributes import visible_changes
 
     good = tmp_path / "mine.jsonl"
     good.write_text(
@@ -381,7 +392,7 @@ def test_someone_elses_instructions_are_read_and_checked(tmp_path):
 
 
 def test_evaluation_figures_are_computed_per_count():
-    from ip2n.synthetic.evaluate import CaseResult, summarize
+    from ip2n.synthetic.lab.evaluate import CaseResult, summarize
 
     def case(count, success, changed, misread=0):
         return CaseResult(
@@ -427,7 +438,7 @@ def test_evaluation_figures_are_computed_per_count():
 
 
 def test_paired_differences_and_the_sign_test():
-    from ip2n.synthetic.evaluate import paired_difference, sign_test
+    from ip2n.synthetic.lab.evaluate import paired_difference, sign_test
 
     assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)  # P(≤ 1 of 10) on either side
     assert sign_test(1, 9) == sign_test(9, 1) and sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
@@ -447,7 +458,7 @@ def test_paired_differences_and_the_sign_test():
 
 
 def test_resuming_train_all_needs_the_same_settings(tmp_path):
-    from ip2n.synthetic.train_all import WorldTrainingConfig, check_resumable
+    from ip2n.synthetic.lab.train_all import WorldTrainingConfig, check_resumable
 
     config = WorldTrainingConfig.quick()
     check_resumable(None, config, tmp_path)  # a new run
@@ -521,7 +532,7 @@ def toy_eval(toy_world, tmp_path_factory) -> Path:
 @pytest.mark.system
 def test_train_all_writes_every_model_and_shows_progress(toy_world):
     from ip2n.checkpoints.safetensors_io import load_weights
-    from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, load_attribute_classifier
+    from ip2n.synthetic.lab.train_all import SHIPPED_FILES, WorldTrainingConfig, load_attribute_classifier
 
     out, progress = toy_world
     # Every stage shows its progress, the worker processes' included.
@@ -560,7 +571,7 @@ def test_train_all_writes_every_model_and_shows_progress(toy_world):
 
 @pytest.mark.system
 def test_train_all_resumes_without_training_again_and_refuses_other_settings(toy_world, tmp_path):
-    from ip2n.synthetic.train_all import SHIPPED_FILES, WorldTrainingConfig, train_world
+    from ip2n.synthetic.lab.train_all import SHIPPED_FILES, WorldTrainingConfig, train_world
 
     out, _progress = toy_world
     before = {name: (out / name).stat().st_mtime_ns for name in SHIPPED_FILES}
@@ -594,8 +605,8 @@ def test_eval_on_the_toy_world(toy_eval):
 def test_eval_with_another_identity_judge(toy_world, toy_eval, tmp_path):
     """Another identity network as the judge: the same edits, other identity cosines."""
     from ip2n.encoding import IdentityEncoder
-    from ip2n.synthetic.train_all import save_model
-    from ip2n.synthetic.vision_training import identity_config
+    from ip2n.synthetic.lab.train_all import save_model
+    from ip2n.synthetic.lab.vision_training import identity_config
 
     torch.manual_seed(1)
     judge_dir = tmp_path / "judge"

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from ip2n.checkpoints.editing_weights import load_dit
-from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
+from ip2n.synthetic.world.generator import SyntheticHeadGenerator, synthetic_preset
 from ip2n.training.checkpoint import load_checkpoint
 from ip2n.training.config import load_config
 from ip2n.training.models import build_frozen_networks

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from ip2n.pipeline.edit import EditDefaults, EditPipeline
+    from ip2n.defaults import EditDefaults
+    from ip2n.pipeline.edit import EditPipeline
 
 
 @dataclass(frozen=True)

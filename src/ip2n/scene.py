@@ -25,7 +25,7 @@ from ip2n.heap import release_free_heap
 from ip2n.rendering.cameras import ORBIT_PITCH_RANGE, ORBIT_YAW_RANGE, camera_labels, orbit_cameras
 
 if TYPE_CHECKING:
-    from ip2n.synthetic.generator import SyntheticHeadGenerator
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator
 
 
 class LatentScene:

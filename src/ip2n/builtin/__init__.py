@@ -59,7 +59,7 @@ def builtin_edit_default_values() -> dict:
 def edit_defaults(weights_dir: str | Path = WEIGHTS_DIR):
     """The sampling settings a world's model was tuned with (world.json `edit_defaults`, chosen on
     validation cases, docs/synthetic_world.md); the paper's when the folder has none."""
-    from ip2n.pipeline.edit import PAPER_DEFAULTS, EditDefaults
+    from ip2n.defaults import PAPER_DEFAULTS, EditDefaults
 
     values = edit_default_values(weights_dir)
     return EditDefaults.from_dict(values) if values else PAPER_DEFAULTS
@@ -94,7 +94,7 @@ def load_synthetic_pipeline(
     )
     from ip2n.pipeline.edit import EditPipeline
     from ip2n.progress import stage_bar
-    from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator, synthetic_preset
 
     device = torch.device(device)
     with stage_bar("loading the built-in model", 5, progress, unit="model") as bar:
@@ -139,7 +139,7 @@ def sample_head(seed: int) -> tuple[torch.Tensor, dict]:
     """A random head of the world: (identity (1, P), attributes), drawn from the world's prior."""
     import torch
 
-    from ip2n.synthetic.attributes import sample_attributes, sample_identity
+    from ip2n.synthetic.world.attributes import sample_attributes, sample_identity
 
     random = torch.Generator().manual_seed(seed)
     identity = sample_identity(1, random)
@@ -164,16 +164,16 @@ def render_portrait(
     seed: int | None = None,
 ) -> Image.Image:
     """A 128² PIL portrait of a synthetic head at yaw/pitch degrees, marked as a head of the world
-    (`ip2n.synthetic.marks`): what the built-in model edits. Save it with
+    (`ip2n.synthetic.world.marks`): what the built-in model edits. Save it with
     `ip2n.export.images.save_image` (or Pillow with `pnginfo`) to keep the mark in the PNG: Pillow's
     plain `save` drops it. `seed` (of `sample_head`) is recorded in the mark when given."""
     import torch
 
     from ip2n.export.images import to_pil
     from ip2n.rendering.cameras import camera_labels
-    from ip2n.synthetic.attributes import complete_attributes
-    from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
-    from ip2n.synthetic.marks import mark_world_image
+    from ip2n.synthetic.world.attributes import complete_attributes
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator, synthetic_preset
+    from ip2n.synthetic.world.marks import mark_world_image
 
     generator = SyntheticHeadGenerator(synthetic_preset(PRESET_NAME)).eval()
     camera = camera_labels(math.radians(yaw_deg), math.radians(pitch_deg))
@@ -200,7 +200,7 @@ def _load_world_folder(folder: Path, device: torch.device, progress: bool) -> Ed
 
 def _is_world_generator(pipeline: EditPipeline) -> bool:
     """Whether the pipeline renders with the world generator `load_synthetic_pipeline` rebuilds."""
-    from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator, synthetic_preset
 
     generator = pipeline.generator
     return isinstance(generator, SyntheticHeadGenerator) and generator.config == synthetic_preset(PRESET_NAME)

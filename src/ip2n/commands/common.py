@@ -160,7 +160,7 @@ def generator_for_latent(weights: str | None, latent: Path) -> tuple[Any, str]:
             "generator.safetensors)"
         )
     from ip2n.builtin import PRESET_NAME
-    from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator, synthetic_preset
 
     world = SyntheticHeadGenerator(synthetic_preset(PRESET_NAME)).eval()
     if record is None and not _has_width(latent, world.config.w_dim):

@@ -87,9 +87,9 @@ def run(args) -> int:
     from ip2n.builtin import EXAMPLES, PRESET_NAME, example_heads, render_portrait
     from ip2n.export.images import save_image
     from ip2n.pipeline import EditPipeline
-    from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, hidden_attributes
-    from ip2n.synthetic.generator import SyntheticHeadGenerator
-    from ip2n.synthetic.latent import attributes_of, decode
+    from ip2n.synthetic.world.attributes import ATTRIBUTE_NAMES, hidden_attributes
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator
+    from ip2n.synthetic.world.latent import attributes_of, decode
 
     identity, source_attributes, instruction = example_heads()[DEMO_EXAMPLE]
     instruction = args.instruction or instruction

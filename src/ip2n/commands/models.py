@@ -29,7 +29,7 @@ def describe_models(width: int = 100) -> str:
     from ip2n.builtin import EXAMPLES, builtin_edit_default_values
     from ip2n.pipeline.edit import DEFAULT_PRESET, MODEL_PRESETS
     from ip2n.pipeline.scope import OFFICIAL_FILES_SOURCE
-    from ip2n.synthetic.vocabulary import summary
+    from ip2n.synthetic.world.vocabulary import summary
 
     def paragraph(text: str, indent: str = "  ") -> str:
         return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + "  ")

@@ -251,8 +251,8 @@ def run_data(args) -> int:
 
     import dataclasses
 
-    from ip2n.synthetic.data import write_triplets
-    from ip2n.synthetic.generator import SyntheticHeadGenerator, SyntheticHeadsConfig
+    from ip2n.synthetic.lab.data import write_triplets
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator, SyntheticHeadsConfig
 
     # The neural render runs at half the image size; the image is its bilinear enlargement.
     config = dataclasses.replace(
@@ -276,7 +276,7 @@ def run_train_all(args) -> int:
     import json
     from pathlib import Path
 
-    from ip2n.synthetic.train_all import VARIANTS, WorldTrainingConfig, export_builtin, train_world
+    from ip2n.synthetic.lab.train_all import VARIANTS, WorldTrainingConfig, export_builtin, train_world
 
     config = WorldTrainingConfig.quick() if args.quick else WorldTrainingConfig()
     config = dataclasses.replace(config, seed=args.seed, text_position_randomization=args.text_tpr)
@@ -310,14 +310,19 @@ def run_eval(args) -> int:
 
     from ip2n.builtin import WEIGHTS_DIR, edit_defaults, load_synthetic_pipeline
     from ip2n.diffusion.editing import edit_schedule
-    from ip2n.synthetic.evaluate import (
+    from ip2n.synthetic.lab.evaluate import (
         EvalSettings,
         evaluate,
         instruction_losses,
         make_cases,
         read_instruction_cases,
     )
-    from ip2n.synthetic.train_all import ATTRIBUTES_FILE, DIT_VARIANTS, VARIANTS, load_attribute_classifier
+    from ip2n.synthetic.lab.train_all import (
+        ATTRIBUTES_FILE,
+        DIT_VARIANTS,
+        VARIANTS,
+        load_attribute_classifier,
+    )
 
     weights = Path(args.weights) if args.weights else WEIGHTS_DIR
     if not (weights / ATTRIBUTES_FILE).is_file():
@@ -382,7 +387,7 @@ def run_eval(args) -> int:
     import json
 
     from ip2n.atomic import write_text_atomic
-    from ip2n.synthetic.report import write_report
+    from ip2n.synthetic.lab.report import write_report
 
     classifier = load_attribute_classifier(weights / ATTRIBUTES_FILE)
     results = {}

@@ -64,7 +64,7 @@ def save_image(image: Image.Image, path: str | os.PathLike) -> None:
     """Write a PIL image atomically; the format follows the file suffix.
 
     A PNG keeps the image's `ip2n-*` text entries (`image.info`), such as the mark of a head rendered
-    from the synthetic world (`ip2n.synthetic.marks`).
+    from the synthetic world (`ip2n.synthetic.world.marks`).
     """
     kind = _format_for(path)
     options = {}

@@ -4,7 +4,7 @@ The paper gives each pair 20–30 instructions paraphrased by a language model. 
 *pool* of distinct phrasings, and each pair draws 20–30 of them (its own seed):
 
 - an edit of the synthetic world's attributes (`eyeglasses=true`) uses the world's grammar
-  (`ip2n.synthetic.instructions`: core phrases with synonyms × casual/formal frames × he/she/they,
+  (`ip2n.synthetic.world.instructions`: core phrases with synonyms × casual/formal frames × he/she/they,
   training split only, so `ip2n synth eval`'s held-out wordings stay unseen): hundreds per edit;
 - a free instruction ("put a cowboy hat on him") is varied by the same frames (plus a few more),
   by he/she/they where its pronouns are unambiguous (he, him, his, they, them, their; "her" can be
@@ -88,8 +88,8 @@ class InstructionFileError(ValueError):
 
 def world_edit(attributes: dict[str, Any]) -> Edit:
     """An edit of the world's attributes → Edit with the canonical id and an imperative prompt."""
-    from ip2n.synthetic.attributes import complete_attributes
-    from ip2n.synthetic.instructions import PRONOUNS, compose_instruction, core_phrases
+    from ip2n.synthetic.world.attributes import complete_attributes
+    from ip2n.synthetic.world.instructions import PRONOUNS, compose_instruction, core_phrases
 
     complete_attributes(attributes)  # validates names and values
     parts = [f"{name}={_value_text(value)}" for name, value in sorted(attributes.items())]
@@ -113,7 +113,7 @@ def parse_edit_line(line: str) -> Edit:
     text = " ".join(line.split())
     match = re.fullmatch(r"([a-z_]+)\s*=\s*([A-Za-z_]+)", text)
     if match:
-        from ip2n.synthetic.attributes import BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES
+        from ip2n.synthetic.world.attributes import BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES
 
         name, raw = match.groups()
         if name in BINARY_ATTRIBUTES:
@@ -209,7 +209,7 @@ def grammar_phrasings(edit: Edit) -> list[str]:
 
 
 def _world_phrasings(attributes: dict[str, Any]) -> list[str]:
-    from ip2n.synthetic.instructions import compose_instruction, phrasings
+    from ip2n.synthetic.world.instructions import compose_instruction, phrasings
 
     if len(attributes) == 1:
         ((name, value),) = attributes.items()
@@ -223,7 +223,7 @@ def _world_phrasings(attributes: dict[str, Any]) -> list[str]:
 def paraphrase_text(text: str) -> list[str]:
     """Variants of a free instruction: frames × unambiguous pronoun sets × synonyms (module docstring).
     The instruction itself comes first."""
-    from ip2n.synthetic.instructions import DESCRIPTIVE_FRAMES, FRAMES
+    from ip2n.synthetic.world.instructions import DESCRIPTIVE_FRAMES, FRAMES
 
     base = _normalise(text)
     descriptive = bool(re.match(r"(he|she|they)\b", base))

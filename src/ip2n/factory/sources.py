@@ -136,7 +136,7 @@ def world_generator(size: int = 128):
     import dataclasses
 
     from ip2n.builtin import PRESET_NAME
-    from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator, synthetic_preset
 
     # As `ip2n synth data --size`: the neural render at half the size, enlarged bilinearly.
     config = dataclasses.replace(
@@ -174,8 +174,8 @@ def prepare_world_head(state: PairState, settings: FactorySettings) -> PairState
     """Draw head `index` (identity, attributes, a single visible edit, pose) and render its source."""
     from ip2n.factory.phrasing import world_edit
     from ip2n.rendering.cameras import camera_labels
-    from ip2n.synthetic.attributes import sample_attributes, sample_identity
-    from ip2n.synthetic.data import sample_edit, sample_pose
+    from ip2n.synthetic.lab.data import sample_edit, sample_pose
+    from ip2n.synthetic.world.attributes import sample_attributes, sample_identity
 
     ref = state.job.source
     generator = torch.Generator().manual_seed(derive_seed(settings.seed, "head", ref.index))

@@ -176,7 +176,7 @@ class Store:
         for side, array in ((0, state.source_image), (1, edited)):
             image = Image.fromarray(array)
             if marks is not None:
-                from ip2n.synthetic.marks import mark_world_image
+                from ip2n.synthetic.world.marks import mark_world_image
 
                 mark_world_image(image, marks[side])
             save_image(image, folder / f"{name}_{side}.png")

@@ -7,11 +7,8 @@
 `NotAWorldHeadError` and `UnknownInstructionError`, both `OutsideWorldError`s.
 """
 
+from ip2n.defaults import DEFAULT_IMAGE_SCALE, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_TEXT_SCALE
 from ip2n.pipeline.edit import (
-    DEFAULT_IMAGE_SCALE,
-    DEFAULT_STEPS,
-    DEFAULT_STRENGTH,
-    DEFAULT_TEXT_SCALE,
     DeviceError,
     EditPipeline,
     EditPipelineOutput,

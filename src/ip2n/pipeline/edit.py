@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -43,7 +43,7 @@ from ip2n.checkpoints.editing_weights import (
 )
 from ip2n.checkpoints.generator_weights import load_generator, load_latent_avg
 from ip2n.checkpoints.safe_unpickle import CheckpointError
-from ip2n.defaults import DEFAULT_IMAGE_SCALE, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_TEXT_SCALE
+from ip2n.defaults import PAPER_DEFAULTS, EditDefaults
 from ip2n.devices import default_device
 from ip2n.diffusion.dit import DiT
 from ip2n.diffusion.editing import edit_codes, edit_schedule
@@ -70,30 +70,10 @@ from ip2n.text.tokens import randomize_token_positions, tokenize
 
 if TYPE_CHECKING:
     from ip2n.encoding.preim3d import PREIM3DEncoderConfig
-    from ip2n.synthetic.generator import SyntheticHeadGenerator
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class EditDefaults:
-    """The sampling settings of an edit when the caller passes none: the paper's for the official
-    model; a built-in model carries the ones it was tuned with (its world.json `edit_defaults`)."""
-
-    num_inference_steps: int = DEFAULT_STEPS
-    strength: float = DEFAULT_STRENGTH
-    guidance_scale: float = DEFAULT_TEXT_SCALE
-    image_guidance_scale: float = DEFAULT_IMAGE_SCALE
-
-    @classmethod
-    def from_dict(cls, values: dict) -> EditDefaults:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown edit default(s) {sorted(unknown)}")
-        return cls(**values)
-
-
-PAPER_DEFAULTS = EditDefaults()
 
 # Sizes official files are read with when `from_weights` is not told otherwise: the released models.
 RELEASED_SIZES = EditingPresets()
@@ -618,8 +598,8 @@ class EditPipeline:
                 the paired source, e.g. the synthetic world's "img2img" ablation).
             allow_any_image, allow_any_instruction: for a model of the synthetic world
                 (`world_model`, e.g. the built-in one), which edits only heads of its world (marked
-                images, `ip2n.synthetic.marks`) and instructions that name its attributes
-                (`ip2n.synthetic.vocabulary`): run it on anything else instead of raising
+                images, `ip2n.synthetic.world.marks`) and instructions that name its attributes
+                (`ip2n.synthetic.world.vocabulary`): run it on anything else instead of raising
                 `NotAWorldHeadError` / `UnknownInstructionError`. The result's `notes` and
                 `outside_world` then say that it is not an edit of the input.
             progress: show progress bars (stderr) for encoding and the diffusion steps

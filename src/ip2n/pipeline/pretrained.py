@@ -32,6 +32,7 @@ from ip2n.checkpoints.editing_weights import WEIGHT_FILES
 from ip2n.checkpoints.generator_weights import LATENT_AVG_NAME
 from ip2n.checkpoints.safe_unpickle import CheckpointError
 from ip2n.checkpoints.safetensors_io import save_weights
+from ip2n.defaults import EditDefaults
 from ip2n.generator.eg3d import TriPlaneGenerator
 from ip2n.registry import FOLDER_KINDS, MODEL_PRESETS, SYNTHETIC_WORLD_KIND
 from ip2n.version import __version__
@@ -110,7 +111,7 @@ def load_folder(
     progress: bool = False,
 ) -> EditPipeline:
     """A pipeline from a local folder: by its index, as a synthetic world, or as weight files."""
-    from ip2n.pipeline.edit import EditDefaults, resolve_device
+    from ip2n.pipeline.edit import resolve_device
 
     index = read_index(folder)
     if index:

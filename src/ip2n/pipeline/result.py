@@ -45,7 +45,7 @@ from ip2n.scene import LatentScene, radians_of
 from ip2n.version import __version__
 
 if TYPE_CHECKING:
-    from ip2n.synthetic.generator import SyntheticHeadGenerator
+    from ip2n.synthetic.world.generator import SyntheticHeadGenerator
 
 Which = Literal["source", "edited"]
 ViewsAs = Literal["grid", "files"]
@@ -193,7 +193,7 @@ class EditResult:
         `mesh_resolution`³ grid at `mesh_level`, or "auto" = the middle of the density range),
         result.json (settings, seed, versions, timings, notes, the generator the latent belongs to,
         `metadata`). A model of the synthetic world marks its renders (source, edited, views) as
-        heads of its world (`ip2n.synthetic.marks`), so that they can be edited again.
+        heads of its world (`ip2n.synthetic.world.marks`), so that they can be edited again.
 
         Every file is written atomically; if anything fails, the files written so far are removed
         again. `progress` shows a bar per stage (stderr); `on_stage(name)` is called before each
@@ -303,7 +303,7 @@ class EditResult:
         """A render of the world's model, marked as a head of its world (other models: unchanged)."""
         if not self.world_model:
             return image
-        from ip2n.synthetic.marks import mark_world_image
+        from ip2n.synthetic.world.marks import mark_world_image
 
         record = {"rendered_by": "EditResult.save", "latent": which, "model": self.model}
         return mark_world_image(image, {**record, "yaw_deg": yaw_deg, "pitch_deg": 0.0})

@@ -4,11 +4,11 @@ The built-in model (`EditPipeline.from_preset("synthetic")`, `ip2n edit` without
 whole method trained on the synthetic 3-D heads world. It knows nothing else:
 
 - **pictures**: it edits heads of its world only — images ip2n rendered from the world, which carry
-  the world's mark (`ip2n.synthetic.marks`). Anything else (a photo) it encodes as the nearest
+  the world's mark (`ip2n.synthetic.world.marks`). Anything else (a photo) it encodes as the nearest
   synthetic head, an unrelated person: `NotAWorldHeadError`;
 - **instructions**: its text tower knows only the world's phrasings and maps any sentence onto some
   attribute change. An instruction that names none of the world's attributes
-  (`ip2n.synthetic.vocabulary`) would make an unrelated edit: `UnknownInstructionError`.
+  (`ip2n.synthetic.world.vocabulary`) would make an unrelated edit: `UnknownInstructionError`.
 
 Both are `OutsideWorldError`s (ValueErrors with a message for people: why, and what to do). The
 opt-ins `allow_any_image` / `allow_any_instruction` (CLI `--any-image` / `--any-instruction`, the web
@@ -104,7 +104,7 @@ class UnknownInstructionError(OutsideWorldError):
         self.instructions = tuple(instructions)
 
     def explain(self, wording: Wording) -> str:
-        from ip2n.synthetic.vocabulary import KEYWORDS
+        from ip2n.synthetic.world.vocabulary import KEYWORDS
 
         quoted = ", ".join(f"“{text}”" for text in self.instructions)
         asks = "asks" if len(self.instructions) == 1 else "ask"
@@ -123,7 +123,7 @@ class UnknownInstructionError(OutsideWorldError):
 
 def check_world_image(image: Image.Image, name: str) -> None:
     """Raise `NotAWorldHeadError` unless `image` is a marked, unchanged render of the world."""
-    from ip2n.synthetic.marks import why_unmarked
+    from ip2n.synthetic.world.marks import why_unmarked
 
     reason = why_unmarked(image)
     if reason:
@@ -132,7 +132,7 @@ def check_world_image(image: Image.Image, name: str) -> None:
 
 def check_known_instructions(instructions: Sequence[str]) -> None:
     """Raise `UnknownInstructionError` for the instructions that name no attribute of the world."""
-    from ip2n.synthetic.vocabulary import unknown_instructions
+    from ip2n.synthetic.world.vocabulary import unknown_instructions
 
     unknown = unknown_instructions(instructions)
     if unknown:

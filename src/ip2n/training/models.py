@@ -20,7 +20,7 @@ from ip2n.checkpoints.generator_weights import load_generator, load_latent_avg, 
 from ip2n.diffusion import DiT
 from ip2n.encoding import IdentityEncoder, build_encoder, encoder_preset, identity_preset
 from ip2n.generator.eg3d import TriPlaneGenerator
-from ip2n.synthetic.generator import SyntheticHeadGenerator, synthetic_preset
+from ip2n.synthetic.world.generator import SyntheticHeadGenerator, synthetic_preset
 from ip2n.text import TextEncoder, text_encoder_config
 from ip2n.training.config import ModelConfig
 

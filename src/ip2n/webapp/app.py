@@ -112,10 +112,10 @@ def example_inputs(output_root: str | os.PathLike) -> list[list[Any]]:
 
 
 def _is_world_head(path: Path) -> bool:
-    """Whether `path` is a marked, unchanged head of the synthetic world (`ip2n.synthetic.marks`)."""
+    """Whether `path` is a marked, unchanged head of the synthetic world (`ip2n.synthetic.world.marks`)."""
     from PIL import Image, UnidentifiedImageError
 
-    from ip2n.synthetic.marks import world_mark
+    from ip2n.synthetic.world.marks import world_mark
 
     try:
         with Image.open(path) as image:

@@ -1,7 +1,7 @@
 """The synthetic world as an exact editor: the edited head is the source head with exactly the
 requested attribute change, identity and camera untouched, rendered by the world's generator.
 
-The world's latent is linear in the attribute codes (`ip2n.synthetic.latent`), so re-encoding the
+The world's latent is linear in the attribute codes (`ip2n.synthetic.world.latent`), so re-encoding the
 head with the target attributes *is* the edit in latent space (`attribute_change` added to the
 source latent gives the same latent). The result carries no 2-D editor's errors: the filters see the
 pair a perfect editor would make, and identity scores measure the identity network's own

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, AttributeValue
+from ip2n.synthetic.world.attributes import ATTRIBUTE_NAMES, AttributeValue
 
 PRONOUNS = (
     {"subj": "he", "obj": "him", "pos": "his", "be": "is", "has": "has", "wears": "wears"},

@@ -45,10 +45,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ip2n.diffusion import pack_latent
-from ip2n.synthetic.attributes import sample_attributes, sample_identity
-from ip2n.synthetic.data import EDIT_COUNT_PROBABILITIES, sample_edit
-from ip2n.synthetic.instructions import compose_instruction
-from ip2n.synthetic.latent import attribute_change, attributes_of, coordinates_from, encode, row_bases
+from ip2n.synthetic.lab.data import EDIT_COUNT_PROBABILITIES, sample_edit
+from ip2n.synthetic.world.attributes import sample_attributes, sample_identity
+from ip2n.synthetic.world.instructions import compose_instruction
+from ip2n.synthetic.world.latent import attribute_change, attributes_of, coordinates_from, encode, row_bases
 from ip2n.text import tokenize
 from ip2n.training.objective import Batch
 from ip2n.training.samples import SampleSet

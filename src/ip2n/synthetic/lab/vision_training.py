@@ -24,16 +24,16 @@ from torch import nn
 from ip2n.encoding import IdentityEncoder, build_encoder, encoder_preset, identity_preset
 from ip2n.encoding.identity import IdentityConfig
 from ip2n.encoding.preim3d import PREIM3DEncoderConfig
-from ip2n.synthetic.bank import HeadBank
-from ip2n.synthetic.classifier import (
+from ip2n.synthetic.lab.bank import HeadBank
+from ip2n.synthetic.lab.classifier import (
     AttributeClassifier,
     AttributeClassifierConfig,
     attribute_targets,
     classification_loss,
     predicted_targets,
 )
-from ip2n.synthetic.fitting import fit
-from ip2n.synthetic.latent import encode, identity_of, row_bases
+from ip2n.synthetic.lab.fitting import fit
+from ip2n.synthetic.world.latent import encode, identity_of, row_bases
 
 ARCFACE_SCALE = 32.0  # logit scale s of ArcFace
 ARCFACE_MARGIN = (
@@ -74,7 +74,7 @@ def identity_config(resolution: int) -> IdentityConfig:
 
 def true_codes(bank: HeadBank, w_dim: int) -> torch.Tensor:
     """The bank's ground-truth W+ codes relative to the prior mean latent, (N, 14, w_dim)."""
-    from ip2n.synthetic.generator import prior_mean_coordinates
+    from ip2n.synthetic.world.generator import prior_mean_coordinates
 
     bases = row_bases(w_dim)
     return encode(bank.coordinates, bases) - encode(prior_mean_coordinates(), bases)

@@ -16,16 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ip2n.synthetic.attributes import (
+from ip2n.synthetic.lab.data import sample_edit
+from ip2n.synthetic.lab.fitting import fit
+from ip2n.synthetic.world.attributes import (
     ATTRIBUTE_NAMES,
     BINARY_ATTRIBUTES,
     CATEGORICAL_ATTRIBUTES,
     AttributeValue,
     sample_attributes,
 )
-from ip2n.synthetic.data import sample_edit
-from ip2n.synthetic.fitting import fit
-from ip2n.synthetic.instructions import compose_instruction
+from ip2n.synthetic.world.instructions import compose_instruction
 from ip2n.text import TextEncoder, TextEncoderConfig, randomize_token_positions, text_encoder_config, tokenize
 
 # Per attribute: class 0 = "left alone", then one class per value it can be set to.

@@ -30,7 +30,7 @@ from ip2n.limits import config_from_dict
 from ip2n.rendering.cameras import unpack_camera_label
 from ip2n.rendering.rays import ray_bundle
 from ip2n.rendering.volume import DEFAULT_POINTS_PER_CHUNK, RenderingConfig, render_field
-from ip2n.synthetic.attributes import (
+from ip2n.synthetic.world.attributes import (
     ATTRIBUTE_NAMES,
     BINARY_ATTRIBUTES,
     CATEGORICAL_ATTRIBUTES,
@@ -41,7 +41,8 @@ from ip2n.synthetic.attributes import (
     attributes_from_uniforms,
     normal_cdf,
 )
-from ip2n.synthetic.latent import (
+from ip2n.synthetic.world.head import background_color, head_field
+from ip2n.synthetic.world.latent import (
     COORDINATE_INDEX,
     COORDINATES,
     NUM_ROWS,
@@ -50,7 +51,6 @@ from ip2n.synthetic.latent import (
     encode,
     row_bases,
 )
-from ip2n.synthetic.world import background_color, head_field
 
 # A head point costs a few kB through the field (about 30 shape channels and their normals).
 _POINTS_PER_CHUNK = DEFAULT_POINTS_PER_CHUNK // 2

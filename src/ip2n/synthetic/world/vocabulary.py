@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from ip2n.synthetic.attributes import ATTRIBUTE_NAMES, CATEGORICAL_ATTRIBUTES
+from ip2n.synthetic.world.attributes import ATTRIBUTE_NAMES, CATEGORICAL_ATTRIBUTES
 
 # attribute → words that name its change in the world's phrasings (a word may serve several).
 KEYWORDS: dict[str, tuple[str, ...]] = {
@@ -147,7 +147,7 @@ def unknown_instructions(instructions: Iterable[str]) -> list[str]:
 
 def example_wordings(attribute: str, count: int = 2) -> list[str]:
     """`count` example instructions for an attribute, from its training phrasings ("give him glasses")."""
-    from ip2n.synthetic.instructions import CORE, PRONOUNS, core_phrases
+    from ip2n.synthetic.world.instructions import CORE, PRONOUNS, core_phrases
 
     values = [value for (name, value) in CORE if name == attribute]
     examples = []

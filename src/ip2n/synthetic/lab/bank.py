@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from ip2n.atomic import atomic_path
 from ip2n.rendering.cameras import camera_labels
-from ip2n.synthetic.attributes import sample_attributes, sample_identity
-from ip2n.synthetic.generator import SyntheticHeadGenerator, SyntheticHeadsConfig, synthetic_preset
-from ip2n.synthetic.latent import coordinates_from
+from ip2n.synthetic.world.attributes import sample_attributes, sample_identity
+from ip2n.synthetic.world.generator import SyntheticHeadGenerator, SyntheticHeadsConfig, synthetic_preset
+from ip2n.synthetic.world.latent import coordinates_from
 
 # The vision models of the built-in world read 64² images: four times cheaper to render and to train
 # on than 128², and every attribute still shows.
@@ -52,7 +52,7 @@ class HeadBank:
     """Rendered heads and their truth; row i of every tensor is view i."""
 
     images: torch.Tensor  # (N, 3, R, R) uint8
-    coordinates: torch.Tensor  # (N, K) float32 ground-truth latent coordinates (ip2n.synthetic.latent)
+    coordinates: torch.Tensor  # (N, K) float32 ground-truth latent coordinates (ip2n.synthetic.world.latent)
     identity_index: torch.Tensor  # (N,) int64, which identity the view shows
     cameras: torch.Tensor  # (N, 25) EG3D camera labels
 

@@ -34,10 +34,10 @@ from ip2n.atomic import write_text_atomic
 from ip2n.checkpoints.editing_weights import WEIGHT_FILES, load_identity, load_preim3d_encoder
 from ip2n.checkpoints.safetensors_io import load_weights, save_weights
 from ip2n.encoding.identity import extract_identity
-from ip2n.synthetic.bank import HeadBank, render_bank
-from ip2n.synthetic.classifier import AttributeClassifier, AttributeClassifierConfig
-from ip2n.synthetic.text_training import TextTrainingConfig, reading_accuracy, train_text_encoder
-from ip2n.synthetic.vision_training import (
+from ip2n.synthetic.lab.bank import HeadBank, render_bank
+from ip2n.synthetic.lab.classifier import AttributeClassifier, AttributeClassifierConfig
+from ip2n.synthetic.lab.text_training import TextTrainingConfig, reading_accuracy, train_text_encoder
+from ip2n.synthetic.lab.vision_training import (
     VisionTrainingConfig,
     attribute_accuracy,
     fold_encoder_steps,
@@ -299,7 +299,7 @@ def relative_mse(codes: torch.Tensor, truth: torch.Tensor) -> float:
 def validation_figures(out_dir: Path, work_dir: Path, validation: HeadBank) -> dict:
     """How well each trained model does on the held-out identities (and held-out phrasings)."""
     from ip2n.checkpoints.editing_weights import load_text_encoder
-    from ip2n.synthetic.text_training import EditReader
+    from ip2n.synthetic.lab.text_training import EditReader
 
     encoder, _ = load_preim3d_encoder(out_dir)
     codes, truth = encoder.eval()(validation.pixels(slice(None))), true_codes(validation, W_DIM)
@@ -412,7 +412,7 @@ def train_dit(
     """Stage 4 for one variant → the EMA weights file (dit.safetensors in `run_dir`). The sources are
     `source_codes` (N, 14, w_dim) when given (out-of-fold inversions), else the trained encoder's;
     `identity_features` (N, 512) are `bank_identity_features`, computed here when not given."""
-    from ip2n.synthetic.edit_data import build_edit_data
+    from ip2n.synthetic.lab.edit_data import build_edit_data
     from ip2n.training import train
     from ip2n.training.checkpoint import CHECKPOINT_NAME
 

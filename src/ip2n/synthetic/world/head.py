@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from ip2n.synthetic.latent import COORDINATE_INDEX
-from ip2n.synthetic.shapes import (
+from ip2n.synthetic.world.latent import COORDINATE_INDEX
+from ip2n.synthetic.world.shapes import (
     Shape,
     capsule,
     ellipsoid,

@@ -4,7 +4,7 @@ For pair `name` (a zero-padded index): folder `name/` with `name_0.png` (source)
 (edited) and `name.txt` (one instruction per line); at the top, an EG3D-style `dataset.json`
 ({"labels": [[relative path, 25 numbers], ...]}, both images of a pair share the camera) and
 `truth.jsonl` with the ground truth of each pair (identity values, source and target attributes,
-edits, yaw and pitch) for evaluation. The images carry the world's mark (`ip2n.synthetic.marks`):
+edits, yaw and pitch) for evaluation. The images carry the world's mark (`ip2n.synthetic.world.marks`):
 the built-in model edits them.
 
 Everything follows from the seed: the same seed and settings write the same bytes. Each file is
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ip2n.atomic import write_text_atomic
 from ip2n.export.images import save_image, to_pil
 from ip2n.rendering.cameras import camera_labels
-from ip2n.synthetic.attributes import (
+from ip2n.synthetic.world.attributes import (
     ATTRIBUTE_NAMES,
     BINARY_ATTRIBUTES,
     CATEGORICAL_ATTRIBUTES,
@@ -36,9 +36,9 @@ from ip2n.synthetic.attributes import (
     sample_identity,
     visible_changes,
 )
-from ip2n.synthetic.generator import SyntheticHeadGenerator
-from ip2n.synthetic.instructions import compose_instruction
-from ip2n.synthetic.marks import mark_world_image
+from ip2n.synthetic.world.generator import SyntheticHeadGenerator
+from ip2n.synthetic.world.instructions import compose_instruction
+from ip2n.synthetic.world.marks import mark_world_image
 
 logger = logging.getLogger(__name__)
 

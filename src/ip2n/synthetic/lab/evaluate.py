@@ -48,7 +48,11 @@ from tqdm.auto import tqdm
 from ip2n.encoding.identity import extract_identity
 from ip2n.export.images import to_pil
 from ip2n.rendering.cameras import camera_labels
-from ip2n.synthetic.attributes import (
+from ip2n.synthetic.lab.bank import bank_generator_config
+from ip2n.synthetic.lab.classifier import GROUPS, AttributeClassifier
+from ip2n.synthetic.lab.data import sample_edit
+from ip2n.synthetic.lab.train_all import DIT_VARIANTS
+from ip2n.synthetic.world.attributes import (
     ATTRIBUTE_NAMES,
     BINARY_ATTRIBUTES,
     CATEGORICAL_ATTRIBUTES,
@@ -59,14 +63,10 @@ from ip2n.synthetic.attributes import (
     sample_identity,
     visible_changes,
 )
-from ip2n.synthetic.bank import bank_generator_config
-from ip2n.synthetic.classifier import GROUPS, AttributeClassifier
-from ip2n.synthetic.data import sample_edit
-from ip2n.synthetic.generator import SyntheticHeadGenerator
-from ip2n.synthetic.instructions import compose_instruction
-from ip2n.synthetic.latent import attribute_change, attributes_of, decode, encode, identity_of
-from ip2n.synthetic.marks import mark_world_image
-from ip2n.synthetic.train_all import DIT_VARIANTS
+from ip2n.synthetic.world.generator import SyntheticHeadGenerator
+from ip2n.synthetic.world.instructions import compose_instruction
+from ip2n.synthetic.world.latent import attribute_change, attributes_of, decode, encode, identity_of
+from ip2n.synthetic.world.marks import mark_world_image
 
 YAW_RANGE, PITCH_RANGE = math.radians(30), math.radians(20)
 
@@ -262,7 +262,7 @@ def evaluate_case(
     true_source = renderer.encode_heads(case.identity, [case.source])
     image = renderer.synthesis(true_source, cameras[:1])["image"][0]
     # The input is a head of the world (marked as such); the instruction is what is measured, so it is
-    # edited even when the world's vocabulary check (`ip2n.synthetic.vocabulary`) would refuse it.
+    # edited even when the world's vocabulary check (`ip2n.synthetic.world.vocabulary`) would refuse it.
     result = pipeline(
         mark_world_image(to_pil(image), {"rendered_by": "ip2n synth eval", "case": index}),
         case.instruction,

@@ -63,7 +63,7 @@ def _percent(value: float) -> str:
 
 def _paired_section(results: Mapping[str, dict], variants: list[str]) -> list[str]:
     """Each further variant against the first, case by case (they all edit the same cases)."""
-    from ip2n.synthetic.evaluate import PAIRED_FIGURES, paired_difference
+    from ip2n.synthetic.lab.evaluate import PAIRED_FIGURES, paired_difference
 
     baseline = variants[0]
     lines = [

@@ -19,8 +19,8 @@ from torch import nn
 from ip2n.encoding import irse
 from ip2n.encoding.irse import IRSEConfig
 from ip2n.limits import config_from_dict
-from ip2n.synthetic.attributes import BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES, Attributes
-from ip2n.synthetic.latent import COORDINATE_INDEX
+from ip2n.synthetic.world.attributes import BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES, Attributes
+from ip2n.synthetic.world.latent import COORDINATE_INDEX
 
 # Logit layout: the binary attributes, then each categorical attribute's values, in declaration order.
 GROUPS: tuple[tuple[str, int], ...] = tuple((name, 1) for name in BINARY_ATTRIBUTES) + tuple(

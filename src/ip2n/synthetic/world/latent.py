@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ip2n.synthetic.attributes import (
+from ip2n.synthetic.world.attributes import (
     BINARY_ATTRIBUTES,
     CATEGORICAL_ATTRIBUTES,
     IDENTITY_PARAMS,
