@@ -166,6 +166,18 @@ def test_training_reads_the_factory_output(world_data, tmp_path, capsys):
     )
 
 
+def test_the_factory_recipe_trains_on_the_built_in_models_float16_networks(world_data, tmp_path, capsys):
+    """configs/factory_world.yaml: the built-in model's frozen networks (stored in float16) encode the
+    factory's float32 images; they are widened when loaded, as the built-in pipeline widens them."""
+    config = yaml.safe_load((REPO / "configs" / "factory_world.yaml").read_text())
+    config["model"]["weights_dir"] = str(REPO / "src" / "ip2n" / "builtin" / "synthetic")
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    argv = ["train", "--config", str(tmp_path / "train.yaml"), "--data", str(world_data), "-o", str(run)]
+    assert main(argv + ["--stop-after", "2", "--threads", "1"]) == 0
+    assert capsys.readouterr().out.strip().endswith("dit.safetensors")
+
+
 # --- filters ---------------------------------------------------------------------------------------
 
 

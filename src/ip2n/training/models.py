@@ -98,4 +98,6 @@ def build_frozen_networks(config: ModelConfig, device: torch.device) -> FrozenNe
 
 
 def _freeze(module: ModuleT, device: torch.device) -> ModuleT:
-    return module.to(device).eval().requires_grad_(False)
+    # Float32 whatever the file stored: the built-in model ships float16 weights, and the frozen
+    # networks take the training loop's float32 images and latents (autocast handles mixed precision).
+    return module.to(device).float().eval().requires_grad_(False)
