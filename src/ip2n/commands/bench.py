@@ -100,8 +100,6 @@ def run_editing(args) -> int:
 
 
 def run_edit(args) -> int:
-    if args.frames < 0:  # refused before the minute spent writing full-size random weights
-        raise UserError(f"--frames must be 0 (no orbit) or more, got {args.frames}")
     apply_threads(args.threads)
     from ip2n.bench.edit import run_edit_benchmark
 
